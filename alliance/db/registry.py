@@ -1,0 +1,28 @@
+"""Imports every model so `Base.metadata` describes the whole schema (alembic, tests)."""
+
+from alliance.audit.models import AuditRecord
+from alliance.auth.models import OAuthClient, SigningKey
+from alliance.db.base import Base
+from alliance.events.models import OutboxEvent
+from alliance.ledger.models import Account, LedgerTransaction, Lot, LotConsumption, Posting
+from alliance.members.models import Member, Membership
+from alliance.programs.models import Merchant, Program
+
+metadata = Base.metadata
+
+__all__ = [
+    "Account",
+    "AuditRecord",
+    "LedgerTransaction",
+    "Lot",
+    "LotConsumption",
+    "Member",
+    "Membership",
+    "Merchant",
+    "OAuthClient",
+    "OutboxEvent",
+    "Posting",
+    "Program",
+    "SigningKey",
+    "metadata",
+]

@@ -1,0 +1,79 @@
+"""Domain errors: one base, a stable code, an optional field path.
+
+The GraphQL layer turns these into `userErrors` (business rule failures) or,
+for `Unauthorized` / `Forbidden`, into GraphQL errors with the same code.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    INVALID_INPUT = "INVALID_INPUT"
+    NOT_FOUND = "NOT_FOUND"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    INSUFFICIENT_POINTS = "INSUFFICIENT_POINTS"
+    INACTIVE = "INACTIVE"
+    RETRY = "RETRY"
+
+
+class DomainError(Exception):
+    code: ErrorCode = ErrorCode.INVALID_INPUT
+
+    def __init__(
+        self, message: str, *, field: tuple[str, ...] | None = None, code: ErrorCode | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code}, {self.message!r}, field={self.field})"
+
+
+class InvalidInput(DomainError):
+    code = ErrorCode.INVALID_INPUT
+
+
+class NotFound(DomainError):
+    """Unknown and not-yours look the same, so nothing can be enumerated."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class AlreadyExists(DomainError):
+    code = ErrorCode.ALREADY_EXISTS
+
+
+class Unauthenticated(DomainError):
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class Forbidden(DomainError):
+    """The actor's role may not do this at all (as opposed to NotFound for a foreign object)."""
+
+    code = ErrorCode.FORBIDDEN
+
+
+class IdempotencyKeyReused(DomainError):
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
+class InsufficientPoints(DomainError):
+    code = ErrorCode.INSUFFICIENT_POINTS
+
+
+class Inactive(DomainError):
+    code = ErrorCode.INACTIVE
+
+
+class RetryLater(DomainError):
+    """A transient conflict: the same request may simply be sent again."""
+
+    code = ErrorCode.RETRY

@@ -1,0 +1,198 @@
+"""The double-entry points ledger.
+
+Sign convention: a posting's `amount` is the change of its account's balance.
+Awarding 100 points posts +100 to the member account and -100 to the program's
+`issued` system account, so the postings of a transaction sum to zero per
+program and the system accounts carry the mirror image of what members hold.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from alliance.db.base import Base, created_at_column, id_column
+
+
+class AccountKind(enum.StrEnum):
+    MEMBER = "member"
+    ISSUED = "issued"
+    REDEEMED = "redeemed"
+    EXPIRED = "expired"
+    EXCHANGED_OUT = "exchanged_out"
+    EXCHANGED_IN = "exchanged_in"
+    ADJUSTMENT = "adjustment"
+    HELD = "held"
+
+
+SYSTEM_ACCOUNT_KINDS = tuple(kind for kind in AccountKind if kind is not AccountKind.MEMBER)
+
+
+class TransactionKind(enum.StrEnum):
+    AWARD = "award"
+    SPEND = "spend"
+    EXPIRE = "expire"
+
+
+class Account(Base):
+    """A member's points account in one program, or one of the program's system accounts.
+
+    Only member accounts keep a cached `balance`/`held`: system accounts are
+    touched by every transaction of their program, so a running balance row
+    there would serialise the program. Their balance is the sum of postings.
+    """
+
+    __tablename__ = "account"
+
+    id: Mapped[int] = id_column()
+    program_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("program.id"))
+    kind: Mapped[str] = mapped_column(Text)
+    membership_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("membership.id"), unique=True
+    )
+    member_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("member.id"))
+    balance: Mapped[int | None] = mapped_column(BigInteger)
+    held: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('member', 'issued', 'redeemed', 'expired', 'exchanged_out',"
+            " 'exchanged_in', 'adjustment', 'held')",
+            name="kind",
+        ),
+        CheckConstraint(
+            "(kind = 'member') = (membership_id IS NOT NULL AND member_id IS NOT NULL"
+            " AND balance IS NOT NULL AND held IS NOT NULL)",
+            name="member_account_shape",
+        ),
+        CheckConstraint("balance >= 0", name="balance_not_negative"),
+        CheckConstraint("held >= 0 AND held <= balance", name="held_within_balance"),
+        Index(
+            "uq_account_system_kind",
+            "program_id",
+            "kind",
+            unique=True,
+            postgresql_where=text("membership_id IS NULL"),
+        ),
+        Index("ix_account_program_member", "program_id", postgresql_where=text("kind = 'member'")),
+    )
+
+
+class LedgerTransaction(Base):
+    __tablename__ = "ledger_transaction"
+
+    id: Mapped[int] = id_column()
+    kind: Mapped[str] = mapped_column(Text)
+    member_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("member.id"))
+    client_id: Mapped[str | None] = mapped_column(Text)
+    """The OAuth client that submitted it (None for the system's own jobs)."""
+    idempotency_scope: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    request_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """SHA-256 of the canonical request: a replay must match it exactly."""
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        UniqueConstraint(
+            "idempotency_scope", "idempotency_key", name="uq_ledger_transaction_idempotency"
+        ),
+        CheckConstraint("kind IN ('award', 'spend', 'expire')", name="kind"),
+        CheckConstraint(
+            "(idempotency_key IS NULL) = (idempotency_scope IS NULL)", name="idempotency_pair"
+        ),
+        Index("ix_ledger_transaction_member", "member_id", "id"),
+    )
+
+
+class Posting(Base):
+    """One leg of a ledger transaction. Immutable: a trigger rejects UPDATE and DELETE."""
+
+    __tablename__ = "posting"
+
+    id: Mapped[int] = id_column()
+    transaction_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("ledger_transaction.id"), index=True
+    )
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("account.id"))
+    program_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("program.id"))
+    member_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The member whose account this is; on system legs, the transaction's member.
+
+    Every leg carries one, so the ledger can be distributed by member."""
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int | None] = mapped_column(BigInteger)
+    """The member account's balance after this posting; None on system accounts."""
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        CheckConstraint("amount <> 0", name="amount_not_zero"),
+        Index("ix_posting_account", "account_id", text("id DESC")),
+        Index(
+            "ix_posting_member_history",
+            "member_id",
+            text("id DESC"),
+            postgresql_where=text("balance_after IS NOT NULL"),
+        ),
+    )
+
+
+class Lot(Base):
+    """Points from one earn, consumed soonest-expiring first."""
+
+    __tablename__ = "lot"
+
+    id: Mapped[int] = id_column()
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("account.id"))
+    program_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("program.id"))
+    member_id: Mapped[int] = mapped_column(BigInteger)
+    transaction_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_transaction.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_within_amount"),
+        Index(
+            "ix_lot_open",
+            "account_id",
+            "expires_at",
+            "id",
+            postgresql_where=text("remaining > 0"),
+        ),
+        Index("ix_lot_expiring", "expires_at", postgresql_where=text("remaining > 0")),
+    )
+
+
+class LotConsumption(Base):
+    """How many points of which lot a transaction took: the trail for refunds and audits."""
+
+    __tablename__ = "lot_consumption"
+
+    transaction_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("ledger_transaction.id"), primary_key=True
+    )
+    lot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("lot.id"), primary_key=True)
+    points: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        CheckConstraint("points > 0", name="points_positive"),
+        Index("ix_lot_consumption_lot", "lot_id"),
+    )

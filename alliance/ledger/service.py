@@ -1,0 +1,158 @@
+"""Moving points: awards and spends, each idempotent by the client's key.
+
+Each use case is one call of a PL/pgSQL function (migrations/sql/0001_ledger.sql)
+on an autocommit connection: one round trip, one transaction. Authorization
+and input checks happen here; the function enforces the merchant or member
+scope it is given, so a foreign membership is indistinguishable from a missing one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from typing import Any
+
+from sqlalchemy import Row, TextClause, text
+from sqlalchemy.exc import DBAPIError
+
+from alliance.auth.actor import Actor
+from alliance.auth.models import Role
+from alliance.db.engine import Database
+from alliance.db.errors import primary_message, sqlstate
+from alliance.errors import (
+    DomainError,
+    IdempotencyKeyReused,
+    Inactive,
+    InsufficientPoints,
+    NotFound,
+    RetryLater,
+)
+from alliance.validation import check_idempotency_key, check_points, clean_text
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """The result of a points movement; a replay returns the first one unchanged."""
+
+    transaction_id: int
+    membership_id: int
+    points: int
+    """Signed change of the member's balance."""
+    balance_after: int
+    created_at: datetime
+    replayed: bool
+
+
+_AWARD = text(
+    "SELECT * FROM ledger_award(:scope, :key, :hash, :client, :merchant, :membership,"
+    " :points, :reason, :tz)"
+)
+_SPEND = text(
+    "SELECT * FROM ledger_spend(:scope, :key, :hash, :client, :merchant, :member, :membership,"
+    " :points, :reason)"
+)
+
+
+def request_fingerprint(operation: str, **arguments: object) -> bytes:
+    """SHA-256 of the canonical request: same key + other fingerprint = key reuse."""
+    canonical = orjson.dumps({"op": operation, **arguments}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).digest()
+
+
+def _domain_error(error: DBAPIError) -> DomainError | None:
+    match sqlstate(error):
+        case "LA404":
+            return NotFound("membership not found", field=("membershipId",))
+        case "LA402":
+            return InsufficientPoints("not enough spendable points", field=("points",))
+        case "LA409":
+            return IdempotencyKeyReused(primary_message(error), field=("idempotencyKey",))
+        case "LA423":
+            return Inactive(primary_message(error), field=("membershipId",))
+        case "40001" | "40P01":
+            return RetryLater("the request conflicted with another; send it again")
+    return None
+
+
+async def _move(db: Database, statement: TextClause, parameters: dict[str, object]) -> Row[Any]:
+    try:
+        async with db.autocommit() as conn:
+            return (await conn.execute(statement, parameters)).one()
+    except DBAPIError as error:
+        mapped = _domain_error(error)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+async def award_points(
+    db: Database,
+    actor: Actor,
+    *,
+    membership_id: int,
+    points: int,
+    reason: str,
+    idempotency_key: str,
+) -> Movement:
+    """Credit a membership with points (a merchant's goodwill or manual award)."""
+    actor.require(Role.MERCHANT)
+    check_points(points)
+    reason = clean_text(reason, "reason", max_length=500)
+    check_idempotency_key(idempotency_key)
+    transaction_id, balance_after, created_at, replayed = await _move(
+        db,
+        _AWARD,
+        {
+            "scope": actor.idempotency_scope,
+            "key": idempotency_key,
+            "hash": request_fingerprint(
+                "award", membership=membership_id, points=points, reason=reason
+            ),
+            "client": actor.client_id,
+            "merchant": actor.merchant_id,
+            "membership": membership_id,
+            "points": points,
+            "reason": reason,
+            "tz": db.settings.time_zone,
+        },
+    )
+    return Movement(transaction_id, membership_id, points, balance_after, created_at, replayed)
+
+
+async def spend_points(
+    db: Database,
+    actor: Actor,
+    *,
+    membership_id: int,
+    points: int,
+    reason: str,
+    idempotency_key: str,
+) -> Movement:
+    """Debit spendable points: at the merchant's counter, or by the member themself."""
+    actor.require(Role.MERCHANT, Role.MEMBER)
+    check_points(points)
+    reason = clean_text(reason, "reason", max_length=500)
+    check_idempotency_key(idempotency_key)
+    transaction_id, balance_after, created_at, replayed = await _move(
+        db,
+        _SPEND,
+        {
+            "scope": actor.idempotency_scope,
+            "key": idempotency_key,
+            "hash": request_fingerprint(
+                "spend", membership=membership_id, points=points, reason=reason
+            ),
+            "client": actor.client_id,
+            # A member token spends only its own points, in the programs of the
+            # merchant whose app obtained it (elsewhere is cross-brand redemption).
+            "merchant": actor.merchant_id,
+            "member": actor.member_id if actor.role is Role.MEMBER else None,
+            "membership": membership_id,
+            "points": points,
+            "reason": reason,
+        },
+    )
+    return Movement(transaction_id, membership_id, -points, balance_after, created_at, replayed)

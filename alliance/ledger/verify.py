@@ -1,0 +1,136 @@
+"""`alliance verify`: every ledger invariant of DESIGN.md, checked in SQL.
+
+Each check is one query that returns the offending rows (at most `limit` each),
+so it runs on any database, large or small, without loading the ledger into
+Python. An empty result means the invariant holds.
+
+Settlement invariants (every cross-merchant transaction has its obligation,
+statements equal their obligations) join this list with the settlement tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from alliance.ledger.models import SYSTEM_ACCOUNT_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    description: str
+    sql: str
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    check: str
+    description: str
+    detail: str
+
+
+CHECKS: tuple[Check, ...] = (
+    Check(
+        "balanced_transactions",
+        "the postings of each transaction sum to zero per program",
+        """SELECT 'transaction ' || transaction_id || ' program ' || program_id
+                  || ' sums to ' || sum(amount)
+             FROM posting GROUP BY transaction_id, program_id HAVING sum(amount) <> 0""",
+    ),
+    Check(
+        "transactions_have_postings",
+        "every ledger transaction has at least two postings",
+        """SELECT 'transaction ' || t.id || ' has ' || count(p.id) || ' postings'
+             FROM ledger_transaction t LEFT JOIN posting p ON p.transaction_id = t.id
+            GROUP BY t.id HAVING count(p.id) < 2""",
+    ),
+    Check(
+        "balance_equals_postings",
+        "each member account's balance equals the sum of its postings",
+        """SELECT 'account ' || a.id || ' balance ' || a.balance || ' but postings sum to '
+                  || coalesce(p.total, 0)
+             FROM account a
+             LEFT JOIN (SELECT account_id, sum(amount) AS total FROM posting GROUP BY account_id) p
+                    ON p.account_id = a.id
+            WHERE a.kind = 'member' AND a.balance <> coalesce(p.total, 0)""",
+    ),
+    Check(
+        "balance_equals_lots",
+        "each member account's balance equals the sum of its lots' remaining points",
+        """SELECT 'account ' || a.id || ' balance ' || a.balance || ' but lots hold '
+                  || coalesce(l.total, 0)
+             FROM account a
+             LEFT JOIN (SELECT account_id, sum(remaining) AS total FROM lot GROUP BY account_id) l
+                    ON l.account_id = a.id
+            WHERE a.kind = 'member' AND a.balance <> coalesce(l.total, 0)""",
+    ),
+    Check(
+        "no_negative_balance",
+        "no member account is negative or holds more than its balance",
+        """SELECT 'account ' || id || ' balance ' || balance || ' held ' || held
+             FROM account
+            WHERE kind = 'member' AND (balance < 0 OR held < 0 OR held > balance)""",
+    ),
+    Check(
+        "running_balance",
+        "each member posting's balance_after is the running sum of its account's postings",
+        """SELECT 'posting ' || id || ' balance_after ' || balance_after || ' but running sum '
+                  || running
+             FROM (SELECT id, balance_after,
+                          sum(amount) OVER (PARTITION BY account_id ORDER BY id) AS running
+                     FROM posting
+                    WHERE account_id IN (SELECT id FROM account WHERE kind = 'member')) r
+            WHERE balance_after IS DISTINCT FROM running""",
+    ),
+    Check(
+        "system_accounts_have_no_balance",
+        "system accounts keep no running balance and every posting's program is its account's",
+        """SELECT 'posting ' || p.id || ' on account ' || a.id
+                  || CASE WHEN p.program_id <> a.program_id THEN ' of another program'
+                          ELSE ' carries balance_after on a system account' END
+             FROM posting p JOIN account a ON a.id = p.account_id
+            WHERE p.program_id <> a.program_id
+               OR (a.kind <> 'member' AND p.balance_after IS NOT NULL)""",
+    ),
+    Check(
+        "lots_consistent",
+        "each lot's consumed points plus its remainder equal its amount",
+        """SELECT 'lot ' || l.id || ' amount ' || l.amount || ' but remaining ' || l.remaining
+                  || ' + consumed ' || coalesce(c.total, 0)
+             FROM lot l
+             LEFT JOIN (SELECT lot_id, sum(points) AS total FROM lot_consumption GROUP BY lot_id) c
+                    ON c.lot_id = l.id
+            WHERE l.remaining + coalesce(c.total, 0) <> l.amount""",
+    ),
+    Check(
+        "spends_consume_lots",
+        "each spend consumed exactly the points it debited",
+        """SELECT 'transaction ' || t.id || ' debited ' || -p.amount || ' but consumed '
+                  || coalesce(c.total, 0)
+             FROM ledger_transaction t
+             JOIN posting p ON p.transaction_id = t.id AND p.balance_after IS NOT NULL
+             LEFT JOIN (SELECT transaction_id, sum(points) AS total
+                          FROM lot_consumption GROUP BY transaction_id) c
+                    ON c.transaction_id = t.id
+            WHERE t.kind = 'spend' AND -p.amount <> coalesce(c.total, 0)""",
+    ),
+    Check(
+        "program_system_accounts",
+        "every program has exactly one account of each system kind",
+        """SELECT 'program ' || p.id || ' has ' || count(a.id) || ' system accounts'
+             FROM program p
+             LEFT JOIN account a ON a.program_id = p.id AND a.membership_id IS NULL
+            GROUP BY p.id HAVING count(a.id) <> """ + str(len(SYSTEM_ACCOUNT_KINDS)),
+    ),
+)
+
+
+async def verify_ledger(conn: AsyncConnection, *, limit: int = 20) -> list[Violation]:
+    violations: list[Violation] = []
+    for check in CHECKS:
+        rows = await conn.execute(text(f"{check.sql} LIMIT {int(limit)}"))
+        violations.extend(Violation(check.name, check.description, row[0]) for row in rows)
+    return violations

@@ -1,0 +1,263 @@
+-- Ledger guards and the single-statement ledger movements (migration 0001).
+--
+-- Every points movement is one call of one function, so over an autocommit
+-- connection the call *is* the transaction: one round trip, and any RAISE
+-- rolls back everything the call wrote (idempotency claim included).
+--
+-- Errors carry SQLSTATEs of class LA that the domain maps to error codes:
+--   LA404 membership not found (or not visible to the caller: same answer)
+--   LA409 idempotency key reused with a different request
+--   LA402 insufficient spendable points
+--   LA423 program or membership not active
+--   LA500 ledger invariant violated (a bug, never a user error)
+
+-- Postings, transactions and lot consumptions are facts: fix mistakes with new
+-- transactions, never by editing history.
+CREATE FUNCTION ledger_reject_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'LA500';
+END $$;
+
+CREATE TRIGGER posting_append_only BEFORE UPDATE OR DELETE ON posting
+    FOR EACH ROW EXECUTE FUNCTION ledger_reject_change();
+CREATE TRIGGER ledger_transaction_append_only BEFORE UPDATE OR DELETE ON ledger_transaction
+    FOR EACH ROW EXECUTE FUNCTION ledger_reject_change();
+CREATE TRIGGER lot_consumption_append_only BEFORE UPDATE OR DELETE ON lot_consumption
+    FOR EACH ROW EXECUTE FUNCTION ledger_reject_change();
+CREATE TRIGGER audit_record_append_only BEFORE UPDATE OR DELETE ON audit_record
+    FOR EACH ROW EXECUTE FUNCTION ledger_reject_change();
+
+-- All postings of a transaction are inserted by one statement, so checking the
+-- statement's new rows checks whole transactions: per program they sum to zero.
+CREATE FUNCTION posting_check_balanced() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_bad record;
+BEGIN
+    SELECT transaction_id, program_id, sum(amount) AS total INTO v_bad
+      FROM new_postings
+     GROUP BY transaction_id, program_id
+    HAVING sum(amount) <> 0
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'unbalanced postings: transaction % program % sums to %',
+            v_bad.transaction_id, v_bad.program_id, v_bad.total
+            USING ERRCODE = 'LA500';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER posting_balanced AFTER INSERT ON posting
+    REFERENCING NEW TABLE AS new_postings
+    FOR EACH STATEMENT EXECUTE FUNCTION posting_check_balanced();
+
+-- When a lot earned at `earned_at` stops being spendable, per the program's policy,
+-- with days and months cut in the alliance time zone.
+CREATE FUNCTION lot_expiry(p_policy text, p_value integer, p_earned_at timestamptz, p_time_zone text)
+RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT CASE p_policy
+        WHEN 'never' THEN NULL
+        WHEN 'days_after_earn' THEN
+            (date_trunc('day', p_earned_at AT TIME ZONE p_time_zone)
+             + make_interval(days => p_value + 1)) AT TIME ZONE p_time_zone
+        WHEN 'end_of_nth_month' THEN
+            (date_trunc('month', p_earned_at AT TIME ZONE p_time_zone)
+             + make_interval(months => p_value + 1)) AT TIME ZONE p_time_zone
+    END
+$$;
+
+-- The first result of an idempotent request, or LA409 when the key was used
+-- for a different request.
+CREATE FUNCTION ledger_replay(p_scope text, p_key text, p_request_hash bytea)
+RETURNS TABLE (transaction_id bigint, balance_after bigint, created_at timestamptz, replayed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_tx record;
+BEGIN
+    SELECT t.id, t.request_hash, t.created_at, p.balance_after INTO v_tx
+      FROM ledger_transaction t
+      LEFT JOIN posting p ON p.transaction_id = t.id AND p.balance_after IS NOT NULL
+     WHERE t.idempotency_scope = p_scope AND t.idempotency_key = p_key
+     ORDER BY p.id
+     LIMIT 1;
+    IF NOT FOUND THEN
+        -- The conflicting claim was rolled back after we saw it; the client may retry.
+        RAISE EXCEPTION 'concurrent request with the same idempotency key failed; retry'
+            USING ERRCODE = '40001';
+    END IF;
+    IF v_tx.request_hash IS DISTINCT FROM p_request_hash THEN
+        RAISE EXCEPTION 'idempotency key % was already used for a different request', p_key
+            USING ERRCODE = 'LA409';
+    END IF;
+    RETURN QUERY SELECT v_tx.id, v_tx.balance_after, v_tx.created_at, true;
+END $$;
+
+-- Award points to a membership: +points on the member account, -points on the
+-- program's `issued` account, a new lot, an outbox event.
+-- p_merchant_id restricts the membership to that merchant's programs (NULL: any).
+CREATE FUNCTION ledger_award(
+    p_scope text, p_key text, p_request_hash bytea, p_client_id text,
+    p_merchant_id bigint, p_membership_id bigint, p_points bigint, p_reason text,
+    p_time_zone text)
+RETURNS TABLE (transaction_id bigint, balance_after bigint, created_at timestamptz, replayed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v record;
+    v_tx bigint;
+    v_balance bigint;
+BEGIN
+    SELECT a.id AS account_id, a.member_id, a.program_id, p.merchant_id,
+           p.status AS program_status, m.status AS membership_status,
+           p.expiry_policy, p.expiry_value, p.pending_days, s.id AS system_account_id
+      INTO v
+      FROM membership m
+      JOIN program p ON p.id = m.program_id
+      JOIN account a ON a.membership_id = m.id
+      JOIN account s ON s.program_id = p.id AND s.kind = 'issued' AND s.membership_id IS NULL
+     WHERE m.id = p_membership_id
+       AND (p_merchant_id IS NULL OR p.merchant_id = p_merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'membership not found' USING ERRCODE = 'LA404';
+    END IF;
+
+    INSERT INTO ledger_transaction
+        (kind, member_id, client_id, idempotency_scope, idempotency_key, request_hash, reason)
+    VALUES ('award', v.member_id, p_client_id, p_scope, p_key, p_request_hash, p_reason)
+    ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
+    RETURNING id INTO v_tx;
+    IF v_tx IS NULL THEN
+        RETURN QUERY SELECT * FROM ledger_replay(p_scope, p_key, p_request_hash);
+        RETURN;
+    END IF;
+    IF v.program_status <> 'active' OR v.membership_status <> 'active' THEN
+        RAISE EXCEPTION 'program or membership is not active' USING ERRCODE = 'LA423';
+    END IF;
+
+    UPDATE account SET balance = account.balance + p_points
+     WHERE id = v.account_id
+    RETURNING account.balance INTO v_balance;
+
+    INSERT INTO posting (transaction_id, account_id, program_id, member_id, amount, balance_after)
+    VALUES (v_tx, v.account_id, v.program_id, v.member_id, p_points, v_balance),
+           (v_tx, v.system_account_id, v.program_id, v.member_id, -p_points, NULL);
+
+    INSERT INTO lot (account_id, program_id, member_id, transaction_id, amount, remaining,
+                     available_at, expires_at)
+    VALUES (v.account_id, v.program_id, v.member_id, v_tx, p_points, p_points,
+            now() + make_interval(days => v.pending_days),
+            lot_expiry(v.expiry_policy, v.expiry_value, now(), p_time_zone));
+
+    INSERT INTO outbox_event (topic, merchant_id, member_id, payload)
+    VALUES ('points.earned', v.merchant_id, v.member_id,
+            jsonb_build_object('transaction_id', v_tx, 'membership_id', p_membership_id,
+                               'program_id', v.program_id, 'points', p_points,
+                               'balance_after', v_balance));
+
+    RETURN QUERY SELECT v_tx, v_balance, now(), false;
+END $$;
+
+-- Spend points of a membership: a conditional debit (so concurrent spends can
+-- never overdraw), lots consumed soonest-expiring first, +points on `redeemed`.
+-- p_merchant_id / p_member_id restrict whose membership this may be (NULL: any).
+CREATE FUNCTION ledger_spend(
+    p_scope text, p_key text, p_request_hash bytea, p_client_id text,
+    p_merchant_id bigint, p_member_id bigint, p_membership_id bigint, p_points bigint,
+    p_reason text)
+RETURNS TABLE (transaction_id bigint, balance_after bigint, created_at timestamptz, replayed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v record;
+    v_tx bigint;
+    v_balance bigint;
+    v_held bigint;
+    v_spendable bigint;
+    v_taken bigint;
+BEGIN
+    SELECT a.id AS account_id, a.member_id, a.program_id, p.merchant_id,
+           p.status AS program_status, m.status AS membership_status,
+           s.id AS system_account_id
+      INTO v
+      FROM membership m
+      JOIN program p ON p.id = m.program_id
+      JOIN account a ON a.membership_id = m.id
+      JOIN account s ON s.program_id = p.id AND s.kind = 'redeemed' AND s.membership_id IS NULL
+     WHERE m.id = p_membership_id
+       AND (p_merchant_id IS NULL OR p.merchant_id = p_merchant_id)
+       AND (p_member_id IS NULL OR m.member_id = p_member_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'membership not found' USING ERRCODE = 'LA404';
+    END IF;
+
+    INSERT INTO ledger_transaction
+        (kind, member_id, client_id, idempotency_scope, idempotency_key, request_hash, reason)
+    VALUES ('spend', v.member_id, p_client_id, p_scope, p_key, p_request_hash, p_reason)
+    ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
+    RETURNING id INTO v_tx;
+    IF v_tx IS NULL THEN
+        RETURN QUERY SELECT * FROM ledger_replay(p_scope, p_key, p_request_hash);
+        RETURN;
+    END IF;
+    IF v.program_status <> 'active' OR v.membership_status <> 'active' THEN
+        RAISE EXCEPTION 'program or membership is not active' USING ERRCODE = 'LA423';
+    END IF;
+
+    -- The row lock taken here also guards the account's lots: lots are only
+    -- ever changed by a statement that first updated their account row.
+    UPDATE account SET balance = account.balance - p_points
+     WHERE id = v.account_id AND account.balance - account.held >= p_points
+    RETURNING account.balance, account.held INTO v_balance, v_held;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'insufficient points' USING ERRCODE = 'LA402';
+    END IF;
+
+    -- Pending (not yet available) and expired-but-not-yet-swept lots are in the
+    -- balance but not spendable.
+    SELECT coalesce(sum(l.remaining), 0) INTO v_spendable
+      FROM lot l
+     WHERE l.account_id = v.account_id AND l.remaining > 0
+       AND l.available_at <= now() AND (l.expires_at IS NULL OR l.expires_at > now());
+    IF v_spendable - v_held < p_points THEN
+        RAISE EXCEPTION 'insufficient points' USING ERRCODE = 'LA402';
+    END IF;
+
+    WITH open_lots AS (
+        SELECT l.id, l.remaining,
+               coalesce(sum(l.remaining) OVER (ORDER BY l.expires_at NULLS LAST, l.id
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+          FROM lot l
+         WHERE l.account_id = v.account_id AND l.remaining > 0
+           AND l.available_at <= now() AND (l.expires_at IS NULL OR l.expires_at > now())
+    ), taken AS (
+        SELECT o.id, least(o.remaining, p_points - o.before) AS points
+          FROM open_lots o
+         WHERE o.before < p_points
+    ), consumed AS (
+        UPDATE lot SET remaining = lot.remaining - taken.points
+          FROM taken
+         WHERE lot.id = taken.id
+        RETURNING lot.id, taken.points
+    )
+    INSERT INTO lot_consumption (transaction_id, lot_id, points)
+    SELECT v_tx, consumed.id, consumed.points FROM consumed;
+
+    SELECT coalesce(sum(c.points), 0) INTO v_taken
+      FROM lot_consumption c WHERE c.transaction_id = v_tx;
+    IF v_taken <> p_points THEN
+        RAISE EXCEPTION 'lots cover % of % points', v_taken, p_points USING ERRCODE = 'LA500';
+    END IF;
+
+    INSERT INTO posting (transaction_id, account_id, program_id, member_id, amount, balance_after)
+    VALUES (v_tx, v.account_id, v.program_id, v.member_id, -p_points, v_balance),
+           (v_tx, v.system_account_id, v.program_id, v.member_id, p_points, NULL);
+
+    INSERT INTO outbox_event (topic, merchant_id, member_id, payload)
+    VALUES ('points.spent', v.merchant_id, v.member_id,
+            jsonb_build_object('transaction_id', v_tx, 'membership_id', p_membership_id,
+                               'program_id', v.program_id, 'points', p_points,
+                               'balance_after', v_balance));
+
+    RETURN QUERY SELECT v_tx, v_balance, now(), false;
+END $$;
