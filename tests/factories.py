@@ -1,0 +1,91 @@
+"""Factories: plain async functions with defaults, built on the domain's own use cases."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+from typing import Any
+
+from alliance.auth.actor import Actor
+from alliance.auth.models import Role
+from alliance.db.engine import Database
+from alliance.ledger.service import Movement, award_points
+from alliance.members.queries import MembershipRecord
+from alliance.members.service import enroll_member
+from alliance.programs.models import ExpiryPolicy
+from alliance.programs.queries import MerchantRecord, ProgramRecord
+from alliance.programs.service import create_merchant, create_program
+
+_sequence = itertools.count(1)
+
+OPERATOR = Actor(Role.OPERATOR, "client:test-operator", "test-operator")
+AUDITOR = Actor(Role.AUDITOR, "client:test-auditor", "test-auditor")
+ALLIANCE_FINANCE = Actor(Role.FINANCE, "client:test-finance", "test-finance")
+
+
+def merchant_actor(merchant: MerchantRecord | int) -> Actor:
+    merchant_id = merchant if isinstance(merchant, int) else merchant.id
+    client = f"test-merchant-{merchant_id}"
+    return Actor(Role.MERCHANT, f"client:{client}", client, merchant_id=merchant_id)
+
+
+def finance_actor(merchant: MerchantRecord) -> Actor:
+    client = f"test-finance-{merchant.id}"
+    return Actor(Role.FINANCE, f"client:{client}", client, merchant_id=merchant.id)
+
+
+def member_actor(membership: MembershipRecord, merchant_id: int) -> Actor:
+    client = f"test-merchant-{merchant_id}"
+    return Actor(
+        Role.MEMBER,
+        f"member:{membership.member_id}",
+        client,
+        merchant_id=merchant_id,
+        member_id=membership.member_id,
+        membership_id=membership.id,
+    )
+
+
+async def make_merchant(db: Database, **overrides: Any) -> MerchantRecord:
+    n = next(_sequence)
+    fields: dict[str, Any] = {"code": f"merchant-{n}", "name": f"Merchant {n}"} | overrides
+    return await create_merchant(db, OPERATOR, **fields)
+
+
+async def make_program(
+    db: Database, merchant: MerchantRecord | None = None, **overrides: Any
+) -> ProgramRecord:
+    merchant = merchant or await make_merchant(db)
+    n = next(_sequence)
+    fields: dict[str, Any] = {
+        "code": f"program-{n}",
+        "name": f"Program {n}",
+        "unit_name": "points",
+        "point_value": Decimal("0.01"),
+        "expiry_policy": ExpiryPolicy.NEVER,
+    } | overrides
+    return await create_program(db, OPERATOR, merchant_id=merchant.id, **fields)
+
+
+async def make_membership(
+    db: Database, program: ProgramRecord | None = None, **overrides: Any
+) -> MembershipRecord:
+    program = program or await make_program(db)
+    n = next(_sequence)
+    fields: dict[str, Any] = {"member_number": f"M{n:06d}", "display_name": f"Member {n}"}
+    return await enroll_member(
+        db, merchant_actor(program.merchant_id), program_id=program.id, **(fields | overrides)
+    )
+
+
+async def give_points(
+    db: Database, membership: MembershipRecord, program: ProgramRecord, points: int
+) -> Movement:
+    return await award_points(
+        db,
+        merchant_actor(program.merchant_id),
+        membership_id=membership.id,
+        points=points,
+        reason="test award",
+        idempotency_key=f"give-{next(_sequence)}",
+    )
