@@ -38,7 +38,12 @@ class Movement:
     """The result of a points movement; a replay returns the first one unchanged."""
 
     transaction_id: int
+    entry_id: int
+    """The posting on the member account: the member's history entry."""
     membership_id: int
+    program_id: int
+    kind: str
+    reason: str
     points: int
     """Signed change of the member's balance."""
     balance_after: int
@@ -102,7 +107,7 @@ async def award_points(
     check_points(points)
     reason = clean_text(reason, "reason", max_length=500)
     check_idempotency_key(idempotency_key)
-    transaction_id, balance_after, created_at, replayed = await _move(
+    row = await _move(
         db,
         _AWARD,
         {
@@ -119,7 +124,10 @@ async def award_points(
             "tz": db.settings.time_zone,
         },
     )
-    return Movement(transaction_id, membership_id, points, balance_after, created_at, replayed)
+    return Movement(
+        row.transaction_id, row.entry_id, membership_id, row.program_id, "award", reason, points,
+        row.balance_after, row.created_at, row.replayed,
+    )  # fmt: skip
 
 
 async def spend_points(
@@ -136,7 +144,7 @@ async def spend_points(
     check_points(points)
     reason = clean_text(reason, "reason", max_length=500)
     check_idempotency_key(idempotency_key)
-    transaction_id, balance_after, created_at, replayed = await _move(
+    row = await _move(
         db,
         _SPEND,
         {
@@ -155,4 +163,7 @@ async def spend_points(
             "reason": reason,
         },
     )
-    return Movement(transaction_id, membership_id, -points, balance_after, created_at, replayed)
+    return Movement(
+        row.transaction_id, row.entry_id, membership_id, row.program_id, "spend", reason, -points,
+        row.balance_after, row.created_at, row.replayed,
+    )  # fmt: skip

@@ -337,3 +337,19 @@ async def spendable_by_membership(
         .where(membership_table.c.id.in_(membership_ids), readable_memberships(actor))
     )
     return {row.id: max(0, int(row.points) - row.held) for row in await conn.execute(stmt)}
+
+
+async def entries_by_id(
+    conn: AsyncConnection, actor: Actor, ids: Sequence[int]
+) -> dict[int, HistoryEntry]:
+    """Member-account postings by id (system legs are not entries)."""
+    stmt = (
+        select(*_history_columns)
+        .select_from(_history)
+        .where(
+            posting_table.c.id.in_(ids),
+            posting_table.c.balance_after.is_not(None),
+            readable_postings(actor),
+        )
+    )
+    return {row.posting_id: HistoryEntry.from_row(row) for row in await conn.execute(stmt)}

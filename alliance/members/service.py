@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import exists, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from alliance.audit.service import record_audit
 from alliance.auth.actor import Actor
@@ -62,31 +63,9 @@ async def enroll_member(
             )
             if not known:
                 raise NotFound("member not found", field=("memberId",))
-        membership = Membership(
-            member_id=member_id, program_id=program_id, member_number=member_number
+        membership = await open_membership(
+            session, member_id=member_id, program_id=program_id, member_number=member_number
         )
-        session.add(membership)
-        try:
-            await session.flush()
-        except IntegrityError as error:
-            match constraint_name(error):
-                case "uq_membership_program_number":
-                    raise AlreadyExists(
-                        f"member number {member_number} is taken in this program",
-                        field=("memberNumber",),
-                    ) from None
-                case "uq_membership_program_member":
-                    raise AlreadyExists(
-                        "this member is already enrolled in the program", field=("memberId",)
-                    ) from None
-            raise
-        await session.execute(
-            insert(Account).values(
-                program_id=program_id, kind=AccountKind.MEMBER.value,
-                membership_id=membership.id, member_id=member_id, balance=0, held=0,
-            )
-        )  # fmt: skip
-        await session.refresh(membership)
         await record_audit(
             session, actor, action="membership.enroll", target=f"membership:{membership.id}",
             after={"program_id": program_id, "member_id": member_id,
@@ -96,3 +75,33 @@ async def enroll_member(
             membership.id, member_id, program_id, member_number, membership.status,
             membership.created_at, 0, 0,
         )  # fmt: skip
+
+
+async def open_membership(
+    session: AsyncSession, *, member_id: int, program_id: int, member_number: str
+) -> Membership:
+    """The membership row and its points account; the caller has authorized it."""
+    membership = Membership(member_id=member_id, program_id=program_id, member_number=member_number)
+    session.add(membership)
+    try:
+        await session.flush()
+    except IntegrityError as error:
+        match constraint_name(error):
+            case "uq_membership_program_number":
+                raise AlreadyExists(
+                    f"member number {member_number} is taken in this program",
+                    field=("memberNumber",),
+                ) from None
+            case "uq_membership_program_member":
+                raise AlreadyExists(
+                    "this member is already enrolled in the program", field=("memberId",)
+                ) from None
+        raise
+    await session.execute(
+        insert(Account).values(
+            program_id=program_id, kind=AccountKind.MEMBER.value,
+            membership_id=membership.id, member_id=member_id, balance=0, held=0,
+        )
+    )  # fmt: skip
+    await session.refresh(membership)
+    return membership

@@ -72,12 +72,14 @@ $$;
 -- The first result of an idempotent request, or LA409 when the key was used
 -- for a different request.
 CREATE FUNCTION ledger_replay(p_scope text, p_key text, p_request_hash bytea)
-RETURNS TABLE (transaction_id bigint, balance_after bigint, created_at timestamptz, replayed boolean)
+RETURNS TABLE (transaction_id bigint, entry_id bigint, program_id bigint, balance_after bigint,
+               created_at timestamptz, replayed boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_tx record;
 BEGIN
-    SELECT t.id, t.request_hash, t.created_at, p.balance_after INTO v_tx
+    SELECT t.id, t.request_hash, t.created_at, p.id AS entry_id, p.program_id, p.balance_after
+      INTO v_tx
       FROM ledger_transaction t
       LEFT JOIN posting p ON p.transaction_id = t.id AND p.balance_after IS NOT NULL
      WHERE t.idempotency_scope = p_scope AND t.idempotency_key = p_key
@@ -92,7 +94,8 @@ BEGIN
         RAISE EXCEPTION 'idempotency key % was already used for a different request', p_key
             USING ERRCODE = 'LA409';
     END IF;
-    RETURN QUERY SELECT v_tx.id, v_tx.balance_after, v_tx.created_at, true;
+    RETURN QUERY SELECT v_tx.id, v_tx.entry_id, v_tx.program_id, v_tx.balance_after,
+                        v_tx.created_at, true;
 END $$;
 
 -- Award points to a membership: +points on the member account, -points on the
@@ -102,11 +105,13 @@ CREATE FUNCTION ledger_award(
     p_scope text, p_key text, p_request_hash bytea, p_client_id text,
     p_merchant_id bigint, p_membership_id bigint, p_points bigint, p_reason text,
     p_time_zone text)
-RETURNS TABLE (transaction_id bigint, balance_after bigint, created_at timestamptz, replayed boolean)
+RETURNS TABLE (transaction_id bigint, entry_id bigint, program_id bigint, balance_after bigint,
+               created_at timestamptz, replayed boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v record;
     v_tx bigint;
+    v_entry bigint;
     v_balance bigint;
 BEGIN
     SELECT a.id AS account_id, a.member_id, a.program_id, p.merchant_id,
@@ -140,9 +145,14 @@ BEGIN
      WHERE id = v.account_id
     RETURNING account.balance INTO v_balance;
 
-    INSERT INTO posting (transaction_id, account_id, program_id, member_id, amount, balance_after)
-    VALUES (v_tx, v.account_id, v.program_id, v.member_id, p_points, v_balance),
-           (v_tx, v.system_account_id, v.program_id, v.member_id, -p_points, NULL);
+    WITH legs AS (
+        INSERT INTO posting
+            (transaction_id, account_id, program_id, member_id, amount, balance_after)
+        VALUES (v_tx, v.account_id, v.program_id, v.member_id, p_points, v_balance),
+               (v_tx, v.system_account_id, v.program_id, v.member_id, -p_points, NULL)
+        RETURNING id, account_id
+    )
+    SELECT legs.id INTO v_entry FROM legs WHERE legs.account_id = v.account_id;
 
     INSERT INTO lot (account_id, program_id, member_id, transaction_id, amount, remaining,
                      available_at, expires_at)
@@ -156,7 +166,7 @@ BEGIN
                                'program_id', v.program_id, 'points', p_points,
                                'balance_after', v_balance));
 
-    RETURN QUERY SELECT v_tx, v_balance, now(), false;
+    RETURN QUERY SELECT v_tx, v_entry, v.program_id, v_balance, now(), false;
 END $$;
 
 -- Spend points of a membership: a conditional debit (so concurrent spends can
@@ -166,11 +176,13 @@ CREATE FUNCTION ledger_spend(
     p_scope text, p_key text, p_request_hash bytea, p_client_id text,
     p_merchant_id bigint, p_member_id bigint, p_membership_id bigint, p_points bigint,
     p_reason text)
-RETURNS TABLE (transaction_id bigint, balance_after bigint, created_at timestamptz, replayed boolean)
+RETURNS TABLE (transaction_id bigint, entry_id bigint, program_id bigint, balance_after bigint,
+               created_at timestamptz, replayed boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v record;
     v_tx bigint;
+    v_entry bigint;
     v_balance bigint;
     v_held bigint;
     v_spendable bigint;
@@ -249,9 +261,14 @@ BEGIN
         RAISE EXCEPTION 'lots cover % of % points', v_taken, p_points USING ERRCODE = 'LA500';
     END IF;
 
-    INSERT INTO posting (transaction_id, account_id, program_id, member_id, amount, balance_after)
-    VALUES (v_tx, v.account_id, v.program_id, v.member_id, -p_points, v_balance),
-           (v_tx, v.system_account_id, v.program_id, v.member_id, p_points, NULL);
+    WITH legs AS (
+        INSERT INTO posting
+            (transaction_id, account_id, program_id, member_id, amount, balance_after)
+        VALUES (v_tx, v.account_id, v.program_id, v.member_id, -p_points, v_balance),
+               (v_tx, v.system_account_id, v.program_id, v.member_id, p_points, NULL)
+        RETURNING id, account_id
+    )
+    SELECT legs.id INTO v_entry FROM legs WHERE legs.account_id = v.account_id;
 
     INSERT INTO outbox_event (topic, merchant_id, member_id, payload)
     VALUES ('points.spent', v.merchant_id, v.member_id,
@@ -259,5 +276,5 @@ BEGIN
                                'program_id', v.program_id, 'points', p_points,
                                'balance_after', v_balance));
 
-    RETURN QUERY SELECT v_tx, v_balance, now(), false;
+    RETURN QUERY SELECT v_tx, v_entry, v.program_id, v_balance, now(), false;
 END $$;

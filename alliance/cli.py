@@ -1,0 +1,241 @@
+"""The `alliance` command: serve, migrate, verify, clients, tokens, keys, schema."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alliance.auth.models import Role
+from alliance.config import Settings
+from alliance.db import migrate
+from alliance.db.engine import Database
+from alliance.db.runtime import database_url
+from alliance.logs import configure_logging
+
+app = typer.Typer(help="Points Alliance: one ledger for many merchants' points programs.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+client_app = typer.Typer(help="OAuth clients of merchant apps and service accounts.",
+                         no_args_is_help=True)  # fmt: skip
+keys_app = typer.Typer(help="Keys that sign access tokens.", no_args_is_help=True)
+schema_app = typer.Typer(help="The GraphQL schema (SDL).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(client_app, name="client")
+app.add_typer(keys_app, name="keys")
+app.add_typer(schema_app, name="schema")
+
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema" / "schema.graphql"
+
+
+def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `work` against the database (the embedded one when no URL is configured)."""
+    with database_url(settings) as url:
+        migrate.upgrade(url)
+
+        async def run() -> T:
+            db = Database(url, settings)
+            try:
+                return await work(db)
+            finally:
+                await db.dispose()
+
+        return asyncio.run(run())
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    demo: Annotated[bool, typer.Option(help="Seed demo merchants, members and tokens.")] = False,
+) -> None:
+    """Run the API (migrating first); with no ALLIANCE_DATABASE_URL, on embedded PostgreSQL."""
+    import uvicorn
+
+    from alliance.auth.keys import ensure_signing_key
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    with database_url(settings) as url:
+        migrate.upgrade(url)
+
+        async def prepare() -> None:
+            db = Database(url, settings)
+            try:
+                await ensure_signing_key(db)
+                if demo:
+                    from alliance.demo import print_demo, seed_demo
+
+                    print_demo(await seed_demo(db), f"http://{host}:{port}", console)
+            finally:
+                await db.dispose()
+
+        asyncio.run(prepare())
+        # Worker processes read their settings from the environment.
+        os.environ["ALLIANCE_DATABASE_URL"] = url
+        os.environ["ALLIANCE_DATA_DIR"] = str(settings.data_dir)
+        console.print(f"[bold green]GraphiQL[/] http://{host}:{port}/graphql  (Ctrl+C stops)")
+        uvicorn.run(
+            "gateway:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=20,
+        )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION."""
+    settings = Settings.from_env()
+    with database_url(settings) as url:
+        migrate.upgrade(url, revision)
+    console.print(f"database at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION."""
+    settings = Settings.from_env()
+    with database_url(settings) as url:
+        migrate.downgrade(url, revision)
+    console.print(f"database at {revision}")
+
+
+@app.command()
+def verify(limit: int = typer.Option(20, help="Violations shown per check.")) -> None:
+    """Check every ledger invariant; exit 1 and list the violations if any fails."""
+    from alliance.ledger.verify import CHECKS, verify_ledger
+
+    async def work(db: Database) -> list[object]:
+        async with db.autocommit() as conn:
+            return list(await verify_ledger(conn, limit=limit))
+
+    violations = _with_database(Settings.from_env(), work)
+    if not violations:
+        console.print(f"[green]ledger verified[/]: {len(CHECKS)} invariants hold")
+        return
+    table = Table("invariant", "violation", title=f"{len(violations)} violation(s)")
+    for violation in violations:
+        table.add_row(violation.check, violation.detail)  # type: ignore[attr-defined]
+    err.print(table)
+    raise typer.Exit(1)
+
+
+@client_app.command("create")
+def client_create(
+    name: Annotated[str, typer.Option(help="Who uses it, e.g. 'Golden Wok POS'.")],
+    role: Annotated[Role, typer.Option(help="operator, merchant, finance or auditor.")],
+    merchant: Annotated[str | None, typer.Option(help="Merchant code it is bound to.")] = None,
+    client_id: Annotated[str | None, typer.Option(help="Choose the client id.")] = None,
+) -> None:
+    """Create an OAuth client; its secret is shown once."""
+    from alliance.auth.clients import create_client
+
+    async def work(db: Database) -> tuple[str, str]:
+        merchant_id = None if merchant is None else await _merchant_id(db, merchant)
+        return await create_client(db, name=name, role=role, merchant_id=merchant_id,
+                                   client_id=client_id)  # fmt: skip
+
+    created_id, secret = _with_database(Settings.from_env(), work)
+    console.print(f"client_id     {created_id}\nclient_secret {secret}")
+    console.print("[dim]The secret is not stored and cannot be shown again.[/]")
+
+
+@app.command()
+def token(
+    client: Annotated[str, typer.Option(help="The client id to mint a token for.")],
+    membership: Annotated[
+        int | None, typer.Option(help="Mint a member token for this membership (merchant client).")
+    ] = None,
+    ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds.")] = None,
+) -> None:
+    """Mint an access token for local use (no secret needed: you hold the database)."""
+    from alliance.demo import actor_for_client, member_actor_for
+
+    async def work(db: Database) -> str:
+        actor = await actor_for_client(db, client)
+        if membership is not None:
+            actor = await member_actor_for(db, actor, membership)
+        from alliance.auth.tokens import issue_access_token
+
+        minted, _ = await issue_access_token(db, actor=actor, ttl_seconds=ttl)
+        return minted
+
+    print(_with_database(Settings.from_env(), work))
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Start signing with a new key; tokens signed by the old one stay valid until they expire."""
+    from alliance.auth.keys import rotate_signing_key
+
+    kid = _with_database(Settings.from_env(), rotate_signing_key)
+    console.print(f"now signing with key {kid}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The keys published in the JWKS."""
+    from alliance.auth.keys import jwks
+
+    published = _with_database(Settings.from_env(), jwks)
+    for key in published["keys"]:
+        console.print(key["kid"])
+
+
+@schema_app.command("export")
+def schema_export(
+    check: Annotated[bool, typer.Option(help="Exit 1 if the file is stale; write nothing.")] = False,
+    path: Path = SCHEMA_FILE,
+) -> None:
+    """Write the SDL of the schema to schema/schema.graphql."""
+    from schema import sdl
+
+    current = sdl()
+    if check:
+        if not path.exists() or path.read_text() != current:
+            err.print(f"{path} is stale: run `alliance schema export`")
+            raise typer.Exit(1)
+        console.print(f"{path} is up to date")
+        return
+    path.write_text(current)
+    console.print(f"wrote {path}")
+
+
+async def _merchant_id(db: Database, code: str) -> int:
+    from sqlalchemy import select
+
+    from alliance.programs.models import Merchant
+
+    async with db.autocommit() as conn:
+        found = await conn.scalar(select(Merchant.id).where(Merchant.code == code))
+    if found is None:
+        err.print(f"no merchant with code {code}")
+        raise typer.Exit(2)
+    return int(found)
+
+
+def main() -> None:
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

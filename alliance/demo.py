@@ -1,0 +1,207 @@
+"""Demo alliance: three merchants, their programs, members with history, a token per role.
+
+Seeding is idempotent: merchants are looked up by code before being created and
+every points movement carries a fixed idempotency key, so `alliance serve --demo`
+can run any number of times against the same database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from alliance.auth.actor import Actor
+from alliance.auth.clients import create_client, get_client
+from alliance.auth.models import Role
+from alliance.auth.tokens import issue_access_token
+from alliance.db.engine import Database
+from alliance.errors import NotFound
+from alliance.ledger.service import award_points, spend_points
+from alliance.members.models import Member, Membership
+from alliance.members.service import open_membership
+from alliance.programs.models import ExpiryPolicy, Merchant, Program
+from alliance.programs.service import create_merchant, create_program
+
+DEMO_TOKEN_TTL = 24 * 3600
+OPERATOR_CLIENT = "demo-operator"
+
+
+@dataclass(frozen=True)
+class DemoProgram:
+    merchant_code: str
+    merchant_name: str
+    code: str
+    name: str
+    unit_name: str
+    point_value: Decimal
+    expiry_policy: ExpiryPolicy
+    expiry_value: int
+
+
+PROGRAMS = (
+    DemoProgram("golden-wok", "金锅餐饮 Golden Wok", "wok-rewards", "金锅会员积分", "积分",
+                Decimal("0.01"), ExpiryPolicy.END_OF_NTH_MONTH, 12),
+    DemoProgram("shopmall", "优选商城 ShopMall", "mall-points", "商城积分", "点",
+                Decimal("0.005"), ExpiryPolicy.DAYS_AFTER_EARN, 365),
+    DemoProgram("bean-coffee", "豆香咖啡 Bean Coffee", "bean-stars", "咖啡星星", "星",
+                Decimal("0.02"), ExpiryPolicy.NEVER, 0),
+)  # fmt: skip
+
+# (member number per program, display name); history: (program index, points, reason)
+MEMBERS = (
+    ("李娜 Li Na", ("W-8812", "u-77", "B-301"),
+     ((0, 1200, "生日礼 birthday gift"), (1, 5000, "开户礼 welcome bonus"),
+      (2, 80, "首杯 first cup"), (0, -300, "抵扣 counter discount"))),
+    ("王伟 Wang Wei", ("W-8813", "u-78", None),
+     ((0, 640, "消费 dinner"), (1, 2500, "订单 order 1042"), (1, -1000, "兑换 voucher"))),
+    ("陈静 Chen Jing", (None, "u-79", "B-302"),
+     ((1, 300, "评价 review"), (2, 150, "打卡 check-in week"))),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DemoSeed:
+    tokens: dict[str, str]
+    merchants: list[tuple[str, str]]
+
+
+async def seed_demo(db: Database) -> DemoSeed:
+    operator = await _ensure_client(db, OPERATOR_CLIENT, "Demo operator console", Role.OPERATOR)
+    programs: list[Program] = []
+    merchant_actors: list[Actor] = []
+    for spec in PROGRAMS:
+        merchant_id = await _ensure_merchant(db, operator, spec)
+        programs.append(await _ensure_program(db, operator, merchant_id, spec))
+        merchant_actors.append(
+            await _ensure_client(db, f"demo-{spec.merchant_code}", f"{spec.merchant_name} app",
+                                 Role.MERCHANT, merchant_id)  # fmt: skip
+        )
+    finance = await _ensure_client(db, "demo-finance", "Demo finance team", Role.FINANCE)
+    auditor = await _ensure_client(db, "demo-auditor", "Demo auditor", Role.AUDITOR)
+
+    first_membership: tuple[Actor, int] | None = None
+    for person, (display_name, numbers, history) in enumerate(MEMBERS):
+        memberships = await _ensure_memberships(db, programs, display_name, numbers)
+        if first_membership is None and memberships[0] is not None:
+            first_membership = (merchant_actors[0], memberships[0])
+        for step, (index, points, reason) in enumerate(history):
+            membership_id = memberships[index]
+            assert membership_id is not None, "history only in programs the person belongs to"
+            move = award_points if points > 0 else spend_points
+            await move(db, merchant_actors[index], membership_id=membership_id,
+                       points=abs(points), reason=reason,
+                       idempotency_key=f"demo-{person}-{step}")  # fmt: skip
+    assert first_membership is not None
+    member = await member_actor_for(db, *first_membership)
+    tokens = {}
+    for label, actor in (
+        ("operator", operator),
+        ("merchant (golden-wok)", merchant_actors[0]),
+        ("finance (alliance-wide)", finance),
+        ("auditor", auditor),
+        ("member (李娜 at golden-wok)", member),
+    ):
+        tokens[label], _ = await issue_access_token(db, actor=actor, ttl_seconds=DEMO_TOKEN_TTL)
+    return DemoSeed(tokens, [(spec.merchant_code, spec.merchant_name) for spec in PROGRAMS])
+
+
+def print_demo(seed: DemoSeed, base_url: str, console: Console) -> None:
+    table = Table("role", "bearer token (valid 24 h)", title="Demo tokens", show_lines=True)
+    for label, minted in seed.tokens.items():
+        table.add_row(label, minted)
+    console.print(table)
+    console.print(
+        f"Open {base_url}/graphql, add a header  "
+        '{"Authorization": "Bearer <token>"}  and try:  { viewer { role } merchants { edges '
+        "{ node { name programs { edges { node { name pointValue } } } } } } }",
+        soft_wrap=True,
+    )
+
+
+async def actor_for_client(db: Database, client_id: str) -> Actor:
+    client = await get_client(db, client_id)
+    if client is None:
+        raise NotFound(f"no client {client_id}")
+    return Actor(Role(client.role), f"client:{client.client_id}", client.client_id,
+                 merchant_id=client.merchant_id)  # fmt: skip
+
+
+async def member_actor_for(db: Database, app: Actor, membership_id: int) -> Actor:
+    async with db.autocommit() as conn:
+        row = (
+            await conn.execute(
+                select(Membership.member_id, Program.merchant_id)
+                .join(Program, Program.id == Membership.program_id)
+                .where(Membership.id == membership_id)
+            )
+        ).first()
+    if row is None or row.merchant_id != app.merchant_id:
+        raise NotFound("membership not found for this client")
+    return Actor(Role.MEMBER, f"member:{row.member_id}", app.client_id,
+                 merchant_id=app.merchant_id, member_id=row.member_id,
+                 membership_id=membership_id)  # fmt: skip
+
+
+async def _ensure_client(
+    db: Database, client_id: str, name: str, role: Role, merchant_id: int | None = None
+) -> Actor:
+    if await get_client(db, client_id) is None:
+        await create_client(db, name=name, role=role, merchant_id=merchant_id, client_id=client_id)
+    return await actor_for_client(db, client_id)
+
+
+async def _ensure_merchant(db: Database, operator: Actor, spec: DemoProgram) -> int:
+    async with db.autocommit() as conn:
+        found = await conn.scalar(select(Merchant.id).where(Merchant.code == spec.merchant_code))
+    if found is not None:
+        return int(found)
+    return (await create_merchant(db, operator, code=spec.merchant_code, name=spec.merchant_name)).id
+
+
+async def _ensure_program(db: Database, operator: Actor, merchant_id: int, spec: DemoProgram) -> Program:
+    async with db.transaction() as session:
+        found = await session.scalar(
+            select(Program).where(Program.merchant_id == merchant_id, Program.code == spec.code)
+        )
+    if found is not None:
+        return found
+    await create_program(
+        db, operator, merchant_id=merchant_id, code=spec.code, name=spec.name,
+        unit_name=spec.unit_name, point_value=spec.point_value,
+        expiry_policy=spec.expiry_policy, expiry_value=spec.expiry_value,
+    )  # fmt: skip
+    return await _ensure_program(db, operator, merchant_id, spec)
+
+
+async def _ensure_memberships(
+    db: Database, programs: list[Program], display_name: str, numbers: tuple[str | None, ...]
+) -> list[int | None]:
+    """One person with a membership per numbered program, linked as identity federation would."""
+    ids: list[int | None] = []
+    member_id: int | None = None
+    async with db.transaction() as session:
+        for program, number in zip(programs, numbers, strict=True):
+            if number is None:
+                ids.append(None)
+                continue
+            membership = await session.scalar(
+                select(Membership).where(
+                    Membership.program_id == program.id, Membership.member_number == number
+                )
+            )
+            if membership is None:
+                if member_id is None:
+                    member = Member(display_name=display_name)
+                    session.add(member)
+                    await session.flush()
+                    member_id = member.id
+                membership = await open_membership(
+                    session, member_id=member_id, program_id=program.id, member_number=number
+                )
+            member_id = membership.member_id
+            ids.append(membership.id)
+    return ids

@@ -1,0 +1,313 @@
+"""The ASGI application: HTTP edges around the GraphQL schema.
+
+    /graphql                  GraphQL over HTTP (GraphiQL on GET when not in production)
+    /oauth/token              OAuth 2 token endpoint (client credentials, member tokens)
+    /.well-known/jwks.json    public keys that verify our access tokens
+    /healthz, /readyz         liveness; readiness (the database answers)
+
+Authentication happens here, once per request: a bearer token becomes an
+`Actor` (or a 401), and the GraphQL context carries it to the domain.
+The middleware is plain ASGI: Starlette's BaseHTTPMiddleware costs a task per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+
+from alliance.auth.oauth import token_endpoint
+from alliance.auth.keys import jwks
+from alliance.auth.tokens import TokenVerifier
+from alliance.config import Settings
+from alliance.db.engine import Database
+from alliance.errors import Unauthenticated
+from alliance.logs import request_id_var
+from schema import create_schema
+from schema.context import Context
+from schema.errors import UNAVAILABLE
+
+log = logging.getLogger("alliance.gateway")
+access_log = logging.getLogger("alliance.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+RETRY_AFTER_SECONDS = "2"
+
+
+class Services:
+    """What the request handlers share: opened in the lifespan, or injected by tests."""
+
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+        self.settings = settings
+        self._db = db
+        self._verifier: TokenVerifier | None = None
+
+    @property
+    def db(self) -> Database:
+        assert self._db is not None, "the database opens in the application lifespan"
+        return self._db
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        if self._verifier is None:
+            self._verifier = TokenVerifier(self.db, self.settings)
+        return self._verifier
+
+    async def open(self) -> None:
+        if self._db is None:
+            if not self.settings.database_url:
+                raise RuntimeError("ALLIANCE_DATABASE_URL is not set (alliance serve sets it)")
+            self._db = Database(self.settings.database_url, self.settings)
+            await _warm_pool(self._db)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.dispose()
+
+
+async def _warm_pool(db: Database) -> None:
+    """Open the pool's connections now, not under the first burst of load."""
+
+    async def touch() -> None:
+        async with db.autocommit() as conn:
+            await conn.execute(text("SELECT 1"))
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(*(touch() for _ in range(db.settings.pool_size)))
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers,
+                    media_type="application/json")  # fmt: skip
+
+
+def _graphql_error(message: str, code: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    return _json({"errors": [{"message": message, "extensions": {"code": code}}]}, status, headers)
+
+
+class GraphQLView(GraphQL[Context, None]):
+    def __init__(self, services: Services) -> None:
+        settings = services.settings
+        super().__init__(
+            create_schema(settings),
+            graphql_ide=None if settings.production else "graphiql",
+            allow_queries_via_get=False,
+        )
+        self.services = services
+
+    async def get_context(self, request: Any, response: Any) -> Context:
+        return Context(
+            db=self.services.db,
+            settings=self.services.settings,
+            viewer=request.scope.get("actor"),
+            request_id=request_id_var.get(),
+        )
+
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    async def get_sub_response(self, request: Any) -> Response:
+        sub_response = await super().get_sub_response(request)
+        request.scope["sub_response"] = sub_response
+        return sub_response
+
+    async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
+        # A database outage is not the client's fault: answer 503 so it retries.
+        if any((error.extensions or {}).get("code") == UNAVAILABLE for error in result.errors or ()):
+            sub_response = request.scope["sub_response"]
+            sub_response.status_code = 503
+            sub_response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return await super().process_result(request, result)
+
+
+class GraphQLEndpoint:
+    """Authenticates the bearer token, then hands over to the GraphQL view."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.view = GraphQLView(services)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services, view = self.services, self.view
+        authorization = _header(scope, b"authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            challenge = 'Bearer realm="points-alliance"'
+            if scheme.lower() != "bearer" or not token.strip():
+                response = _graphql_error("Authorization must be 'Bearer <token>'",
+                                          "UNAUTHENTICATED", 401,
+                                          {"WWW-Authenticate": challenge})  # fmt: skip
+                await response(scope, receive, send)
+                return
+            try:
+                scope["actor"] = await services.verifier.verify(token.strip())
+            except Unauthenticated as error:
+                description = error.message.replace('"', "'")
+                response = _graphql_error(
+                    error.message, "UNAUTHENTICATED", 401,
+                    {"WWW-Authenticate": f'{challenge}, error="invalid_token", '
+                                         f'error_description="{description}"'},
+                )  # fmt: skip
+                await response(scope, receive, send)
+                return
+        await view(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class EdgeMiddleware:
+    """Request id, access log, body size limit, and a clean answer for every failure."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.max_body = settings.max_body_bytes
+        self.access_log = settings.access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        request_id = given if given and _REQUEST_ID.match(given) else secrets.token_hex(8)
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]  # fmt: skip
+            await send(message)
+
+        try:
+            length = _header(scope, b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                await _graphql_error(f"request body exceeds {self.max_body} bytes",
+                                     "PAYLOAD_TOO_LARGE", 413)(scope, receive, send_with_id)  # fmt: skip
+                return
+            await self.app(scope, self._limited(receive), send_with_id)
+        except _BodyTooLarge:
+            if not response_started:
+                await _graphql_error(f"request body exceeds {self.max_body} bytes",
+                                     "PAYLOAD_TOO_LARGE", 413)(scope, receive, send_with_id)  # fmt: skip
+        except (PoolTimeout, OperationalError):
+            log.warning("database unavailable", exc_info=True)
+            if not response_started:
+                await _graphql_error(
+                    "the service is busy or its database is unavailable; retry shortly",
+                    "SERVICE_UNAVAILABLE", 503, {"Retry-After": RETRY_AFTER_SECONDS},
+                )(scope, receive, send_with_id)  # fmt: skip
+        except Exception:
+            log.exception("unhandled error")
+            if not response_started:
+                await _graphql_error(f"internal error (request id {request_id})",
+                                     "INTERNAL_SERVER_ERROR", 500)(scope, receive, send_with_id)  # fmt: skip
+        finally:
+            if self.access_log:
+                access_log.info(
+                    "%s %s %s", scope["method"], scope["path"], status,
+                    extra={"status": status, "method": scope["method"], "path": scope["path"],
+                           "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+                )  # fmt: skip
+            request_id_var.reset(token)
+
+    def _limited(self, receive: Receive) -> Receive:
+        received = 0
+        limit = self.max_body
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        return limited
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> ASGIApp:
+    settings = settings or Settings.from_env()
+    services = Services(settings, db)
+
+    async def token(request: Request) -> Response:
+        form = await request.form(max_files=0, max_fields=20)
+        fields = {key: value for key, value in form.items() if isinstance(value, str)}
+        result = await token_endpoint(
+            services.db, settings, form=fields, authorization=request.headers.get("authorization")
+        )
+        return _json(result.body, result.status, result.headers)
+
+    async def public_keys(request: Request) -> Response:
+        return _json(await jwks(services.db), headers={"Cache-Control": "public, max-age=300"})
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            async with services.db.autocommit() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2)
+        except Exception as error:  # readiness reports any failure, it never raises
+            return _json({"status": "unavailable", "reason": type(error).__name__}, 503,
+                         {"Retry-After": RETRY_AFTER_SECONDS})  # fmt: skip
+        return _json({"status": "ready"})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.open()
+        yield
+        await services.close()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/oauth/token", token, methods=["POST"]),
+            Route("/.well-known/jwks.json", public_keys),
+            Route("/graphql", GraphQLEndpoint(services), methods=["GET", "POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return EdgeMiddleware(app, settings)
+
+
+def app_factory() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """For `uvicorn --factory gateway:app_factory`: settings from the environment."""
+    return create_app()

@@ -1,0 +1,165 @@
+"""DataLoaders, one per relation, built per request for one actor.
+
+Every loader calls a domain read function, which filters by the actor; the
+loaders only batch. Connection loaders take (parent id, page arguments) keys and
+issue one statement per distinct set of page arguments, whatever the number of
+parents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+from strawberry.dataloader import DataLoader
+
+from alliance.auth.actor import Actor
+from alliance.db.engine import Database
+from alliance.db.paging import Page
+from alliance.members import queries as members
+from alliance.programs import queries as programs
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+A = TypeVar("A", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class PageArgs:
+    first: int
+    after: int | None
+    filters: Hashable = None
+
+
+class Loaders:
+    def __init__(self, db: Database, actor: Actor) -> None:
+        self._db = db
+        self._actor = actor
+        self._built: dict[str, DataLoader[Any, Any]] = {}
+
+    def _by_id(
+        self,
+        name: str,
+        fetch: Callable[[AsyncConnection, Actor, Sequence[int]], Awaitable[dict[int, V]]],
+    ) -> DataLoader[int, V | None]:
+        loader = self._built.get(name)
+        if loader is None:
+            db, actor = self._db, self._actor
+
+            async def load(ids: list[int]) -> list[V | None]:
+                async with db.autocommit() as conn:
+                    found = await fetch(conn, actor, ids)
+                return [found.get(key) for key in ids]
+
+            loader = self._built[name] = DataLoader(load_fn=load)
+        return loader
+
+    def _pages(
+        self,
+        name: str,
+        fetch: Callable[[AsyncConnection, Actor, Sequence[int], PageArgs], Awaitable[dict[int, Page[V]]]],
+    ) -> DataLoader[tuple[int, PageArgs], Page[V]]:
+        loader = self._built.get(name)
+        if loader is None:
+            db, actor = self._db, self._actor
+
+            async def load(keys: list[tuple[int, PageArgs]]) -> list[Page[V]]:
+                groups: dict[PageArgs, list[int]] = {}
+                for parent_id, args in keys:
+                    groups.setdefault(args, []).append(parent_id)
+                pages: dict[tuple[int, PageArgs], Page[V]] = {}
+                async with db.autocommit() as conn:
+                    for args, parent_ids in groups.items():
+                        found = await fetch(conn, actor, parent_ids, args)
+                        pages.update(((parent, args), page) for parent, page in found.items())
+                return [pages[key] for key in keys]
+
+            loader = self._built[name] = DataLoader(load_fn=load)
+        return loader
+
+    # -- nodes ---------------------------------------------------------------------
+
+    @property
+    def merchant(self) -> DataLoader[int, programs.MerchantRecord | None]:
+        return self._by_id("merchant", programs.merchants_by_id)
+
+    @property
+    def program(self) -> DataLoader[int, programs.ProgramRecord | None]:
+        return self._by_id("program", programs.programs_by_id)
+
+    @property
+    def member(self) -> DataLoader[int, members.MemberRecord | None]:
+        return self._by_id("member", members.members_by_id)
+
+    @property
+    def membership(self) -> DataLoader[int, members.MembershipRecord | None]:
+        return self._by_id("membership", members.memberships_by_id)
+
+    @property
+    def entry(self) -> DataLoader[int, members.HistoryEntry | None]:
+        return self._by_id("entry", members.entries_by_id)
+
+    # -- scalars computed per parent ----------------------------------------------
+
+    @property
+    def outstanding_points(self) -> DataLoader[int, int | None]:
+        return self._by_id("outstanding_points", programs.outstanding_points_by_program)
+
+    @property
+    def spendable_points(self) -> DataLoader[int, int | None]:
+        return self._by_id("spendable_points", members.spendable_by_membership)
+
+    # -- connections --------------------------------------------------------------
+
+    @property
+    def programs_of_merchant(self) -> DataLoader[tuple[int, PageArgs], Page[programs.ProgramRecord]]:
+        return self._pages(
+            "programs_of_merchant",
+            lambda conn, actor, ids, args: programs.program_pages_by_merchant(
+                conn, actor, ids, first=args.first, after=args.after
+            ),
+        )
+
+    @property
+    def memberships_of_program(
+        self,
+    ) -> DataLoader[tuple[int, PageArgs], Page[members.MembershipRecord]]:
+        return self._pages(
+            "memberships_of_program",
+            lambda conn, actor, ids, args: members.membership_pages_by_program(
+                conn, actor, ids, first=args.first, after=args.after
+            ),
+        )
+
+    @property
+    def memberships_of_member(
+        self,
+    ) -> DataLoader[tuple[int, PageArgs], Page[members.MembershipRecord]]:
+        return self._pages(
+            "memberships_of_member",
+            lambda conn, actor, ids, args: members.membership_pages_by_member(
+                conn, actor, ids, first=args.first, after=args.after
+            ),
+        )
+
+    @property
+    def history_of_membership(
+        self,
+    ) -> DataLoader[tuple[int, PageArgs], Page[members.HistoryEntry]]:
+        return self._pages(
+            "history_of_membership",
+            lambda conn, actor, ids, args: members.history_pages_by_membership(
+                conn, actor, ids, first=args.first, after=args.after, filters=args.filters
+            ),
+        )
+
+    @property
+    def history_of_member(self) -> DataLoader[tuple[int, PageArgs], Page[members.HistoryEntry]]:
+        return self._pages(
+            "history_of_member",
+            lambda conn, actor, ids, args: members.history_pages_by_member(
+                conn, actor, ids, first=args.first, after=args.after, filters=args.filters
+            ),
+        )

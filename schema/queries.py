@@ -1,0 +1,91 @@
+"""Root queries: each resolves through a loader or one domain read."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry import relay
+
+from alliance.errors import InvalidInput
+from alliance.members.queries import membership_by_number
+from alliance.programs.queries import list_merchants, list_programs
+from schema.context import Info
+from schema.pagination import DEFAULT_PAGE_SIZE, build_connection, check_first, decode_cursor
+from schema.permissions import IsAuthenticated
+from schema.types import (
+    Member,
+    Membership,
+    Merchant,
+    MerchantConnection,
+    Program,
+    ProgramConnection,
+    Viewer,
+    node_pk,
+)
+
+authenticated = [IsAuthenticated]
+
+
+@strawberry.type
+class Query:
+    node: relay.Node | None = relay.node(permission_classes=authenticated)
+
+    @strawberry.field(permission_classes=authenticated)
+    def viewer(self, info: Info) -> Viewer:
+        actor = info.context.actor
+        return Viewer(role=actor.role, client_id=actor.client_id, merchant_id=actor.merchant_id,
+                      member_id=actor.member_id, membership_id=actor.membership_id)  # fmt: skip
+
+    @strawberry.field(permission_classes=authenticated, description="The alliance's merchants.")
+    async def merchants(
+        self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> MerchantConnection:
+        first, after_key = check_first(first), decode_cursor(after)
+        async with info.context.db.autocommit() as conn:
+            page = await list_merchants(conn, info.context.actor, first=first, after=after_key)
+        return build_connection(MerchantConnection, page, Merchant.from_record, lambda r: r.id,
+                                after=after_key)  # fmt: skip
+
+    @strawberry.field(permission_classes=authenticated, description="Points programs.")
+    async def programs(
+        self,
+        info: Info,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+        merchant_id: relay.GlobalID | None = None,
+    ) -> ProgramConnection:
+        first, after_key = check_first(first), decode_cursor(after)
+        merchant_pk = None if merchant_id is None else node_pk(merchant_id, Merchant, "merchantId")
+        async with info.context.db.autocommit() as conn:
+            page = await list_programs(
+                conn, info.context.actor, first=first, after=after_key, merchant_id=merchant_pk
+            )
+        return build_connection(ProgramConnection, page, Program.from_record, lambda r: r.id,
+                                after=after_key)  # fmt: skip
+
+    @strawberry.field(permission_classes=authenticated,
+                      description="A member you may see, or null.")  # fmt: skip
+    async def member(self, info: Info, id: relay.GlobalID) -> Member | None:
+        record = await info.context.loaders.member.load(node_pk(id, Member, "id"))
+        return None if record is None else Member.from_record(record)
+
+    @strawberry.field(permission_classes=authenticated,
+                      description="A membership you may see, by id or by program and number.")  # fmt: skip
+    async def membership(
+        self,
+        info: Info,
+        id: relay.GlobalID | None = None,
+        program_id: relay.GlobalID | None = None,
+        member_number: str | None = None,
+    ) -> Membership | None:
+        if id is not None:
+            record = await info.context.loaders.membership.load(node_pk(id, Membership, "id"))
+        elif program_id is not None and member_number is not None:
+            async with info.context.db.autocommit() as conn:
+                record = await membership_by_number(
+                    conn, info.context.actor,
+                    program_id=node_pk(program_id, Program, "programId"),
+                    member_number=member_number,
+                )  # fmt: skip
+        else:
+            raise InvalidInput("give id, or programId and memberNumber", field=("id",))
+        return None if record is None else Membership.from_record(record)

@@ -1,0 +1,366 @@
+"""GraphQL object types: thin views over the domain's records.
+
+Every relation resolves through a per-request DataLoader (`info.context.loaders`),
+and every list is a Relay connection over a keyset page.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Self
+
+import strawberry
+from strawberry import relay
+
+from alliance.auth.models import Role as DomainRole
+from alliance.errors import NotFound
+from alliance.members.queries import HistoryEntry, HistoryFilter, MemberRecord, MembershipRecord
+from alliance.programs.models import ExpiryPolicy as DomainExpiryPolicy
+from alliance.programs.queries import MerchantRecord, ProgramRecord
+from schema.context import Info
+from schema.loaders import PageArgs
+from schema.pagination import DEFAULT_PAGE_SIZE, build_connection, check_first, decode_cursor
+from schema.scalars import BigInt
+
+Role = strawberry.enum(DomainRole, name="Role")
+ExpiryPolicy = strawberry.enum(DomainExpiryPolicy, name="ExpiryPolicy")
+
+
+@strawberry.enum(description="What moved the points.")
+class EntryKind(enum.Enum):
+    AWARD = "award"
+    SPEND = "spend"
+    EXPIRE = "expire"
+
+
+def _pks(node_ids: Iterable[str]) -> list[int | None]:
+    """Primary keys from node ids; a malformed id resolves to nothing, like a missing one."""
+    keys: list[int | None] = []
+    for node_id in node_ids:
+        keys.append(int(node_id) if node_id.isdigit() and len(node_id) < 19 else None)
+    return keys
+
+
+def node_pk(global_id: relay.GlobalID, node_type: type[relay.Node], field: str) -> int:
+    """The primary key behind an input id, which must name a `node_type`."""
+    name = node_type.__name__
+    if global_id.type_name != name or not global_id.node_id.isdigit() or len(global_id.node_id) >= 19:
+        raise NotFound(f"no {name} with this id", field=(field,))
+    return int(global_id.node_id)
+
+
+async def _load_nodes(loader: Any, node_ids: Iterable[str], make: Any) -> list[Any]:
+    keys = _pks(node_ids)
+    found = await loader.load_many([key for key in keys if key is not None])
+    by_key = dict(zip([key for key in keys if key is not None], found, strict=True))
+    return [make(by_key[key]) if key is not None and by_key[key] else None for key in keys]
+
+
+def _page_args(first: int, after: str | None, filters: Any = None) -> PageArgs:
+    return PageArgs(check_first(first), decode_cursor(after), filters)
+
+
+@strawberry.type(description="A merchant of the alliance: a brand with its own points programs.")
+class Merchant(relay.Node):
+    id: relay.NodeID[int]
+    code: str
+    name: str
+    status: str
+    created_at: datetime
+
+    @classmethod
+    def from_record(cls, record: MerchantRecord) -> Self:
+        return cls(id=record.id, code=record.code, name=record.name, status=record.status,
+                   created_at=record.created_at)  # fmt: skip
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        return await _load_nodes(info.context.loaders.merchant, node_ids, cls.from_record)
+
+    @strawberry.field(description="The merchant's programs, oldest first.")
+    async def programs(
+        self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> ProgramConnection:
+        args = _page_args(first, after)
+        page = await info.context.loaders.programs_of_merchant.load((self.id, args))
+        return build_connection(ProgramConnection, page, Program.from_record, lambda r: r.id,
+                                after=args.after)  # fmt: skip
+
+
+@strawberry.type(description="A points program of one merchant.")
+class Program(relay.Node):
+    id: relay.NodeID[int]
+    merchant_id: strawberry.Private[int]
+    code: str
+    name: str
+    unit_name: str
+    point_value: Decimal = strawberry.field(
+        description="Worth of one point in the settlement currency: the liability per point."
+    )
+    currency: str
+    expiry_policy: ExpiryPolicy
+    expiry_value: int
+    pending_days: int
+    status: str
+    created_at: datetime
+
+    @classmethod
+    def from_record(cls, r: ProgramRecord) -> Self:
+        return cls(
+            id=r.id, merchant_id=r.merchant_id, code=r.code, name=r.name, unit_name=r.unit_name,
+            point_value=r.point_value, currency=r.currency,
+            expiry_policy=DomainExpiryPolicy(r.expiry_policy), expiry_value=r.expiry_value,
+            pending_days=r.pending_days, status=r.status, created_at=r.created_at,
+        )  # fmt: skip
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        return await _load_nodes(info.context.loaders.program, node_ids, cls.from_record)
+
+    @strawberry.field
+    async def merchant(self, info: Info) -> Merchant:
+        record = await info.context.loaders.merchant.load(self.merchant_id)
+        assert record is not None, "a program's merchant is always readable"
+        return Merchant.from_record(record)
+
+    @strawberry.field(
+        description="Points held by members now. Null for another merchant's program."
+    )
+    async def outstanding_points(self, info: Info) -> BigInt | None:
+        return await info.context.loaders.outstanding_points.load(self.id)
+
+    @strawberry.field(description="Memberships of this program you may see, oldest first.")
+    async def memberships(
+        self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> MembershipConnection:
+        args = _page_args(first, after)
+        page = await info.context.loaders.memberships_of_program.load((self.id, args))
+        return build_connection(MembershipConnection, page, Membership.from_record,
+                                lambda r: r.id, after=args.after)  # fmt: skip
+
+
+@strawberry.type(description="One person in the alliance, across all merchants.")
+class Member(relay.Node):
+    id: relay.NodeID[int]
+    display_name: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_record(cls, r: MemberRecord) -> Self:
+        return cls(id=r.id, display_name=r.display_name, created_at=r.created_at)
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        return await _load_nodes(info.context.loaders.member, node_ids, cls.from_record)
+
+    @strawberry.field(description="The memberships you may see, oldest first.")
+    async def memberships(
+        self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> MembershipConnection:
+        args = _page_args(first, after)
+        page = await info.context.loaders.memberships_of_member.load((self.id, args))
+        return build_connection(MembershipConnection, page, Membership.from_record,
+                                lambda r: r.id, after=args.after)  # fmt: skip
+
+    @strawberry.field(description="Balance per program, one per membership you may see.")
+    async def balances(
+        self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> BalanceConnection:
+        args = _page_args(first, after)
+        page = await info.context.loaders.memberships_of_member.load((self.id, args))
+        return build_connection(BalanceConnection, page, Balance.from_membership,
+                                lambda r: r.id, after=args.after)  # fmt: skip
+
+    @strawberry.field(description="Points history across programs, newest first.")
+    async def transactions(
+        self,
+        info: Info,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+        program_id: relay.GlobalID | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> LedgerEntryConnection:
+        program_pk = None if program_id is None else node_pk(program_id, Program, "programId")
+        args = _page_args(first, after, HistoryFilter(program_pk, since, until))
+        page = await info.context.loaders.history_of_member.load((self.id, args))
+        return build_connection(LedgerEntryConnection, page, LedgerEntry.from_entry,
+                                lambda r: r.posting_id, after=args.after)  # fmt: skip
+
+
+@strawberry.type(description="A member's account at one program, under the merchant's number.")
+class Membership(relay.Node):
+    id: relay.NodeID[int]
+    member_id: strawberry.Private[int]
+    program_id: strawberry.Private[int]
+    record: strawberry.Private[MembershipRecord]
+    member_number: str = strawberry.field(description="The merchant's own number for the member.")
+    status: str
+    created_at: datetime
+
+    @classmethod
+    def from_record(cls, r: MembershipRecord) -> Self:
+        return cls(id=r.id, member_id=r.member_id, program_id=r.program_id, record=r,
+                   member_number=r.member_number, status=r.status,
+                   created_at=r.created_at)  # fmt: skip
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        return await _load_nodes(info.context.loaders.membership, node_ids, cls.from_record)
+
+    @strawberry.field
+    async def program(self, info: Info) -> Program:
+        record = await info.context.loaders.program.load(self.program_id)
+        assert record is not None, "programs are readable by every actor"
+        return Program.from_record(record)
+
+    @strawberry.field
+    async def member(self, info: Info) -> Member | None:
+        record = await info.context.loaders.member.load(self.member_id)
+        return None if record is None else Member.from_record(record)
+
+    @strawberry.field
+    def balance(self) -> Balance:
+        return Balance.from_membership(self.record)
+
+    @strawberry.field(description="Points history of this membership, newest first.")
+    async def transactions(
+        self,
+        info: Info,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> LedgerEntryConnection:
+        args = _page_args(first, after, HistoryFilter(None, since, until))
+        page = await info.context.loaders.history_of_membership.load((self.id, args))
+        return build_connection(LedgerEntryConnection, page, LedgerEntry.from_entry,
+                                lambda r: r.posting_id, after=args.after)  # fmt: skip
+
+
+@strawberry.type(description="Points of one membership.")
+class Balance:
+    membership_id: strawberry.Private[int]
+    program_id: strawberry.Private[int]
+    points: BigInt = strawberry.field(
+        description="All points in the account, including held, pending and not yet swept."
+    )
+    held: BigInt = strawberry.field(
+        description="Reserved by open holds."
+    )
+
+    @classmethod
+    def from_membership(cls, r: MembershipRecord) -> Self:
+        return cls(membership_id=r.id, program_id=r.program_id, points=r.balance, held=r.held)
+
+    @strawberry.field(description="Points spendable now: available, unexpired lots minus holds.")
+    async def spendable(self, info: Info) -> BigInt:
+        return await info.context.loaders.spendable_points.load(self.membership_id) or 0
+
+    @strawberry.field
+    async def program(self, info: Info) -> Program:
+        record = await info.context.loaders.program.load(self.program_id)
+        assert record is not None, "programs are readable by every actor"
+        return Program.from_record(record)
+
+    @strawberry.field
+    async def membership(self, info: Info) -> Membership | None:
+        record = await info.context.loaders.membership.load(self.membership_id)
+        return None if record is None else Membership.from_record(record)
+
+
+@strawberry.type(description="One movement of points on a member account.")
+class LedgerEntry(relay.Node):
+    id: relay.NodeID[int]
+    program_id: strawberry.Private[int]
+    kind: EntryKind
+    reason: str | None
+    points: BigInt = strawberry.field(
+        description="Signed change of the balance."
+    )
+    balance_after: BigInt
+    created_at: datetime
+
+    @classmethod
+    def from_entry(cls, e: HistoryEntry) -> Self:
+        return cls(id=e.posting_id, program_id=e.program_id, kind=EntryKind(e.kind),
+                   reason=e.reason, points=e.points, balance_after=e.balance_after,
+                   created_at=e.created_at)  # fmt: skip
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Self | None]:
+        return await _load_nodes(info.context.loaders.entry, node_ids, cls.from_entry)
+
+    @strawberry.field
+    async def program(self, info: Info) -> Program:
+        record = await info.context.loaders.program.load(self.program_id)
+        assert record is not None, "programs are readable by every actor"
+        return Program.from_record(record)
+
+
+@strawberry.type(name="MerchantConnection")
+class MerchantConnection(relay.Connection[Merchant]):
+    pass
+
+
+@strawberry.type(name="ProgramConnection")
+class ProgramConnection(relay.Connection[Program]):
+    pass
+
+
+@strawberry.type(name="MembershipConnection")
+class MembershipConnection(relay.Connection[Membership]):
+    pass
+
+
+@strawberry.type(name="BalanceConnection")
+class BalanceConnection(relay.Connection[Balance]):
+    pass
+
+
+@strawberry.type(name="LedgerEntryConnection")
+class LedgerEntryConnection(relay.Connection[LedgerEntry]):
+    pass
+
+
+@strawberry.type(description="Who is calling.")
+class Viewer:
+    role: Role
+    client_id: str
+    merchant_id: strawberry.Private[int | None]
+    member_id: strawberry.Private[int | None]
+    membership_id: strawberry.Private[int | None]
+
+    @strawberry.field
+    async def merchant(self, info: Info) -> Merchant | None:
+        if self.merchant_id is None:
+            return None
+        record = await info.context.loaders.merchant.load(self.merchant_id)
+        return None if record is None else Merchant.from_record(record)
+
+    @strawberry.field
+    async def member(self, info: Info) -> Member | None:
+        if self.member_id is None:
+            return None
+        record = await info.context.loaders.member.load(self.member_id)
+        return None if record is None else Member.from_record(record)
+
+    @strawberry.field(description="For member tokens: the membership the token is bound to.")
+    async def membership(self, info: Info) -> Membership | None:
+        if self.membership_id is None:
+            return None
+        record = await info.context.loaders.membership.load(self.membership_id)
+        return None if record is None else Membership.from_record(record)
