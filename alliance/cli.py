@@ -39,10 +39,17 @@ T = TypeVar("T")
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema" / "schema.graphql"
 
 
-def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
-    """Run `work` against the database (the embedded one when no URL is configured)."""
+def _with_database(
+    settings: Settings, work: Callable[[Database], Awaitable[T]], *, read_only: bool = False
+) -> T:
+    """Run `work` against the database (the embedded one when no URL is configured).
+
+    The embedded database is ours, so it is migrated first; an external one is
+    migrated only by `alliance db upgrade` and `alliance serve`.
+    """
     with database_url(settings) as url:
-        migrate.upgrade(url)
+        if not settings.database_url and not read_only:
+            migrate.upgrade(url)
 
         async def run() -> T:
             db = Database(url, settings)
@@ -128,7 +135,7 @@ def verify(limit: int = typer.Option(20, help="Violations shown per check.")) ->
         async with db.autocommit() as conn:
             return list(await verify_ledger(conn, limit=limit))
 
-    violations = _with_database(Settings.from_env(), work)
+    violations = _with_database(Settings.from_env(), work, read_only=True)
     if not violations:
         console.print(f"[green]ledger verified[/]: {len(CHECKS)} invariants hold")
         return

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import strawberry
 from strawberry import relay
 
+from alliance.db.paging import MAX_PAGE_SIZE
 from alliance.errors import InvalidInput
 from alliance.members.queries import membership_by_number
 from alliance.programs.queries import list_merchants, list_programs
@@ -28,6 +31,14 @@ authenticated = [IsAuthenticated]
 @strawberry.type
 class Query:
     node: relay.Node | None = relay.node(permission_classes=authenticated)
+
+    @strawberry.field(permission_classes=authenticated,
+                      description="Up to 100 nodes by id; null where not found or not yours.")  # fmt: skip
+    async def nodes(self, info: Info, ids: list[relay.GlobalID]) -> list[relay.Node | None]:
+        if len(ids) > MAX_PAGE_SIZE:
+            raise InvalidInput(f"at most {MAX_PAGE_SIZE} ids", field=("ids",))
+        # Concurrent loads of one type meet in one DataLoader batch: one statement per type.
+        return await asyncio.gather(*(global_id.resolve_node(info) for global_id in ids))
 
     @strawberry.field(permission_classes=authenticated)
     def viewer(self, info: Info) -> Viewer:

@@ -22,8 +22,7 @@ from alliance.config import Settings
 from alliance.db import migrate
 from alliance.db.embedded import THROWAWAY, EmbeddedPostgres
 from alliance.db.engine import Database
-from alliance.db.registry import metadata
-from alliance.ledger.verify import verify_ledger
+from tests.database import verify_and_reset
 
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
 
@@ -83,16 +82,8 @@ async def session_db(database_url: str, settings: Settings) -> AsyncIterator[Dat
     await db.dispose()
 
 
-_TABLES = ", ".join(f'"{table.name}"' for table in reversed(metadata.sorted_tables))
-
-
 @pytest.fixture
 async def db(session_db: Database) -> AsyncIterator[Database]:
     """The test database, emptied after the test once the ledger has been verified."""
     yield session_db
-    async with session_db.autocommit() as conn:
-        violations = await verify_ledger(conn)
-        await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
-    assert not violations, "ledger invariants broken by this test:\n" + "\n".join(
-        f"  {v.check}: {v.detail}" for v in violations
-    )
+    await verify_and_reset(session_db)

@@ -1,0 +1,21 @@
+"""Resetting the test database between tests, after checking the ledger."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from alliance.db.engine import Database
+from alliance.db.registry import metadata
+from alliance.ledger.verify import verify_ledger
+
+_TABLES = ", ".join(f'"{table.name}"' for table in reversed(metadata.sorted_tables))
+
+
+async def verify_and_reset(db: Database) -> None:
+    """Fail if any ledger invariant is broken; empty every table either way."""
+    async with db.autocommit() as conn:
+        violations = await verify_ledger(conn)
+        await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+    assert not violations, "ledger invariants broken by this test:\n" + "\n".join(
+        f"  {v.check}: {v.detail}" for v in violations
+    )
