@@ -27,15 +27,15 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
-from alliance.auth.oauth import token_endpoint
-from alliance.auth.keys import jwks
+from alliance.auth.keys import active_signing_key, jwks
+from alliance.auth.oauth import NO_STORE, token_endpoint
 from alliance.auth.tokens import TokenVerifier
 from alliance.config import Settings
 from alliance.db.engine import Database
@@ -77,6 +77,9 @@ class Services:
                 raise RuntimeError("ALLIANCE_DATABASE_URL is not set (alliance serve sets it)")
             self._db = Database(self.settings.database_url, self.settings)
             await _warm_pool(self._db)
+        # Fails fast when the secret key cannot unseal the signing key.
+        await active_signing_key(self.db)
+        await self.verifier.load_keys()
 
     async def close(self) -> None:
         if self._db is not None:
@@ -95,11 +98,14 @@ async def _warm_pool(db: Database) -> None:
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers,
-                    media_type="application/json")  # fmt: skip
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
-def _graphql_error(message: str, code: str, status: int, headers: dict[str, str] | None = None) -> Response:
+def _graphql_error(
+    message: str, code: str, status: int, headers: dict[str, str] | None = None
+) -> Response:
     return _json({"errors": [{"message": message, "extensions": {"code": code}}]}, status, headers)
 
 
@@ -134,7 +140,9 @@ class GraphQLView(GraphQL[Context, None]):
 
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
         # A database outage is not the client's fault: answer 503 so it retries.
-        if any((error.extensions or {}).get("code") == UNAVAILABLE for error in result.errors or ()):
+        if any(
+            (error.extensions or {}).get("code") == UNAVAILABLE for error in result.errors or ()
+        ):
             sub_response = request.scope["sub_response"]
             sub_response.status_code = 503
             sub_response.headers["Retry-After"] = RETRY_AFTER_SECONDS
@@ -155,9 +163,12 @@ class GraphQLEndpoint:
             scheme, _, token = authorization.partition(" ")
             challenge = 'Bearer realm="points-alliance"'
             if scheme.lower() != "bearer" or not token.strip():
-                response = _graphql_error("Authorization must be 'Bearer <token>'",
-                                          "UNAUTHENTICATED", 401,
-                                          {"WWW-Authenticate": challenge})  # fmt: skip
+                response = _graphql_error(
+                    "Authorization must be 'Bearer <token>'",
+                    "UNAUTHENTICATED",
+                    401,
+                    {"WWW-Authenticate": challenge},
+                )
                 await response(scope, receive, send)
                 return
             try:
@@ -165,10 +176,14 @@ class GraphQLEndpoint:
             except Unauthenticated as error:
                 description = error.message.replace('"', "'")
                 response = _graphql_error(
-                    error.message, "UNAUTHENTICATED", 401,
-                    {"WWW-Authenticate": f'{challenge}, error="invalid_token", '
-                                         f'error_description="{description}"'},
-                )  # fmt: skip
+                    error.message,
+                    "UNAUTHENTICATED",
+                    401,
+                    {
+                        "WWW-Authenticate": f'{challenge}, error="invalid_token", '
+                        f'error_description="{description}"'
+                    },
+                )
                 await response(scope, receive, send)
                 return
         await view(scope, receive, send)
@@ -205,40 +220,54 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]  # fmt: skip
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
             length = _header(scope, b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
-                await _graphql_error(f"request body exceeds {self.max_body} bytes",
-                                     "PAYLOAD_TOO_LARGE", 413)(scope, receive, send_with_id)  # fmt: skip
+                await _graphql_error(
+                    f"request body exceeds {self.max_body} bytes", "PAYLOAD_TOO_LARGE", 413
+                )(scope, receive, send_with_id)
                 return
             await self.app(scope, self._limited(receive), send_with_id)
         except _BodyTooLarge:
             if not response_started:
-                await _graphql_error(f"request body exceeds {self.max_body} bytes",
-                                     "PAYLOAD_TOO_LARGE", 413)(scope, receive, send_with_id)  # fmt: skip
+                await _graphql_error(
+                    f"request body exceeds {self.max_body} bytes", "PAYLOAD_TOO_LARGE", 413
+                )(scope, receive, send_with_id)
         except (PoolTimeout, OperationalError):
             log.warning("database unavailable", exc_info=True)
             if not response_started:
                 await _graphql_error(
                     "the service is busy or its database is unavailable; retry shortly",
-                    "SERVICE_UNAVAILABLE", 503, {"Retry-After": RETRY_AFTER_SECONDS},
-                )(scope, receive, send_with_id)  # fmt: skip
+                    "SERVICE_UNAVAILABLE",
+                    503,
+                    {"Retry-After": RETRY_AFTER_SECONDS},
+                )(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error")
             if not response_started:
-                await _graphql_error(f"internal error (request id {request_id})",
-                                     "INTERNAL_SERVER_ERROR", 500)(scope, receive, send_with_id)  # fmt: skip
+                await _graphql_error(
+                    f"internal error (request id {request_id})", "INTERNAL_SERVER_ERROR", 500
+                )(scope, receive, send_with_id)
         finally:
             if self.access_log:
                 access_log.info(
-                    "%s %s %s", scope["method"], scope["path"], status,
-                    extra={"status": status, "method": scope["method"], "path": scope["path"],
-                           "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
-                )  # fmt: skip
+                    "%s %s %s",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={
+                        "status": status,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    },
+                )
             request_id_var.reset(token)
 
     def _limited(self, receive: Receive) -> Receive:
@@ -266,8 +295,23 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     services = Services(settings, db)
 
     async def token(request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=20)
-        fields = {key: value for key, value in form.items() if isinstance(value, str)}
+        try:
+            form = await request.form(max_files=0, max_fields=20)
+        except Exception:  # malformed or multipart abuse: starlette raises several kinds
+            return _json(
+                {"error": "invalid_request", "error_description": "malformed form body"},
+                400,
+                dict(NO_STORE),
+            )
+        items = form.multi_items()
+        fields = {key: value for key, value in items if isinstance(value, str)}
+        if len(fields) != len(items):
+            # RFC 6749 §3.2: parameters must not be repeated (nor be files).
+            return _json(
+                {"error": "invalid_request", "error_description": "repeated or non-text parameter"},
+                400,
+                dict(NO_STORE),
+            )
         result = await token_endpoint(
             services.db, settings, form=fields, authorization=request.headers.get("authorization")
         )
@@ -284,8 +328,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             async with services.db.autocommit() as conn:
                 await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2)
         except Exception as error:  # readiness reports any failure, it never raises
-            return _json({"status": "unavailable", "reason": type(error).__name__}, 503,
-                         {"Retry-After": RETRY_AFTER_SECONDS})  # fmt: skip
+            return _json(
+                {"status": "unavailable", "reason": type(error).__name__},
+                503,
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            )
         return _json({"status": "ready"})
 
     @asynccontextmanager

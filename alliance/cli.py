@@ -20,11 +20,15 @@ from alliance.db.engine import Database
 from alliance.db.runtime import database_url
 from alliance.logs import configure_logging
 
-app = typer.Typer(help="Points Alliance: one ledger for many merchants' points programs.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+app = typer.Typer(
+    help="Points Alliance: one ledger for many merchants' points programs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
-client_app = typer.Typer(help="OAuth clients of merchant apps and service accounts.",
-                         no_args_is_help=True)  # fmt: skip
+client_app = typer.Typer(
+    help="OAuth clients of merchant apps and service accounts.", no_args_is_help=True
+)
 keys_app = typer.Typer(help="Keys that sign access tokens.", no_args_is_help=True)
 schema_app = typer.Typer(help="The GraphQL schema (SDL).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -73,6 +77,11 @@ def serve(
 
     from alliance.auth.keys import ensure_signing_key
 
+    if demo:
+        # Demo tokens last a day; tokens may not outlive the key-rotation window.
+        from alliance.demo import DEMO_TOKEN_TTL
+
+        os.environ.setdefault("ALLIANCE_TOKEN_TTL", str(DEMO_TOKEN_TTL))
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     with database_url(settings) as url:
@@ -158,8 +167,9 @@ def client_create(
 
     async def work(db: Database) -> tuple[str, str]:
         merchant_id = None if merchant is None else await _merchant_id(db, merchant)
-        return await create_client(db, name=name, role=role, merchant_id=merchant_id,
-                                   client_id=client_id)  # fmt: skip
+        return await create_client(
+            db, name=name, role=role, merchant_id=merchant_id, client_id=client_id
+        )
 
     created_id, secret = _with_database(Settings.from_env(), work)
     console.print(f"client_id     {created_id}\nclient_secret {secret}")
@@ -175,14 +185,18 @@ def token(
     ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds.")] = None,
 ) -> None:
     """Mint an access token for local use (no secret needed: you hold the database)."""
-    from alliance.demo import actor_for_client, member_actor_for
+    from alliance.auth.clients import get_client
+    from alliance.auth.oauth import member_actor
+    from alliance.auth.tokens import issue_access_token
 
     async def work(db: Database) -> str:
-        actor = await actor_for_client(db, client)
+        record = await get_client(db, client)
+        if record is None:
+            err.print(f"no client {client}")
+            raise typer.Exit(2)
+        actor = record.actor()
         if membership is not None:
-            actor = await member_actor_for(db, actor, membership)
-        from alliance.auth.tokens import issue_access_token
-
+            actor = await member_actor(db, record, membership)
         minted, _ = await issue_access_token(db, actor=actor, ttl_seconds=ttl)
         return minted
 
@@ -210,7 +224,9 @@ def keys_list() -> None:
 
 @schema_app.command("export")
 def schema_export(
-    check: Annotated[bool, typer.Option(help="Exit 1 if the file is stale; write nothing.")] = False,
+    check: Annotated[
+        bool, typer.Option(help="Exit 1 if the file is stale; write nothing.")
+    ] = False,
     path: Path = SCHEMA_FILE,
 ) -> None:
     """Write the SDL of the schema to schema/schema.graphql."""

@@ -17,9 +17,9 @@ from sqlalchemy import select
 from alliance.auth.actor import Actor
 from alliance.auth.clients import create_client, get_client
 from alliance.auth.models import Role
+from alliance.auth.oauth import member_actor
 from alliance.auth.tokens import issue_access_token
 from alliance.db.engine import Database
-from alliance.errors import NotFound
 from alliance.ledger.service import award_points, spend_points
 from alliance.members.models import Member, Membership
 from alliance.members.service import open_membership
@@ -27,6 +27,7 @@ from alliance.programs.models import ExpiryPolicy, Merchant, Program
 from alliance.programs.service import create_merchant, create_program
 
 DEMO_TOKEN_TTL = 24 * 3600
+"""`alliance serve --demo` raises the token lifetime to this unless configured."""
 OPERATOR_CLIENT = "demo-operator"
 
 
@@ -43,24 +44,61 @@ class DemoProgram:
 
 
 PROGRAMS = (
-    DemoProgram("golden-wok", "金锅餐饮 Golden Wok", "wok-rewards", "金锅会员积分", "积分",
-                Decimal("0.01"), ExpiryPolicy.END_OF_NTH_MONTH, 12),
-    DemoProgram("shopmall", "优选商城 ShopMall", "mall-points", "商城积分", "点",
-                Decimal("0.005"), ExpiryPolicy.DAYS_AFTER_EARN, 365),
-    DemoProgram("bean-coffee", "豆香咖啡 Bean Coffee", "bean-stars", "咖啡星星", "星",
-                Decimal("0.02"), ExpiryPolicy.NEVER, 0),
-)  # fmt: skip
+    DemoProgram(
+        "golden-wok",
+        "金锅餐饮 Golden Wok",
+        "wok-rewards",
+        "金锅会员积分",
+        "积分",
+        Decimal("0.01"),
+        ExpiryPolicy.END_OF_NTH_MONTH,
+        12,
+    ),
+    DemoProgram(
+        "shopmall",
+        "优选商城 ShopMall",
+        "mall-points",
+        "商城积分",
+        "点",
+        Decimal("0.005"),
+        ExpiryPolicy.DAYS_AFTER_EARN,
+        365,
+    ),
+    DemoProgram(
+        "bean-coffee",
+        "豆香咖啡 Bean Coffee",
+        "bean-stars",
+        "咖啡星星",
+        "星",
+        Decimal("0.02"),
+        ExpiryPolicy.NEVER,
+        0,
+    ),
+)
 
 # (member number per program, display name); history: (program index, points, reason)
 MEMBERS = (
-    ("李娜 Li Na", ("W-8812", "u-77", "B-301"),
-     ((0, 1200, "生日礼 birthday gift"), (1, 5000, "开户礼 welcome bonus"),
-      (2, 80, "首杯 first cup"), (0, -300, "抵扣 counter discount"))),
-    ("王伟 Wang Wei", ("W-8813", "u-78", None),
-     ((0, 640, "消费 dinner"), (1, 2500, "订单 order 1042"), (1, -1000, "兑换 voucher"))),
-    ("陈静 Chen Jing", (None, "u-79", "B-302"),
-     ((1, 300, "评价 review"), (2, 150, "打卡 check-in week"))),
-)  # fmt: skip
+    (
+        "李娜 Li Na",
+        ("W-8812", "u-77", "B-301"),
+        (
+            (0, 1200, "生日礼 birthday gift"),
+            (1, 5000, "开户礼 welcome bonus"),
+            (2, 80, "首杯 first cup"),
+            (0, -300, "抵扣 counter discount"),
+        ),
+    ),
+    (
+        "王伟 Wang Wei",
+        ("W-8813", "u-78", None),
+        ((0, 640, "消费 dinner"), (1, 2500, "订单 order 1042"), (1, -1000, "兑换 voucher")),
+    ),
+    (
+        "陈静 Chen Jing",
+        (None, "u-79", "B-302"),
+        ((1, 300, "评价 review"), (2, 150, "打卡 check-in week")),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -77,8 +115,13 @@ async def seed_demo(db: Database) -> DemoSeed:
         merchant_id = await _ensure_merchant(db, operator, spec)
         programs.append(await _ensure_program(db, operator, merchant_id, spec))
         merchant_actors.append(
-            await _ensure_client(db, f"demo-{spec.merchant_code}", f"{spec.merchant_name} app",
-                                 Role.MERCHANT, merchant_id)  # fmt: skip
+            await _ensure_client(
+                db,
+                f"demo-{spec.merchant_code}",
+                f"{spec.merchant_name} app",
+                Role.MERCHANT,
+                merchant_id,
+            )
         )
     finance = await _ensure_client(db, "demo-finance", "Demo finance team", Role.FINANCE)
     auditor = await _ensure_client(db, "demo-auditor", "Demo auditor", Role.AUDITOR)
@@ -92,11 +135,19 @@ async def seed_demo(db: Database) -> DemoSeed:
             membership_id = memberships[index]
             assert membership_id is not None, "history only in programs the person belongs to"
             move = award_points if points > 0 else spend_points
-            await move(db, merchant_actors[index], membership_id=membership_id,
-                       points=abs(points), reason=reason,
-                       idempotency_key=f"demo-{person}-{step}")  # fmt: skip
+            await move(
+                db,
+                merchant_actors[index],
+                membership_id=membership_id,
+                points=abs(points),
+                reason=reason,
+                idempotency_key=f"demo-{person}-{step}",
+            )
     assert first_membership is not None
-    member = await member_actor_for(db, *first_membership)
+    app, membership_id = first_membership
+    app_client = await get_client(db, app.client_id)
+    assert app_client is not None
+    member = await member_actor(db, app_client, membership_id)
     tokens = {}
     for label, actor in (
         ("operator", operator),
@@ -122,36 +173,15 @@ def print_demo(seed: DemoSeed, base_url: str, console: Console) -> None:
     )
 
 
-async def actor_for_client(db: Database, client_id: str) -> Actor:
-    client = await get_client(db, client_id)
-    if client is None:
-        raise NotFound(f"no client {client_id}")
-    return Actor(Role(client.role), f"client:{client.client_id}", client.client_id,
-                 merchant_id=client.merchant_id)  # fmt: skip
-
-
-async def member_actor_for(db: Database, app: Actor, membership_id: int) -> Actor:
-    async with db.autocommit() as conn:
-        row = (
-            await conn.execute(
-                select(Membership.member_id, Program.merchant_id)
-                .join(Program, Program.id == Membership.program_id)
-                .where(Membership.id == membership_id)
-            )
-        ).first()
-    if row is None or row.merchant_id != app.merchant_id:
-        raise NotFound("membership not found for this client")
-    return Actor(Role.MEMBER, f"member:{row.member_id}", app.client_id,
-                 merchant_id=app.merchant_id, member_id=row.member_id,
-                 membership_id=membership_id)  # fmt: skip
-
-
 async def _ensure_client(
     db: Database, client_id: str, name: str, role: Role, merchant_id: int | None = None
 ) -> Actor:
-    if await get_client(db, client_id) is None:
+    client = await get_client(db, client_id)
+    if client is None:
         await create_client(db, name=name, role=role, merchant_id=merchant_id, client_id=client_id)
-    return await actor_for_client(db, client_id)
+        client = await get_client(db, client_id)
+    assert client is not None
+    return client.actor()
 
 
 async def _ensure_merchant(db: Database, operator: Actor, spec: DemoProgram) -> int:
@@ -159,10 +189,14 @@ async def _ensure_merchant(db: Database, operator: Actor, spec: DemoProgram) -> 
         found = await conn.scalar(select(Merchant.id).where(Merchant.code == spec.merchant_code))
     if found is not None:
         return int(found)
-    return (await create_merchant(db, operator, code=spec.merchant_code, name=spec.merchant_name)).id
+    return (
+        await create_merchant(db, operator, code=spec.merchant_code, name=spec.merchant_name)
+    ).id
 
 
-async def _ensure_program(db: Database, operator: Actor, merchant_id: int, spec: DemoProgram) -> Program:
+async def _ensure_program(
+    db: Database, operator: Actor, merchant_id: int, spec: DemoProgram
+) -> Program:
     async with db.transaction() as session:
         found = await session.scalar(
             select(Program).where(Program.merchant_id == merchant_id, Program.code == spec.code)
@@ -170,10 +204,16 @@ async def _ensure_program(db: Database, operator: Actor, merchant_id: int, spec:
     if found is not None:
         return found
     await create_program(
-        db, operator, merchant_id=merchant_id, code=spec.code, name=spec.name,
-        unit_name=spec.unit_name, point_value=spec.point_value,
-        expiry_policy=spec.expiry_policy, expiry_value=spec.expiry_value,
-    )  # fmt: skip
+        db,
+        operator,
+        merchant_id=merchant_id,
+        code=spec.code,
+        name=spec.name,
+        unit_name=spec.unit_name,
+        point_value=spec.point_value,
+        expiry_policy=spec.expiry_policy,
+        expiry_value=spec.expiry_value,
+    )
     return await _ensure_program(db, operator, merchant_id, spec)
 
 

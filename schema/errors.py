@@ -39,8 +39,11 @@ class UserError:
 
     @classmethod
     def from_domain(cls, error: DomainError) -> UserError:
-        return cls(code=error.code, message=error.message,
-                   field=["input", *error.field] if error.field else None)  # fmt: skip
+        return cls(
+            code=error.code,
+            message=error.message,
+            field=["input", *error.field] if error.field else None,
+        )
 
 
 P = TypeVar("P")
@@ -75,9 +78,11 @@ UNAVAILABLE = "SERVICE_UNAVAILABLE"
 def is_unavailable(error: GraphQLError) -> bool:
     """The pool is exhausted or the database is unreachable: retryable, not a bug."""
     original = error.original_error
-    return isinstance(original, PoolTimeout) or (
-        isinstance(original, DBAPIError) and original.connection_invalidated
-    ) or isinstance(original, OperationalError)
+    return (
+        isinstance(original, PoolTimeout)
+        or (isinstance(original, DBAPIError) and original.connection_invalidated)
+        or isinstance(original, OperationalError)
+    )
 
 
 def is_expected(error: GraphQLError) -> bool:

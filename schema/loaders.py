@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry.dataloader import DataLoader
@@ -59,7 +59,9 @@ class Loaders:
     def _pages(
         self,
         name: str,
-        fetch: Callable[[AsyncConnection, Actor, Sequence[int], PageArgs], Awaitable[dict[int, Page[V]]]],
+        fetch: Callable[
+            [AsyncConnection, Actor, Sequence[int], PageArgs], Awaitable[dict[int, Page[V]]]
+        ],
     ) -> DataLoader[tuple[int, PageArgs], Page[V]]:
         loader = self._built.get(name)
         if loader is None:
@@ -114,7 +116,9 @@ class Loaders:
     # -- connections --------------------------------------------------------------
 
     @property
-    def programs_of_merchant(self) -> DataLoader[tuple[int, PageArgs], Page[programs.ProgramRecord]]:
+    def programs_of_merchant(
+        self,
+    ) -> DataLoader[tuple[int, PageArgs], Page[programs.ProgramRecord]]:
         return self._pages(
             "programs_of_merchant",
             lambda conn, actor, ids, args: programs.program_pages_by_merchant(

@@ -111,18 +111,25 @@ class MovePointsPayload:
     @classmethod
     def from_movement(cls, movement: Movement) -> MovePointsPayload:
         entry = LedgerEntry(
-            id=movement.entry_id, program_id=movement.program_id, kind=EntryKind(movement.kind),
-            reason=movement.reason, points=movement.points, balance_after=movement.balance_after,
+            id=movement.entry_id,
+            program_id=movement.program_id,
+            kind=EntryKind(movement.kind),
+            reason=movement.reason,
+            points=movement.points,
+            balance_after=movement.balance_after,
             created_at=movement.created_at,
-        )  # fmt: skip
+        )
         return cls(entry=entry, replayed=movement.replayed, membership_id=movement.membership_id)
 
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(permission_classes=authenticated,
-                         description="Onboard a merchant (operator).")  # fmt: skip
-    async def create_merchant(self, info: Info, input: CreateMerchantInput) -> CreateMerchantPayload:
+    @strawberry.mutation(
+        permission_classes=authenticated, description="Onboard a merchant (operator)."
+    )
+    async def create_merchant(
+        self, info: Info, input: CreateMerchantInput
+    ) -> CreateMerchantPayload:
         async def run() -> CreateMerchantPayload:
             merchant = await create_merchant(
                 info.context.db, info.context.actor, code=input.code, name=input.name
@@ -131,59 +138,80 @@ class Mutation:
 
         return await mutate(CreateMerchantPayload, run)
 
-    @strawberry.mutation(permission_classes=authenticated,
-                         description="Open a points program for a merchant (operator).")  # fmt: skip
+    @strawberry.mutation(
+        permission_classes=authenticated,
+        description="Open a points program for a merchant (operator).",
+    )
     async def create_program(self, info: Info, input: CreateProgramInput) -> CreateProgramPayload:
         async def run() -> CreateProgramPayload:
             program = await create_program(
-                info.context.db, info.context.actor,
+                info.context.db,
+                info.context.actor,
                 merchant_id=node_pk(input.merchant_id, Merchant, "merchantId"),
-                code=input.code, name=input.name, unit_name=input.unit_name,
-                point_value=input.point_value, expiry_policy=input.expiry_policy,
-                expiry_value=input.expiry_value, pending_days=input.pending_days,
-            )  # fmt: skip
+                code=input.code,
+                name=input.name,
+                unit_name=input.unit_name,
+                point_value=input.point_value,
+                expiry_policy=input.expiry_policy,
+                expiry_value=input.expiry_value,
+                pending_days=input.pending_days,
+            )
             return CreateProgramPayload(program=Program.from_record(program))
 
         return await mutate(CreateProgramPayload, run)
 
-    @strawberry.mutation(permission_classes=authenticated,
-                         description="Enrol a member in one of your programs (merchant).")  # fmt: skip
+    @strawberry.mutation(
+        permission_classes=authenticated,
+        description="Enrol a member in one of your programs (merchant).",
+    )
     async def enroll_member(self, info: Info, input: EnrollMemberInput) -> EnrollMemberPayload:
         async def run() -> EnrollMemberPayload:
             membership = await enroll_member(
-                info.context.db, info.context.actor,
+                info.context.db,
+                info.context.actor,
                 program_id=node_pk(input.program_id, Program, "programId"),
-                member_number=input.member_number, display_name=input.display_name,
-                member_id=None if input.member_id is None
+                member_number=input.member_number,
+                display_name=input.display_name,
+                member_id=None
+                if input.member_id is None
                 else node_pk(input.member_id, Member, "memberId"),
-            )  # fmt: skip
+            )
             return EnrollMemberPayload(membership=Membership.from_record(membership))
 
         return await mutate(EnrollMemberPayload, run)
 
-    @strawberry.mutation(permission_classes=authenticated,
-                         description="Award points to a membership (merchant). Idempotent.")  # fmt: skip
+    @strawberry.mutation(
+        permission_classes=authenticated,
+        description="Award points to a membership (merchant). Idempotent.",
+    )
     async def award_points(self, info: Info, input: MovePointsInput) -> MovePointsPayload:
         async def run() -> MovePointsPayload:
             movement = await award_points(
-                info.context.db, info.context.actor,
+                info.context.db,
+                info.context.actor,
                 membership_id=node_pk(input.membership_id, Membership, "membershipId"),
-                points=input.points, reason=input.reason, idempotency_key=input.idempotency_key,
-            )  # fmt: skip
+                points=input.points,
+                reason=input.reason,
+                idempotency_key=input.idempotency_key,
+            )
             return MovePointsPayload.from_movement(movement)
 
         return await mutate(MovePointsPayload, run)
 
-    @strawberry.mutation(permission_classes=authenticated,
-                         description="Spend points (merchant at the counter, or the member). "
-                         "Idempotent.")  # fmt: skip
+    @strawberry.mutation(
+        permission_classes=authenticated,
+        description="Spend points (merchant at the counter, or the member). Idempotent.",
+    )
     async def spend_points(self, info: Info, input: MovePointsInput) -> MovePointsPayload:
         async def run() -> MovePointsPayload:
             movement = await spend_points(
-                info.context.db, info.context.actor,
+                info.context.db,
+                info.context.actor,
                 membership_id=node_pk(input.membership_id, Membership, "membershipId"),
-                points=input.points, reason=input.reason, idempotency_key=input.idempotency_key,
-            )  # fmt: skip
+                points=input.points,
+                reason=input.reason,
+                idempotency_key=input.idempotency_key,
+            )
             return MovePointsPayload.from_movement(movement)
 
         return await mutate(MovePointsPayload, run)

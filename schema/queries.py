@@ -6,6 +6,7 @@ import asyncio
 
 import strawberry
 from strawberry import relay
+from strawberry.relay.types import GlobalIDValueError
 
 from alliance.db.paging import MAX_PAGE_SIZE
 from alliance.errors import InvalidInput
@@ -28,23 +29,44 @@ from schema.types import (
 authenticated = [IsAuthenticated]
 
 
+async def _resolve_node(info: Info, global_id: relay.GlobalID) -> relay.Node | None:
+    try:
+        node_type = global_id.resolve_type(info)
+    except GlobalIDValueError:
+        return None  # an id of no type of ours names nothing, like an unknown one
+    found = await node_type.resolve_nodes(info=info, node_ids=[global_id.node_id])
+    return next(iter(found), None)
+
+
 @strawberry.type
 class Query:
-    node: relay.Node | None = relay.node(permission_classes=authenticated)
+    @strawberry.field(
+        permission_classes=authenticated,
+        description="Any object by id; null when not found or not yours.",
+    )
+    async def node(self, info: Info, id: relay.GlobalID) -> relay.Node | None:
+        return await _resolve_node(info, id)
 
-    @strawberry.field(permission_classes=authenticated,
-                      description="Up to 100 nodes by id; null where not found or not yours.")  # fmt: skip
+    @strawberry.field(
+        permission_classes=authenticated,
+        description="Up to 100 nodes by id; null where not found or not yours.",
+    )
     async def nodes(self, info: Info, ids: list[relay.GlobalID]) -> list[relay.Node | None]:
         if len(ids) > MAX_PAGE_SIZE:
             raise InvalidInput(f"at most {MAX_PAGE_SIZE} ids", field=("ids",))
         # Concurrent loads of one type meet in one DataLoader batch: one statement per type.
-        return await asyncio.gather(*(global_id.resolve_node(info) for global_id in ids))
+        return await asyncio.gather(*(_resolve_node(info, global_id) for global_id in ids))
 
     @strawberry.field(permission_classes=authenticated)
     def viewer(self, info: Info) -> Viewer:
         actor = info.context.actor
-        return Viewer(role=actor.role, client_id=actor.client_id, merchant_id=actor.merchant_id,
-                      member_id=actor.member_id, membership_id=actor.membership_id)  # fmt: skip
+        return Viewer(
+            role=actor.role,
+            client_id=actor.client_id,
+            merchant_id=actor.merchant_id,
+            member_id=actor.member_id,
+            membership_id=actor.membership_id,
+        )
 
     @strawberry.field(permission_classes=authenticated, description="The alliance's merchants.")
     async def merchants(
@@ -53,8 +75,9 @@ class Query:
         first, after_key = check_first(first), decode_cursor(after)
         async with info.context.db.autocommit() as conn:
             page = await list_merchants(conn, info.context.actor, first=first, after=after_key)
-        return build_connection(MerchantConnection, page, Merchant.from_record, lambda r: r.id,
-                                after=after_key)  # fmt: skip
+        return build_connection(
+            MerchantConnection, page, Merchant.from_record, lambda r: r.id, after=after_key
+        )
 
     @strawberry.field(permission_classes=authenticated, description="Points programs.")
     async def programs(
@@ -70,17 +93,21 @@ class Query:
             page = await list_programs(
                 conn, info.context.actor, first=first, after=after_key, merchant_id=merchant_pk
             )
-        return build_connection(ProgramConnection, page, Program.from_record, lambda r: r.id,
-                                after=after_key)  # fmt: skip
+        return build_connection(
+            ProgramConnection, page, Program.from_record, lambda r: r.id, after=after_key
+        )
 
-    @strawberry.field(permission_classes=authenticated,
-                      description="A member you may see, or null.")  # fmt: skip
+    @strawberry.field(
+        permission_classes=authenticated, description="A member you may see, or null."
+    )
     async def member(self, info: Info, id: relay.GlobalID) -> Member | None:
         record = await info.context.loaders.member.load(node_pk(id, Member, "id"))
         return None if record is None else Member.from_record(record)
 
-    @strawberry.field(permission_classes=authenticated,
-                      description="A membership you may see, by id or by program and number.")  # fmt: skip
+    @strawberry.field(
+        permission_classes=authenticated,
+        description="A membership you may see, by id or by program and number.",
+    )
     async def membership(
         self,
         info: Info,
@@ -93,10 +120,11 @@ class Query:
         elif program_id is not None and member_number is not None:
             async with info.context.db.autocommit() as conn:
                 record = await membership_by_number(
-                    conn, info.context.actor,
+                    conn,
+                    info.context.actor,
                     program_id=node_pk(program_id, Program, "programId"),
                     member_number=member_number,
-                )  # fmt: skip
+                )
         else:
             raise InvalidInput("give id, or programId and memberNumber", field=("id",))
         return None if record is None else Membership.from_record(record)

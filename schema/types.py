@@ -47,7 +47,11 @@ def _pks(node_ids: Iterable[str]) -> list[int | None]:
 def node_pk(global_id: relay.GlobalID, node_type: type[relay.Node], field: str) -> int:
     """The primary key behind an input id, which must name a `node_type`."""
     name = node_type.__name__
-    if global_id.type_name != name or not global_id.node_id.isdigit() or len(global_id.node_id) >= 19:
+    if (
+        global_id.type_name != name
+        or not global_id.node_id.isdigit()
+        or len(global_id.node_id) >= 19
+    ):
         raise NotFound(f"no {name} with this id", field=(field,))
     return int(global_id.node_id)
 
@@ -73,8 +77,13 @@ class Merchant(relay.Node):
 
     @classmethod
     def from_record(cls, record: MerchantRecord) -> Self:
-        return cls(id=record.id, code=record.code, name=record.name, status=record.status,
-                   created_at=record.created_at)  # fmt: skip
+        return cls(
+            id=record.id,
+            code=record.code,
+            name=record.name,
+            status=record.status,
+            created_at=record.created_at,
+        )
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]
@@ -88,8 +97,9 @@ class Merchant(relay.Node):
     ) -> ProgramConnection:
         args = _page_args(first, after)
         page = await info.context.loaders.programs_of_merchant.load((self.id, args))
-        return build_connection(ProgramConnection, page, Program.from_record, lambda r: r.id,
-                                after=args.after)  # fmt: skip
+        return build_connection(
+            ProgramConnection, page, Program.from_record, lambda r: r.id, after=args.after
+        )
 
 
 @strawberry.type(description="A points program of one merchant.")
@@ -112,11 +122,19 @@ class Program(relay.Node):
     @classmethod
     def from_record(cls, r: ProgramRecord) -> Self:
         return cls(
-            id=r.id, merchant_id=r.merchant_id, code=r.code, name=r.name, unit_name=r.unit_name,
-            point_value=r.point_value, currency=r.currency,
-            expiry_policy=DomainExpiryPolicy(r.expiry_policy), expiry_value=r.expiry_value,
-            pending_days=r.pending_days, status=r.status, created_at=r.created_at,
-        )  # fmt: skip
+            id=r.id,
+            merchant_id=r.merchant_id,
+            code=r.code,
+            name=r.name,
+            unit_name=r.unit_name,
+            point_value=r.point_value,
+            currency=r.currency,
+            expiry_policy=DomainExpiryPolicy(r.expiry_policy),
+            expiry_value=r.expiry_value,
+            pending_days=r.pending_days,
+            status=r.status,
+            created_at=r.created_at,
+        )
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]
@@ -142,8 +160,9 @@ class Program(relay.Node):
     ) -> MembershipConnection:
         args = _page_args(first, after)
         page = await info.context.loaders.memberships_of_program.load((self.id, args))
-        return build_connection(MembershipConnection, page, Membership.from_record,
-                                lambda r: r.id, after=args.after)  # fmt: skip
+        return build_connection(
+            MembershipConnection, page, Membership.from_record, lambda r: r.id, after=args.after
+        )
 
 
 @strawberry.type(description="One person in the alliance, across all merchants.")
@@ -168,8 +187,9 @@ class Member(relay.Node):
     ) -> MembershipConnection:
         args = _page_args(first, after)
         page = await info.context.loaders.memberships_of_member.load((self.id, args))
-        return build_connection(MembershipConnection, page, Membership.from_record,
-                                lambda r: r.id, after=args.after)  # fmt: skip
+        return build_connection(
+            MembershipConnection, page, Membership.from_record, lambda r: r.id, after=args.after
+        )
 
     @strawberry.field(description="Balance per program, one per membership you may see.")
     async def balances(
@@ -177,8 +197,9 @@ class Member(relay.Node):
     ) -> BalanceConnection:
         args = _page_args(first, after)
         page = await info.context.loaders.memberships_of_member.load((self.id, args))
-        return build_connection(BalanceConnection, page, Balance.from_membership,
-                                lambda r: r.id, after=args.after)  # fmt: skip
+        return build_connection(
+            BalanceConnection, page, Balance.from_membership, lambda r: r.id, after=args.after
+        )
 
     @strawberry.field(description="Points history across programs, newest first.")
     async def transactions(
@@ -193,8 +214,13 @@ class Member(relay.Node):
         program_pk = None if program_id is None else node_pk(program_id, Program, "programId")
         args = _page_args(first, after, HistoryFilter(program_pk, since, until))
         page = await info.context.loaders.history_of_member.load((self.id, args))
-        return build_connection(LedgerEntryConnection, page, LedgerEntry.from_entry,
-                                lambda r: r.posting_id, after=args.after)  # fmt: skip
+        return build_connection(
+            LedgerEntryConnection,
+            page,
+            LedgerEntry.from_entry,
+            lambda r: r.posting_id,
+            after=args.after,
+        )
 
 
 @strawberry.type(description="A member's account at one program, under the merchant's number.")
@@ -209,9 +235,15 @@ class Membership(relay.Node):
 
     @classmethod
     def from_record(cls, r: MembershipRecord) -> Self:
-        return cls(id=r.id, member_id=r.member_id, program_id=r.program_id, record=r,
-                   member_number=r.member_number, status=r.status,
-                   created_at=r.created_at)  # fmt: skip
+        return cls(
+            id=r.id,
+            member_id=r.member_id,
+            program_id=r.program_id,
+            record=r,
+            member_number=r.member_number,
+            status=r.status,
+            created_at=r.created_at,
+        )
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]
@@ -245,8 +277,13 @@ class Membership(relay.Node):
     ) -> LedgerEntryConnection:
         args = _page_args(first, after, HistoryFilter(None, since, until))
         page = await info.context.loaders.history_of_membership.load((self.id, args))
-        return build_connection(LedgerEntryConnection, page, LedgerEntry.from_entry,
-                                lambda r: r.posting_id, after=args.after)  # fmt: skip
+        return build_connection(
+            LedgerEntryConnection,
+            page,
+            LedgerEntry.from_entry,
+            lambda r: r.posting_id,
+            after=args.after,
+        )
 
 
 @strawberry.type(description="Points of one membership.")
@@ -256,9 +293,7 @@ class Balance:
     points: BigInt = strawberry.field(
         description="All points in the account, including held, pending and not yet swept."
     )
-    held: BigInt = strawberry.field(
-        description="Reserved by open holds."
-    )
+    held: BigInt = strawberry.field(description="Reserved by open holds.")
 
     @classmethod
     def from_membership(cls, r: MembershipRecord) -> Self:
@@ -286,17 +321,21 @@ class LedgerEntry(relay.Node):
     program_id: strawberry.Private[int]
     kind: EntryKind
     reason: str | None
-    points: BigInt = strawberry.field(
-        description="Signed change of the balance."
-    )
+    points: BigInt = strawberry.field(description="Signed change of the balance.")
     balance_after: BigInt
     created_at: datetime
 
     @classmethod
     def from_entry(cls, e: HistoryEntry) -> Self:
-        return cls(id=e.posting_id, program_id=e.program_id, kind=EntryKind(e.kind),
-                   reason=e.reason, points=e.points, balance_after=e.balance_after,
-                   created_at=e.created_at)  # fmt: skip
+        return cls(
+            id=e.posting_id,
+            program_id=e.program_id,
+            kind=EntryKind(e.kind),
+            reason=e.reason,
+            points=e.points,
+            balance_after=e.balance_after,
+            created_at=e.created_at,
+        )
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

@@ -38,8 +38,9 @@ def database_url() -> Iterator[str]:
     external = os.environ.get("ALLIANCE_TEST_DATABASE_URL")
     name = f"alliance_test_{_worker()}"
     if external:
-        admin = create_engine(make_url(external).set(drivername="postgresql+psycopg"),
-                              isolation_level="AUTOCOMMIT")  # fmt: skip
+        admin = create_engine(
+            make_url(external).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -6,7 +6,16 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, LargeBinary, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -36,9 +45,7 @@ class OAuthClient(Base):
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        CheckConstraint(
-            "role IN ('operator', 'merchant', 'finance', 'auditor')", name="role"
-        ),
+        CheckConstraint("role IN ('operator', 'merchant', 'finance', 'auditor')", name="role"),
         CheckConstraint("role <> 'merchant' OR merchant_id IS NOT NULL", name="merchant_bound"),
         CheckConstraint(
             "role NOT IN ('operator', 'auditor') OR merchant_id IS NULL", name="alliance_wide"
@@ -61,3 +68,14 @@ class SigningKey(Base):
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """No longer signs from this time; still verifies until `verify_until`."""
     verify_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # At most one key signs at a time, whatever the callers do.
+        Index(
+            "uq_signing_key_active",
+            text("(true)"),
+            unique=True,
+            postgresql_where=text("retired_at IS NULL"),
+        ),
+        CheckConstraint("retired_at IS NULL OR verify_until IS NOT NULL", name="retired_window"),
+    )

@@ -15,9 +15,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 with warnings.catch_warnings():
     # The wheel resolves a runtime dir at import and warns when XDG_RUNTIME_DIR is unset.
@@ -101,8 +100,10 @@ class EmbeddedPostgres:
             subprocess.run(
                 [
                     str(BIN_DIR / "initdb"),
-                    "-D", str(self.data_dir),
-                    "-U", SUPERUSER,
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SUPERUSER,
                     "--auth=trust",
                     "--encoding=UTF8",
                     "--locale=C.UTF-8",
@@ -111,7 +112,7 @@ class EmbeddedPostgres:
                 check=True,
                 capture_output=True,
                 user=user,
-            )  # fmt: skip
+            )
         if self.is_running():
             log.info("embedded PostgreSQL already running in %s", self.data_dir)
             return
@@ -120,18 +121,25 @@ class EmbeddedPostgres:
         result = subprocess.run(
             [
                 str(BIN_DIR / "pg_ctl"),
-                "-D", str(self.data_dir),
-                "-l", str(self.log_file),
-                "-w", "-t", "60",
-                "-o", " ".join(options),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                " ".join(options),
                 "start",
             ],
             capture_output=True,
             check=False,
             user=user,
-        )  # fmt: skip
+        )
         if result.returncode != 0:
-            tail = self.log_file.read_text(errors="replace")[-4000:] if self.log_file.exists() else ""
+            tail = (
+                self.log_file.read_text(errors="replace")[-4000:] if self.log_file.exists() else ""
+            )
             raise RuntimeError(
                 f"embedded PostgreSQL failed to start in {self.data_dir}: "
                 f"{result.stderr.decode(errors='replace')}\n{tail}"
@@ -165,7 +173,14 @@ class EmbeddedPostgres:
 
     def psql(self, sql: str, database: str) -> str:
         result = subprocess.run(
-            [str(BIN_DIR / "psql"), "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", self.libpq_url(database)],
+            [
+                str(BIN_DIR / "psql"),
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.libpq_url(database),
+            ],
             input=sql.encode(),
             capture_output=True,
             check=False,

@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-
-import orjson
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, TextClause, text
 from sqlalchemy.exc import DBAPIError
 
@@ -125,9 +124,17 @@ async def award_points(
         },
     )
     return Movement(
-        row.transaction_id, row.entry_id, membership_id, row.program_id, "award", reason, points,
-        row.balance_after, row.created_at, row.replayed,
-    )  # fmt: skip
+        row.transaction_id,
+        row.entry_id,
+        membership_id,
+        row.program_id,
+        "award",
+        reason,
+        points,
+        row.balance_after,
+        row.created_at,
+        row.replayed,
+    )
 
 
 async def spend_points(
@@ -164,6 +171,14 @@ async def spend_points(
         },
     )
     return Movement(
-        row.transaction_id, row.entry_id, membership_id, row.program_id, "spend", reason, -points,
-        row.balance_after, row.created_at, row.replayed,
-    )  # fmt: skip
+        row.transaction_id,
+        row.entry_id,
+        membership_id,
+        row.program_id,
+        "spend",
+        reason,
+        -points,
+        row.balance_after,
+        row.created_at,
+        row.replayed,
+    )

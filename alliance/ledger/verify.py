@@ -123,7 +123,8 @@ CHECKS: tuple[Check, ...] = (
         """SELECT 'program ' || p.id || ' has ' || count(a.id) || ' system accounts'
              FROM program p
              LEFT JOIN account a ON a.program_id = p.id AND a.membership_id IS NULL
-            GROUP BY p.id HAVING count(a.id) <> """ + str(len(SYSTEM_ACCOUNT_KINDS)),
+            GROUP BY p.id HAVING count(a.id) <> """
+        + str(len(SYSTEM_ACCOUNT_KINDS)),
     ),
 )
 

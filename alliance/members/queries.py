@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
-from alliance.db.paging import Page, fetch_page, fetch_pages_by_parent
+from alliance.db.paging import Page, fetch_pages_by_parent
 from alliance.ledger.models import Account, LedgerTransaction, Lot, Posting
 from alliance.members.models import Member, Membership
 from alliance.programs.models import Program
@@ -62,9 +62,15 @@ class MembershipRecord:
     @classmethod
     def from_row(cls, row: Any) -> MembershipRecord:
         return cls(
-            row.id, row.member_id, row.program_id, row.member_number, row.status,
-            row.created_at, row.balance, row.held,
-        )  # fmt: skip
+            row.id,
+            row.member_id,
+            row.program_id,
+            row.member_number,
+            row.status,
+            row.created_at,
+            row.balance,
+            row.held,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +90,16 @@ class HistoryEntry:
     @classmethod
     def from_row(cls, row: Any) -> HistoryEntry:
         return cls(
-            row.posting_id, row.transaction_id, row.program_id, row.account_id, row.kind,
-            row.reason, row.amount, row.balance_after, row.created_at,
-        )  # fmt: skip
+            row.posting_id,
+            row.transaction_id,
+            row.program_id,
+            row.account_id,
+            row.kind,
+            row.reason,
+            row.amount,
+            row.balance_after,
+            row.created_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)

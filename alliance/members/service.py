@@ -67,14 +67,26 @@ async def enroll_member(
             session, member_id=member_id, program_id=program_id, member_number=member_number
         )
         await record_audit(
-            session, actor, action="membership.enroll", target=f"membership:{membership.id}",
-            after={"program_id": program_id, "member_id": member_id,
-                   "member_number": member_number},
-        )  # fmt: skip
+            session,
+            actor,
+            action="membership.enroll",
+            target=f"membership:{membership.id}",
+            after={
+                "program_id": program_id,
+                "member_id": member_id,
+                "member_number": member_number,
+            },
+        )
         return MembershipRecord(
-            membership.id, member_id, program_id, member_number, membership.status,
-            membership.created_at, 0, 0,
-        )  # fmt: skip
+            membership.id,
+            member_id,
+            program_id,
+            member_number,
+            membership.status,
+            membership.created_at,
+            0,
+            0,
+        )
 
 
 async def open_membership(
@@ -99,9 +111,13 @@ async def open_membership(
         raise
     await session.execute(
         insert(Account).values(
-            program_id=program_id, kind=AccountKind.MEMBER.value,
-            membership_id=membership.id, member_id=member_id, balance=0, held=0,
+            program_id=program_id,
+            kind=AccountKind.MEMBER.value,
+            membership_id=membership.id,
+            member_id=member_id,
+            balance=0,
+            held=0,
         )
-    )  # fmt: skip
+    )
     await session.refresh(membership)
     return membership

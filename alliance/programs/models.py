@@ -6,7 +6,15 @@ import enum
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, Numeric, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Integer,
+    Numeric,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from alliance.db.base import Base, created_at_column, id_column
@@ -55,7 +63,8 @@ class Program(Base):
         UniqueConstraint("merchant_id", "code", name="uq_program_merchant_code"),
         CheckConstraint("point_value > 0", name="point_value_positive"),
         CheckConstraint(
-            "expiry_policy IN ('never', 'days_after_earn', 'end_of_nth_month')", name="expiry_policy"
+            "expiry_policy IN ('never', 'days_after_earn', 'end_of_nth_month')",
+            name="expiry_policy",
         ),
         CheckConstraint("expiry_value >= 0 AND pending_days >= 0", name="durations"),
         CheckConstraint("status IN ('active', 'closed')", name="status"),

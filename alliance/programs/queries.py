@@ -57,10 +57,19 @@ class ProgramRecord:
     @classmethod
     def from_row(cls, row: Any) -> ProgramRecord:
         return cls(
-            row.id, row.merchant_id, row.code, row.name, row.unit_name, row.point_value,
-            row.currency, row.expiry_policy, row.expiry_value, row.pending_days, row.status,
+            row.id,
+            row.merchant_id,
+            row.code,
+            row.name,
+            row.unit_name,
+            row.point_value,
+            row.currency,
+            row.expiry_policy,
+            row.expiry_value,
+            row.pending_days,
+            row.status,
             row.created_at,
-        )  # fmt: skip
+        )
 
 
 _merchant_columns = [merchant_table.c[name] for name in MerchantRecord.__slots__]

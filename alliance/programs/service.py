@@ -37,9 +37,12 @@ async def create_merchant(db: Database, actor: Actor, *, code: str, name: str) -
             raise
         await session.refresh(merchant)
         await record_audit(
-            session, actor, action="merchant.create", target=f"merchant:{merchant.id}",
+            session,
+            actor,
+            action="merchant.create",
+            target=f"merchant:{merchant.id}",
             after={"code": code, "name": name},
-        )  # fmt: skip
+        )
         return MerchantRecord.from_row(merchant)
 
 
@@ -66,8 +69,9 @@ async def create_program(
     )
     if expiry_policy is ExpiryPolicy.NEVER:
         if expiry_value != 0:
-            raise InvalidInput("expiryValue must be 0 when points never expire",
-                               field=("expiryValue",))  # fmt: skip
+            raise InvalidInput(
+                "expiryValue must be 0 when points never expire", field=("expiryValue",)
+            )
     else:
         check_range(expiry_value, "expiryValue", minimum=0, maximum=EXPIRY_LIMITS[expiry_policy])
     check_range(pending_days, "pendingDays", minimum=0, maximum=365)
@@ -77,11 +81,16 @@ async def create_program(
         if merchant is None:
             raise NotFound("merchant not found", field=("merchantId",))
         program = Program(
-            merchant_id=merchant_id, code=code, name=name, unit_name=unit_name,
-            point_value=point_value, currency=db.settings.currency,
-            expiry_policy=expiry_policy.value, expiry_value=expiry_value,
+            merchant_id=merchant_id,
+            code=code,
+            name=name,
+            unit_name=unit_name,
+            point_value=point_value,
+            currency=db.settings.currency,
+            expiry_policy=expiry_policy.value,
+            expiry_value=expiry_value,
             pending_days=pending_days,
-        )  # fmt: skip
+        )
         session.add(program)
         try:
             await session.flush()
@@ -97,9 +106,18 @@ async def create_program(
         )
         await session.refresh(program)
         await record_audit(
-            session, actor, action="program.create", target=f"program:{program.id}",
-            after={"merchant_id": merchant_id, "code": code, "name": name,
-                   "point_value": str(point_value), "expiry_policy": expiry_policy.value,
-                   "expiry_value": expiry_value, "pending_days": pending_days},
-        )  # fmt: skip
+            session,
+            actor,
+            action="program.create",
+            target=f"program:{program.id}",
+            after={
+                "merchant_id": merchant_id,
+                "code": code,
+                "name": name,
+                "point_value": str(point_value),
+                "expiry_policy": expiry_policy.value,
+                "expiry_value": expiry_value,
+                "pending_days": pending_days,
+            },
+        )
         return ProgramRecord.from_row(program)

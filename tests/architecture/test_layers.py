@@ -31,12 +31,13 @@ def test_domain_does_not_import_graphql_or_http() -> None:
     # alliance/cli.py is the composition root (serve, schema export), so it is exempt.
     offenders = {
         str(path.relative_to(ROOT)): sorted(
-            name for name in _imports(path)
+            name
+            for name in _imports(path)
             if name.split(".")[0] in {"strawberry", "graphql", "starlette", "schema", "gateway"}
         )
         for path in (ROOT / "alliance").rglob("*.py")
         if path.name != "cli.py"
-    }  # fmt: skip
+    }
     assert {path: names for path, names in offenders.items() if names} == {}
 
 

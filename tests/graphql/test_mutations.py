@@ -32,22 +32,36 @@ SPEND = AWARD.replace("awardPoints", "spendPoints")
 
 
 def move_input(membership_id: int, points: Any, key: str, reason: str = "thanks") -> dict[str, Any]:
-    return {"input": {"membershipId": gid("Membership", membership_id), "points": points,
-                      "reason": reason, "idempotencyKey": key}}  # fmt: skip
+    return {
+        "input": {
+            "membershipId": gid("Membership", membership_id),
+            "points": points,
+            "reason": reason,
+            "idempotencyKey": key,
+        }
+    }
 
 
 class TestCreateMerchant:
     async def test_operator_creates_merchant(self, db: Database) -> None:
-        data = await ok(db, OPERATOR, """mutation { createMerchant(input: {code: "golden-wok",
-            name: "金锅 Golden Wok"}) { merchant { id code name } userErrors { code } } }""")
+        data = await ok(
+            db,
+            OPERATOR,
+            """mutation { createMerchant(input: {code: "golden-wok",
+            name: "金锅 Golden Wok"}) { merchant { id code name } userErrors { code } } }""",
+        )
         payload = data["createMerchant"]
         assert payload["userErrors"] == []
         assert payload["merchant"]["name"] == "金锅 Golden Wok"
 
     async def test_duplicate_code_is_a_user_error(self, db: Database) -> None:
         await make_merchant(db, code="dup")
-        data = await ok(db, OPERATOR, """mutation { createMerchant(input: {code: "dup",
-            name: "Again"}) { merchant { id } userErrors { code field } } }""")
+        data = await ok(
+            db,
+            OPERATOR,
+            """mutation { createMerchant(input: {code: "dup",
+            name: "Again"}) { merchant { id } userErrors { code field } } }""",
+        )
         assert data["createMerchant"] == {
             "merchant": None,
             "userErrors": [{"code": "ALREADY_EXISTS", "field": ["input", "code"]}],
@@ -55,16 +69,25 @@ class TestCreateMerchant:
 
     @pytest.mark.parametrize("code", ["", "UPPER", "-dash", "a" * 41, "spa ce", "x;drop"])
     async def test_bad_code_is_invalid_input(self, db: Database, code: str) -> None:
-        data = await ok(db, OPERATOR, """mutation($code: String!) { createMerchant(input:
-            {code: $code, name: "n"}) { userErrors { code field } } }""", {"code": code})
+        data = await ok(
+            db,
+            OPERATOR,
+            """mutation($code: String!) { createMerchant(input:
+            {code: $code, name: "n"}) { userErrors { code field } } }""",
+            {"code": code},
+        )
         assert data["createMerchant"]["userErrors"] == [
             {"code": "INVALID_INPUT", "field": ["input", "code"]}
         ]
 
     async def test_merchant_may_not_create_merchants(self, db: Database) -> None:
         merchant = await make_merchant(db)
-        result = await run(db, merchant_actor(merchant), """mutation { createMerchant(input:
-            {code: "evil", name: "n"}) { merchant { id } } }""")
+        result = await run(
+            db,
+            merchant_actor(merchant),
+            """mutation { createMerchant(input:
+            {code: "evil", name: "n"}) { merchant { id } } }""",
+        )
         assert error_codes(result) == ["FORBIDDEN"]
         assert result["data"] is None or result["data"]["createMerchant"] is None
 
@@ -76,14 +99,29 @@ class TestCreateProgram:
 
     async def test_creates_program_with_system_accounts(self, db: Database) -> None:
         merchant = await make_merchant(db, code="cafe")
-        data = await ok(db, OPERATOR, self.QUERY, {"input": {
-            "merchantId": gid("Merchant", merchant.id), "code": "stars", "name": "Stars",
-            "unitName": "星", "pointValue": "0.02", "expiryPolicy": "DAYS_AFTER_EARN",
-            "expiryValue": 365}})  # fmt: skip
+        data = await ok(
+            db,
+            OPERATOR,
+            self.QUERY,
+            {
+                "input": {
+                    "merchantId": gid("Merchant", merchant.id),
+                    "code": "stars",
+                    "name": "Stars",
+                    "unitName": "星",
+                    "pointValue": "0.02",
+                    "expiryPolicy": "DAYS_AFTER_EARN",
+                    "expiryValue": 365,
+                }
+            },
+        )
         assert data["createProgram"]["program"] == {
-            "code": "stars", "pointValue": "0.020000", "expiryPolicy": "DAYS_AFTER_EARN",
-            "expiryValue": 365, "merchant": {"code": "cafe"},
-        }  # fmt: skip
+            "code": "stars",
+            "pointValue": "0.020000",
+            "expiryPolicy": "DAYS_AFTER_EARN",
+            "expiryValue": 365,
+            "merchant": {"code": "cafe"},
+        }
 
     @pytest.mark.parametrize(
         ("change", "field"),
@@ -103,24 +141,51 @@ class TestCreateProgram:
         self, db: Database, change: dict[str, Any], field: str
     ) -> None:
         merchant = await make_merchant(db)
-        program_input = {"merchantId": gid("Merchant", merchant.id), "code": "p", "name": "P",
-                         "unitName": "pt", "pointValue": "0.01"} | change  # fmt: skip
+        program_input = {
+            "merchantId": gid("Merchant", merchant.id),
+            "code": "p",
+            "name": "P",
+            "unitName": "pt",
+            "pointValue": "0.01",
+        } | change
         data = await ok(db, OPERATOR, self.QUERY, {"input": program_input})
         assert data["createProgram"]["userErrors"] == [
             {"code": "INVALID_INPUT", "field": ["input", field]}
         ]
 
     async def test_unknown_merchant_is_not_found(self, db: Database) -> None:
-        data = await ok(db, OPERATOR, self.QUERY, {"input": {
-            "merchantId": gid("Merchant", 999), "code": "p", "name": "P", "unitName": "pt",
-            "pointValue": "0.01"}})  # fmt: skip
+        data = await ok(
+            db,
+            OPERATOR,
+            self.QUERY,
+            {
+                "input": {
+                    "merchantId": gid("Merchant", 999),
+                    "code": "p",
+                    "name": "P",
+                    "unitName": "pt",
+                    "pointValue": "0.01",
+                }
+            },
+        )
         assert data["createProgram"]["userErrors"][0]["code"] == "NOT_FOUND"
 
     async def test_id_of_another_type_is_not_found(self, db: Database) -> None:
         program = await make_program(db)
-        data = await ok(db, OPERATOR, self.QUERY, {"input": {
-            "merchantId": gid("Program", program.id), "code": "p", "name": "P",
-            "unitName": "pt", "pointValue": "0.01"}})  # fmt: skip
+        data = await ok(
+            db,
+            OPERATOR,
+            self.QUERY,
+            {
+                "input": {
+                    "merchantId": gid("Program", program.id),
+                    "code": "p",
+                    "name": "P",
+                    "unitName": "pt",
+                    "pointValue": "0.01",
+                }
+            },
+        )
         assert data["createProgram"]["userErrors"] == [
             {"code": "NOT_FOUND", "field": ["input", "merchantId"]}
         ]
@@ -133,20 +198,36 @@ class TestEnrollMember:
 
     async def test_enrols_a_new_member(self, db: Database) -> None:
         program = await make_program(db)
-        data = await ok(db, merchant_actor(program.merchant_id), self.QUERY, {"input": {
-            "programId": gid("Program", program.id), "memberNumber": "8812",
-            "displayName": "李娜"}})  # fmt: skip
+        data = await ok(
+            db,
+            merchant_actor(program.merchant_id),
+            self.QUERY,
+            {
+                "input": {
+                    "programId": gid("Program", program.id),
+                    "memberNumber": "8812",
+                    "displayName": "李娜",
+                }
+            },
+        )
         assert data["enrollMember"] == {
-            "membership": {"memberNumber": "8812", "balance": {"points": 0},
-                           "member": {"displayName": "李娜"}},
+            "membership": {
+                "memberNumber": "8812",
+                "balance": {"points": 0},
+                "member": {"displayName": "李娜"},
+            },
             "userErrors": [],
-        }  # fmt: skip
+        }
 
     async def test_member_number_unique_per_program(self, db: Database) -> None:
         program = await make_program(db)
         await make_membership(db, program, member_number="1")
-        data = await ok(db, merchant_actor(program.merchant_id), self.QUERY, {"input": {
-            "programId": gid("Program", program.id), "memberNumber": "1"}})  # fmt: skip
+        data = await ok(
+            db,
+            merchant_actor(program.merchant_id),
+            self.QUERY,
+            {"input": {"programId": gid("Program", program.id), "memberNumber": "1"}},
+        )
         assert data["enrollMember"]["userErrors"] == [
             {"code": "ALREADY_EXISTS", "field": ["input", "memberNumber"]}
         ]
@@ -154,8 +235,12 @@ class TestEnrollMember:
     async def test_cannot_enrol_into_another_merchants_program(self, db: Database) -> None:
         program = await make_program(db)
         other = await make_merchant(db)
-        data = await ok(db, merchant_actor(other), self.QUERY, {"input": {
-            "programId": gid("Program", program.id), "memberNumber": "1"}})  # fmt: skip
+        data = await ok(
+            db,
+            merchant_actor(other),
+            self.QUERY,
+            {"input": {"programId": gid("Program", program.id), "memberNumber": "1"}},
+        )
         assert data["enrollMember"]["userErrors"] == [
             {"code": "NOT_FOUND", "field": ["input", "programId"]}
         ]
@@ -163,9 +248,18 @@ class TestEnrollMember:
     async def test_cannot_link_a_member_the_merchant_does_not_know(self, db: Database) -> None:
         stranger = await make_membership(db)
         program = await make_program(db)
-        data = await ok(db, merchant_actor(program.merchant_id), self.QUERY, {"input": {
-            "programId": gid("Program", program.id), "memberNumber": "1",
-            "memberId": gid("Member", stranger.member_id)}})  # fmt: skip
+        data = await ok(
+            db,
+            merchant_actor(program.merchant_id),
+            self.QUERY,
+            {
+                "input": {
+                    "programId": gid("Program", program.id),
+                    "memberNumber": "1",
+                    "memberId": gid("Member", stranger.member_id),
+                }
+            },
+        )
         assert data["enrollMember"]["userErrors"] == [
             {"code": "NOT_FOUND", "field": ["input", "memberId"]}
         ]
@@ -176,9 +270,18 @@ class TestEnrollMember:
         first = await make_program(db, merchant)
         second = await make_program(db, merchant)
         known = await make_membership(db, first)
-        data = await ok(db, merchant_actor(merchant), self.QUERY, {"input": {
-            "programId": gid("Program", second.id), "memberNumber": "X",
-            "memberId": gid("Member", known.member_id)}})  # fmt: skip
+        data = await ok(
+            db,
+            merchant_actor(merchant),
+            self.QUERY,
+            {
+                "input": {
+                    "programId": gid("Program", second.id),
+                    "memberNumber": "X",
+                    "memberId": gid("Member", known.member_id),
+                }
+            },
+        )
         assert data["enrollMember"]["userErrors"] == []
 
 
@@ -186,8 +289,12 @@ class TestAwardAndSpend:
     async def test_award_returns_entry_and_balance(self, db: Database) -> None:
         program = await make_program(db, code="wok")
         membership = await make_membership(db, program)
-        data = await ok(db, merchant_actor(program.merchant_id), AWARD,
-                        move_input(membership.id, 120, "k1", "生日礼"))  # fmt: skip
+        data = await ok(
+            db,
+            merchant_actor(program.merchant_id),
+            AWARD,
+            move_input(membership.id, 120, "k1", "生日礼"),
+        )
         payload = data["awardPoints"]
         assert payload["userErrors"] == []
         assert payload["replayed"] is False
@@ -215,9 +322,13 @@ class TestAwardAndSpend:
         actor = merchant_actor(program.merchant_id)
         await ok(db, actor, AWARD, move_input(membership.id, 10, "k"))
         data = await ok(db, actor, AWARD, move_input(membership.id, 11, "k"))
-        assert data["awardPoints"]["userErrors"] == [{
-            "code": "IDEMPOTENCY_KEY_REUSED", "field": ["input", "idempotencyKey"],
-            "message": "idempotency key k was already used for a different request"}]  # fmt: skip
+        assert data["awardPoints"]["userErrors"] == [
+            {
+                "code": "IDEMPOTENCY_KEY_REUSED",
+                "field": ["input", "idempotencyKey"],
+                "message": "idempotency key k was already used for a different request",
+            }
+        ]
         spend = await ok(db, actor, SPEND, move_input(membership.id, 10, "k"))
         assert spend["spendPoints"]["userErrors"][0]["code"] == "IDEMPOTENCY_KEY_REUSED"
 
@@ -225,13 +336,21 @@ class TestAwardAndSpend:
         program = await make_program(db)
         membership = await make_membership(db, program)
         await give_points(db, membership, program, 30)
-        data = await ok(db, merchant_actor(program.merchant_id), SPEND,
-                        move_input(membership.id, 31, "s"))  # fmt: skip
+        data = await ok(
+            db, merchant_actor(program.merchant_id), SPEND, move_input(membership.id, 31, "s")
+        )
         assert data["spendPoints"] == {
-            "entry": None, "membership": None, "replayed": False,
-            "userErrors": [{"code": "INSUFFICIENT_POINTS", "field": ["input", "points"],
-                            "message": "not enough spendable points"}],
-        }  # fmt: skip
+            "entry": None,
+            "membership": None,
+            "replayed": False,
+            "userErrors": [
+                {
+                    "code": "INSUFFICIENT_POINTS",
+                    "field": ["input", "points"],
+                    "message": "not enough spendable points",
+                }
+            ],
+        }
 
     async def test_failed_spend_does_not_burn_the_key(self, db: Database) -> None:
         program = await make_program(db)
@@ -261,8 +380,12 @@ class TestAwardAndSpend:
     ) -> None:
         program = await make_program(db)
         membership = await make_membership(db, program)
-        data = await ok(db, merchant_actor(program.merchant_id), AWARD,
-                        move_input(membership.id, points, key, reason))  # fmt: skip
+        data = await ok(
+            db,
+            merchant_actor(program.merchant_id),
+            AWARD,
+            move_input(membership.id, points, key, reason),
+        )
         assert data["awardPoints"]["userErrors"][0]["code"] == "INVALID_INPUT"
         assert data["awardPoints"]["userErrors"][0]["field"] == ["input", field]
 
@@ -276,9 +399,13 @@ class TestAwardAndSpend:
         stranger = await make_merchant(db)
         for target in (membership.id, 10**9):
             data = await ok(db, merchant_actor(stranger), AWARD, move_input(target, 5, "k"))
-            assert data["awardPoints"]["userErrors"] == [{
-                "code": "NOT_FOUND", "field": ["input", "membershipId"],
-                "message": "membership not found"}]  # fmt: skip
+            assert data["awardPoints"]["userErrors"] == [
+                {
+                    "code": "NOT_FOUND",
+                    "field": ["input", "membershipId"],
+                    "message": "membership not found",
+                }
+            ]
 
     async def test_member_spends_own_points(self, db: Database) -> None:
         program = await make_program(db)
@@ -293,15 +420,17 @@ class TestAwardAndSpend:
         mine = await make_membership(db, program)
         theirs = await make_membership(db, program)
         await give_points(db, theirs, program, 50)
-        data = await ok(db, member_actor(mine, program.merchant_id), SPEND,
-                        move_input(theirs.id, 20, "m1"))  # fmt: skip
+        data = await ok(
+            db, member_actor(mine, program.merchant_id), SPEND, move_input(theirs.id, 20, "m1")
+        )
         assert data["spendPoints"]["userErrors"][0]["code"] == "NOT_FOUND"
 
     async def test_member_cannot_award(self, db: Database) -> None:
         program = await make_program(db)
         mine = await make_membership(db, program)
-        result = await run(db, member_actor(mine, program.merchant_id), AWARD,
-                           move_input(mine.id, 20, "m1"))  # fmt: skip
+        result = await run(
+            db, member_actor(mine, program.merchant_id), AWARD, move_input(mine.id, 20, "m1")
+        )
         assert error_codes(result) == ["FORBIDDEN"]
 
     async def test_unauthenticated_is_rejected(self, db: Database) -> None:

@@ -62,7 +62,9 @@ class TestStatementCount:
         edges = data["programs"]["edges"]
         assert len(edges) == 6
         assert len(edges[-1]["node"]["memberships"]["edges"]) == 5
-        assert len(edges[-1]["node"]["memberships"]["edges"][0]["node"]["transactions"]["edges"]) == 3
+        assert (
+            len(edges[-1]["node"]["memberships"]["edges"][0]["node"]["transactions"]["edges"]) == 3
+        )
         # programs, merchants, outstanding points, memberships, members, programs by id,
         # transactions: one statement each, whatever the number of rows.
         assert small.count == large.count == 7, large.statements
@@ -71,8 +73,13 @@ class TestStatementCount:
         programs = await _populate(db, programs=3, members=1)
         ids = [gid("Program", program.id) for program in programs]
         with db.count_statements() as counter:
-            data = await ok(db, OPERATOR, """query($ids: [ID!]!) { nodes(ids: $ids) {
-                ... on Program { code merchant { code } } } }""", {"ids": ids})
+            data = await ok(
+                db,
+                OPERATOR,
+                """query($ids: [ID!]!) { nodes(ids: $ids) {
+                ... on Program { code merchant { code } } } }""",
+                {"ids": ids},
+            )
         assert [node["code"] for node in data["nodes"]] == [p.code for p in programs]
         assert counter.count == 2
 
@@ -85,15 +92,27 @@ class TestVisibility:
         foreign = await make_membership(db, theirs)
         actor = merchant_actor(mine.merchant_id)
         for membership, visible in ((own, True), (foreign, False)):
-            data = await ok(db, actor, "query($id: ID!) { membership(id: $id) { memberNumber } }",
-                            {"id": gid("Membership", membership.id)})  # fmt: skip
+            data = await ok(
+                db,
+                actor,
+                "query($id: ID!) { membership(id: $id) { memberNumber } }",
+                {"id": gid("Membership", membership.id)},
+            )
             assert (data["membership"] is not None) is visible
-            data = await ok(db, actor, "query($id: ID!) { node(id: $id) { id } }",
-                            {"id": gid("Membership", membership.id)})  # fmt: skip
+            data = await ok(
+                db,
+                actor,
+                "query($id: ID!) { node(id: $id) { id } }",
+                {"id": gid("Membership", membership.id)},
+            )
             assert (data["node"] is not None) is visible
-        data = await ok(db, actor, """query($id: ID!) { node(id: $id) { ... on Program {
+        data = await ok(
+            db,
+            actor,
+            """query($id: ID!) { node(id: $id) { ... on Program {
             memberships { edges { node { memberNumber } } } } } }""",
-                        {"id": gid("Program", theirs.id)})  # fmt: skip
+            {"id": gid("Program", theirs.id)},
+        )
         assert data["node"]["memberships"]["edges"] == []
 
     async def test_merchant_sees_member_only_through_own_memberships(self, db: Database) -> None:
@@ -102,13 +121,21 @@ class TestVisibility:
         other_program = await make_program(db, merchant)
         theirs = await make_program(db)
         membership = await make_membership(db, mine)
-        data = await ok(db, merchant_actor(merchant), """query($id: ID!) { member(id: $id) {
+        data = await ok(
+            db,
+            merchant_actor(merchant),
+            """query($id: ID!) { member(id: $id) {
             memberships { edges { node { program { id } } } } } }""",
-                        {"id": gid("Member", membership.member_id)})  # fmt: skip
+            {"id": gid("Member", membership.member_id)},
+        )
         assert len(data["member"]["memberships"]["edges"]) == 1
         stranger = await make_membership(db, theirs)
-        data = await ok(db, merchant_actor(merchant), "query($id: ID!) { member(id: $id) { id } }",
-                        {"id": gid("Member", stranger.member_id)})  # fmt: skip
+        data = await ok(
+            db,
+            merchant_actor(merchant),
+            "query($id: ID!) { member(id: $id) { id } }",
+            {"id": gid("Member", stranger.member_id)},
+        )
         assert data["member"] is None
         assert other_program
 
@@ -118,14 +145,19 @@ class TestVisibility:
         other = await make_membership(db, program)
         await give_points(db, me, program, 70)
         actor = member_actor(me, program.merchant_id)
-        data = await ok(db, actor, """{ viewer { role membership { memberNumber balance { points } }
-            member { balances { edges { node { points program { id } } } } } } }""")
+        data = await ok(
+            db,
+            actor,
+            """{ viewer { role membership { memberNumber balance { points } }
+            member { balances { edges { node { points program { id } } } } } } }""",
+        )
         assert data["viewer"]["role"] == "MEMBER"
         assert data["viewer"]["membership"]["balance"]["points"] == 70
         assert data["viewer"]["member"]["balances"]["edges"][0]["node"]["points"] == 70
         for type_name, pk in (("Membership", other.id), ("Member", other.member_id)):
-            data = await ok(db, actor, "query($id: ID!) { node(id: $id) { id } }",
-                            {"id": gid(type_name, pk)})  # fmt: skip
+            data = await ok(
+                db, actor, "query($id: ID!) { node(id: $id) { id } }", {"id": gid(type_name, pk)}
+            )
             assert data["node"] is None
 
     async def test_finance_reads_liability_not_members(self, db: Database) -> None:
@@ -146,18 +178,25 @@ class TestVisibility:
     async def test_member_may_not_read_liability(self, db: Database) -> None:
         program = await make_program(db)
         me = await make_membership(db, program)
-        result = await run(db, member_actor(me, program.merchant_id),
-                           "query($id: ID!) { node(id: $id) { ... on Program { outstandingPoints } } }",
-                           {"id": gid("Program", program.id)})  # fmt: skip
+        result = await run(
+            db,
+            member_actor(me, program.merchant_id),
+            "query($id: ID!) { node(id: $id) { ... on Program { outstandingPoints } } }",
+            {"id": gid("Program", program.id)},
+        )
         assert error_codes(result) == ["FORBIDDEN"]
 
     async def test_auditor_reads_everything(self, db: Database) -> None:
         program = await make_program(db)
         membership = await make_membership(db, program)
         await give_points(db, membership, program, 5)
-        data = await ok(db, AUDITOR, """query($id: ID!) { membership(id: $id) {
+        data = await ok(
+            db,
+            AUDITOR,
+            """query($id: ID!) { membership(id: $id) {
             transactions { edges { node { points } } } } }""",
-                        {"id": gid("Membership", membership.id)})  # fmt: skip
+            {"id": gid("Membership", membership.id)},
+        )
         assert data["membership"]["transactions"]["edges"] == [{"node": {"points": 5}}]
 
 
@@ -173,8 +212,9 @@ class TestPagination:
         seen: list[int] = []
         after = None
         while True:
-            data = await ok(db, OPERATOR, query, {"id": gid("Membership", membership.id),
-                                                  "after": after})  # fmt: skip
+            data = await ok(
+                db, OPERATOR, query, {"id": gid("Membership", membership.id), "after": after}
+            )
             page = data["membership"]["transactions"]
             seen += [edge["node"]["points"] for edge in page["edges"]]
             if not page["pageInfo"]["hasNextPage"]:
@@ -187,10 +227,19 @@ class TestPagination:
         a = await make_program(db, merchant)
         b = await make_program(db, merchant)
         in_a = await make_membership(db, a)
-        data = await ok(db, merchant_actor(merchant), """mutation($input: EnrollMemberInput!) {
-            enrollMember(input: $input) { membership { id } } }""", {"input": {
-            "programId": gid("Program", b.id), "memberNumber": "B1",
-            "memberId": gid("Member", in_a.member_id)}})  # fmt: skip
+        data = await ok(
+            db,
+            merchant_actor(merchant),
+            """mutation($input: EnrollMemberInput!) {
+            enrollMember(input: $input) { membership { id } } }""",
+            {
+                "input": {
+                    "programId": gid("Program", b.id),
+                    "memberNumber": "B1",
+                    "memberId": gid("Member", in_a.member_id),
+                }
+            },
+        )
         in_b_id = data["enrollMember"]["membership"]["id"]
         assert in_b_id
         await give_points(db, in_a, a, 11)
@@ -198,8 +247,12 @@ class TestPagination:
             transactions(programId: $program) { edges { node { points program { id } } } } } }"""
         everything = await ok(db, OPERATOR, query, {"id": gid("Member", in_a.member_id)})
         assert len(everything["member"]["transactions"]["edges"]) == 1
-        only_b = await ok(db, OPERATOR, query, {"id": gid("Member", in_a.member_id),
-                                                "program": gid("Program", b.id)})  # fmt: skip
+        only_b = await ok(
+            db,
+            OPERATOR,
+            query,
+            {"id": gid("Member", in_a.member_id), "program": gid("Program", b.id)},
+        )
         assert only_b["member"]["transactions"]["edges"] == []
 
     async def test_first_over_100_is_refused(self, db: Database) -> None:
@@ -207,14 +260,20 @@ class TestPagination:
         assert error_codes(result) == ["INVALID_INPUT"]
 
     async def test_forged_cursor_is_refused(self, db: Database) -> None:
-        result = await run(db, OPERATOR, '{ merchants(after: "not-a-cursor") { edges { cursor } } }')
+        result = await run(
+            db, OPERATOR, '{ merchants(after: "not-a-cursor") { edges { cursor } } }'
+        )
         assert error_codes(result) == ["INVALID_INPUT"]
 
     async def test_merchants_pages(self, db: Database) -> None:
         for _ in range(5):
             await make_merchant(db)
-        data: dict[str, Any] = await ok(db, OPERATOR, """{ merchants(first: 2) {
-            edges { node { code } } pageInfo { hasNextPage hasPreviousPage endCursor } } }""")
+        data: dict[str, Any] = await ok(
+            db,
+            OPERATOR,
+            """{ merchants(first: 2) {
+            edges { node { code } } pageInfo { hasNextPage hasPreviousPage endCursor } } }""",
+        )
         assert len(data["merchants"]["edges"]) == 2
         assert data["merchants"]["pageInfo"]["hasNextPage"] is True
         assert data["merchants"]["pageInfo"]["hasPreviousPage"] is False

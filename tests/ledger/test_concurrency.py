@@ -22,8 +22,14 @@ async def test_concurrent_spends_never_overdraw(db: Database) -> None:
 
     async def spend(n: int) -> Movement | DomainError:
         try:
-            return await spend_points(db, actor, membership_id=membership.id, points=1,
-                                      reason="race", idempotency_key=f"race-{n}")  # fmt: skip
+            return await spend_points(
+                db,
+                actor,
+                membership_id=membership.id,
+                points=1,
+                reason="race",
+                idempotency_key=f"race-{n}",
+            )
         except DomainError as error:
             return error
 
@@ -31,12 +37,11 @@ async def test_concurrent_spends_never_overdraw(db: Database) -> None:
     succeeded = [r for r in results if isinstance(r, Movement)]
     refused = [r for r in results if isinstance(r, DomainError)]
     assert len(succeeded) == 40
-    assert len(refused) == 60 and all(isinstance(r, InsufficientPoints) for r in refused)
+    assert len(refused) == 60
+    assert all(isinstance(r, InsufficientPoints) for r in refused)
     assert sorted(m.balance_after for m in succeeded) == list(range(40))
     async with db.autocommit() as conn:
-        spends = await conn.scalar(
-            select(func.count()).where(LedgerTransaction.kind == "spend")
-        )
+        spends = await conn.scalar(select(func.count()).where(LedgerTransaction.kind == "spend"))
         balance = (await memberships_by_id(conn, actor, [membership.id]))[membership.id].balance
     assert (spends, balance) == (40, 0)
 
@@ -45,11 +50,19 @@ async def test_concurrent_replays_post_once(db: Database) -> None:
     program = await make_program(db)
     membership = await make_membership(db, program)
     actor = merchant_actor(program.merchant_id)
-    results = await asyncio.gather(*(
-        award_points(db, actor, membership_id=membership.id, points=25, reason="once",
-                     idempotency_key="the-one")
-        for _ in range(50)
-    ))  # fmt: skip
+    results = await asyncio.gather(
+        *(
+            award_points(
+                db,
+                actor,
+                membership_id=membership.id,
+                points=25,
+                reason="once",
+                idempotency_key="the-one",
+            )
+            for _ in range(50)
+        )
+    )
     assert len({r.transaction_id for r in results}) == 1
     assert len({(r.entry_id, r.balance_after, r.created_at) for r in results}) == 1
     assert sum(not r.replayed for r in results) == 1

@@ -8,13 +8,14 @@ that `verify_ledger` finds nothing.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
-import os
-
-from hypothesis import HealthCheck, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
@@ -67,8 +68,16 @@ class LedgerMachine(RuleBasedStateMachine):
     def award(self, who: int, points: int) -> tuple[str, str, int, int, Movement]:
         membership = list(self.model)[who]
         key = self._key()
-        movement = self.run(award_points(self.db, self.actor, membership_id=membership,
-                                         points=points, reason="r", idempotency_key=key))  # fmt: skip
+        movement = self.run(
+            award_points(
+                self.db,
+                self.actor,
+                membership_id=membership,
+                points=points,
+                reason="r",
+                idempotency_key=key,
+            )
+        )
         self.model[membership] += points
         assert movement.balance_after == self.model[membership]
         return ("award", key, membership, points, movement)
@@ -78,8 +87,16 @@ class LedgerMachine(RuleBasedStateMachine):
         membership = list(self.model)[who]
         key = self._key()
         try:
-            movement = self.run(spend_points(self.db, self.actor, membership_id=membership,
-                                             points=points, reason="r", idempotency_key=key))  # fmt: skip
+            movement = self.run(
+                spend_points(
+                    self.db,
+                    self.actor,
+                    membership_id=membership,
+                    points=points,
+                    reason="r",
+                    idempotency_key=key,
+                )
+            )
         except InsufficientPoints:
             assert self.model[membership] < points
             return ("spend", key, membership, points, None)
@@ -94,20 +111,38 @@ class LedgerMachine(RuleBasedStateMachine):
         if first is None:
             return  # a refused spend left nothing to replay
         move = award_points if kind == "award" else spend_points
-        again = self.run(move(self.db, self.actor, membership_id=membership, points=points,
-                              reason="r", idempotency_key=key))  # fmt: skip
+        again = self.run(
+            move(
+                self.db,
+                self.actor,
+                membership_id=membership,
+                points=points,
+                reason="r",
+                idempotency_key=key,
+            )
+        )
         assert again.replayed
-        assert (again.transaction_id, again.balance_after) == (first.transaction_id,
-                                                               first.balance_after)
+        assert (again.transaction_id, again.balance_after) == (
+            first.transaction_id,
+            first.balance_after,
+        )
 
     @rule(request=requests, extra=st.integers(1, 5))
     def reuse_key(self, request: tuple[str, str, int, int, Movement | None], extra: int) -> None:
-        kind, key, membership, points, first = request
+        _kind, key, membership, points, first = request
         if first is None:
             return
         with pytest.raises(IdempotencyKeyReused):
-            self.run(award_points(self.db, self.actor, membership_id=membership,
-                                  points=points + extra, reason="r", idempotency_key=key))  # fmt: skip
+            self.run(
+                award_points(
+                    self.db,
+                    self.actor,
+                    membership_id=membership,
+                    points=points + extra,
+                    reason="r",
+                    idempotency_key=key,
+                )
+            )
 
     @invariant()
     def ledger_matches_model(self) -> None:

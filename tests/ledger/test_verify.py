@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -42,8 +43,9 @@ async def _corrupt(db: Database, statement: str) -> None:
 async def _repair(db: Database) -> None:
     """Empty the ledger so the test's teardown check sees a consistent database."""
     async with db.autocommit() as conn:
-        await conn.execute(text("TRUNCATE lot_consumption, lot, posting, ledger_transaction, "
-                                "outbox_event CASCADE"))  # fmt: skip
+        await conn.execute(
+            text("TRUNCATE lot_consumption, lot, posting, ledger_transaction, outbox_event CASCADE")
+        )
         await conn.execute(text("UPDATE account SET balance = 0 WHERE kind = 'member'"))
 
 
@@ -67,11 +69,15 @@ async def test_cli_exit_status(db: Database) -> None:
     await _ledger_with_history(db)
     env = os.environ | {"ALLIANCE_DATABASE_URL": db.url, "ALLIANCE_LOG_LEVEL": "WARNING"}
     command = [sys.executable, "-m", "alliance", "verify"]
-    clean = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    clean = await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
+    )
     assert clean.returncode == 0, clean.stderr
     assert "invariants hold" in clean.stdout
     await _corrupt(db, CORRUPTIONS["balance_equals_postings"])
-    broken = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    broken = await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
+    )
     await _repair(db)
     assert broken.returncode == 1
     assert "balance_equals_postings" in broken.stderr
