@@ -43,7 +43,7 @@ from alliance.errors import Unauthenticated
 from alliance.logs import request_id_var
 from schema import create_schema
 from schema.context import Context
-from schema.errors import UNAVAILABLE
+from schema.errors import UNAVAILABLE, with_code
 
 log = logging.getLogger("alliance.gateway")
 access_log = logging.getLogger("alliance.access")
@@ -139,6 +139,9 @@ class GraphQLView(GraphQL[Context, None]):
         return sub_response
 
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
+        # Parse failures skip the schema's error extension: every error gets its code here.
+        for error in result.errors or ():
+            with_code(error)
         # A database outage is not the client's fault: answer 503 so it retries.
         if any(
             (error.extensions or {}).get("code") == UNAVAILABLE for error in result.errors or ()
@@ -229,31 +232,22 @@ class EdgeMiddleware:
         try:
             length = _header(scope, b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
-                await _graphql_error(
-                    f"request body exceeds {self.max_body} bytes", "PAYLOAD_TOO_LARGE", 413
-                )(scope, receive, send_with_id)
+                await self._too_large(scope, receive, send_with_id)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
-        except _BodyTooLarge:
-            if not response_started:
-                await _graphql_error(
-                    f"request body exceeds {self.max_body} bytes", "PAYLOAD_TOO_LARGE", 413
-                )(scope, receive, send_with_id)
-        except (PoolTimeout, OperationalError):
-            log.warning("database unavailable", exc_info=True)
-            if not response_started:
-                await _graphql_error(
-                    "the service is busy or its database is unavailable; retry shortly",
-                    "SERVICE_UNAVAILABLE",
-                    503,
-                    {"Retry-After": RETRY_AFTER_SECONDS},
-                )(scope, receive, send_with_id)
+            if length is None and scope["method"] in {"POST", "PUT", "PATCH"}:
+                # Chunked: read it here, bounded, so an oversized body is refused
+                # before any handler has started a response.
+                buffered = await self._read_bounded(receive)
+                if buffered is None:
+                    await self._too_large(scope, receive, send_with_id)
+                    return
+                receive = _replay(buffered)
+            await self.app(scope, receive, send_with_id)
         except Exception:
+            # Handlers below answer first; this guards what escapes them.
             log.exception("unhandled error")
             if not response_started:
-                await _graphql_error(
-                    f"internal error (request id {request_id})", "INTERNAL_SERVER_ERROR", 500
-                )(scope, receive, send_with_id)
+                await _internal_error(request_id)(scope, receive, send_with_id)
         finally:
             if self.access_log:
                 access_log.info(
@@ -270,24 +264,58 @@ class EdgeMiddleware:
                 )
             request_id_var.reset(token)
 
-    def _limited(self, receive: Receive) -> Receive:
-        received = 0
-        limit = self.max_body
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = _graphql_error(
+            f"request body exceeds {self.max_body} bytes", "PAYLOAD_TOO_LARGE", 413
+        )
+        await response(scope, receive, send)
 
-        async def limited() -> Message:
-            nonlocal received
+    async def _read_bounded(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
-        return limited
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _internal_error(request_id: str | None) -> Response:
+    return _graphql_error(f"internal error (request id {request_id})", "INTERNAL_SERVER_ERROR", 500)
+
+
+async def _unavailable(request: Request, error: Exception) -> Response:
+    log.warning("database unavailable: %s", error)
+    return _graphql_error(
+        "the service is busy or its database is unavailable; retry shortly",
+        "SERVICE_UNAVAILABLE",
+        503,
+        {"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    # Starlette re-raises after answering; EdgeMiddleware logs it once, with the request id.
+    return _internal_error(request_id_var.get())
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> ASGIApp:
@@ -350,6 +378,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             Route("/graphql", GraphQLEndpoint(services), methods=["GET", "POST"]),
         ],
         lifespan=lifespan,
+        exception_handlers={
+            PoolTimeout: _unavailable,
+            OperationalError: _unavailable,
+            Exception: _unexpected,
+        },
     )
     app.state.services = services
     return EdgeMiddleware(app, settings)

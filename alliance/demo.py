@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import select
 
 from alliance.auth.actor import Actor
@@ -161,14 +160,16 @@ async def seed_demo(db: Database) -> DemoSeed:
 
 
 def print_demo(seed: DemoSeed, base_url: str, console: Console) -> None:
-    table = Table("role", "bearer token (valid 24 h)", title="Demo tokens", show_lines=True)
+    console.print("[bold]Demo tokens[/] (valid 24 h; paste one into GraphiQL's headers as "
+                  '{"Authorization": "Bearer <token>"}):')
     for label, minted in seed.tokens.items():
-        table.add_row(label, minted)
-    console.print(table)
+        # Printed whole, one per line: a table would fold or truncate them.
+        console.print(f"\n[cyan]{label}[/]")
+        print(minted, file=console.file, flush=True)
     console.print(
-        f"Open {base_url}/graphql, add a header  "
-        '{"Authorization": "Bearer <token>"}  and try:  { viewer { role } merchants { edges '
-        "{ node { name programs { edges { node { name pointValue } } } } } } }",
+        f"\nGraphiQL: {base_url}/graphql   Try: "
+        "{ viewer { role } merchants { edges { node { name programs { edges { node "
+        "{ name pointValue } } } } } } }",
         soft_wrap=True,
     )
 

@@ -114,10 +114,11 @@ class ErrorPolicy(MaskErrors):
         )
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        return [_with_code(error) for error in super()._process_errors(errors)]
+        return [with_code(error) for error in super()._process_errors(errors)]
 
 
-def _with_code(error: GraphQLError) -> GraphQLError:
+def with_code(error: GraphQLError) -> GraphQLError:
+    """Give the error an `extensions.code` if it has none (in place)."""
     if _code_of(error) is not None:
         return error
     original = error.original_error

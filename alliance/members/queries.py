@@ -2,7 +2,9 @@
 
 Who sees member-level data: the operator and auditors see everyone; a merchant
 sees the memberships of its own programs (and the members behind them, through
-those memberships only); a member sees themself; finance sees aggregates only.
+those memberships only); a member sees themself, and through a merchant's app
+only that merchant's programs (what the app shows, the merchant sees: wider
+views need the member's consent); finance sees aggregates only.
 Invisible rows are simply absent, so an unknown id and a foreign one look alike.
 """
 
@@ -148,7 +150,10 @@ def readable_memberships(actor: Actor) -> ColumnElement[bool]:
     if actor.role is Role.MERCHANT:
         return membership_table.c.program_id.in_(_merchant_programs(actor.merchant_id))
     if actor.role is Role.MEMBER:
-        return membership_table.c.member_id == actor.member_id
+        own = membership_table.c.member_id == actor.member_id
+        if actor.merchant_id is None:
+            return own
+        return and_(own, membership_table.c.program_id.in_(_merchant_programs(actor.merchant_id)))
     return false()
 
 
@@ -174,7 +179,10 @@ def readable_postings(actor: Actor) -> ColumnElement[bool]:
     if actor.role is Role.MERCHANT:
         return posting_table.c.program_id.in_(_merchant_programs(actor.merchant_id))
     if actor.role is Role.MEMBER:
-        return posting_table.c.member_id == actor.member_id
+        own = posting_table.c.member_id == actor.member_id
+        if actor.merchant_id is None:
+            return own
+        return and_(own, posting_table.c.program_id.in_(_merchant_programs(actor.merchant_id)))
     return false()
 
 
