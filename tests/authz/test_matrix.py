@@ -1,0 +1,210 @@
+"""Every role against every operation, including what each must not do.
+
+Two merchants, A and B, each with a program and one member holding points. Each
+row names an operation on A's side or B's, who performs it, and the outcome:
+
+- ok         done / visible
+- FORBIDDEN  the role may never do this (a GraphQL error)
+- NOT_FOUND  the object is not the actor's (a userError; same as a missing one)
+- hidden     a read that returns null / an empty list, as for a missing object
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from alliance.auth.actor import Actor
+from alliance.db.engine import Database
+from tests.factories import (
+    ALLIANCE_FINANCE,
+    AUDITOR,
+    OPERATOR,
+    finance_actor,
+    give_points,
+    make_membership,
+    make_merchant,
+    make_program,
+    member_actor,
+    merchant_actor,
+)
+from tests.graphql.helpers import gid, run
+
+ROLES = ("operator", "auditor", "finance_wide", "finance_a", "merchant_a", "member_a")
+
+
+@dataclass
+class World:
+    actors: dict[str, Actor]
+    ids: dict[str, str]
+
+
+@pytest.fixture
+async def world(db: Database) -> World:
+    merchant_a, merchant_b = await make_merchant(db), await make_merchant(db)
+    program_a, program_b = await make_program(db, merchant_a), await make_program(db, merchant_b)
+    membership_a = await make_membership(db, program_a)
+    membership_b = await make_membership(db, program_b)
+    await give_points(db, membership_a, program_a, 100)
+    await give_points(db, membership_b, program_b, 100)
+    return World(
+        actors={
+            "operator": OPERATOR,
+            "auditor": AUDITOR,
+            "finance_wide": ALLIANCE_FINANCE,
+            "finance_a": finance_actor(merchant_a),
+            "merchant_a": merchant_actor(merchant_a),
+            "member_a": member_actor(membership_a, merchant_a.id),
+        },
+        ids={
+            "merchant_a": gid("Merchant", merchant_a.id),
+            "program_a": gid("Program", program_a.id),
+            "program_b": gid("Program", program_b.id),
+            "membership_a": gid("Membership", membership_a.id),
+            "membership_b": gid("Membership", membership_b.id),
+            "member_a": gid("Member", membership_a.member_id),
+            "member_b": gid("Member", membership_b.member_id),
+        },
+    )
+
+
+_keys = itertools.count()
+
+
+def _move(kind: str, membership: str) -> tuple[str, Any]:
+    query = f"""mutation($input: MovePointsInput!) {{ {kind}(input: $input) {{
+        entry {{ id }} userErrors {{ code }} }} }}"""
+    return query, lambda ids: {
+        "input": {
+            "membershipId": ids[membership],
+            "points": 1,
+            "reason": "matrix",
+            "idempotencyKey": f"m{next(_keys)}",
+        }
+    }
+
+
+OPERATIONS: dict[str, tuple[str, Any]] = {
+    "createMerchant": (
+        'mutation { createMerchant(input: {code: "new", name: "New"}) { merchant { id } '
+        "userErrors { code } } }",
+        lambda ids: None,
+    ),
+    "createProgram(A)": (
+        """mutation($m: ID!) { createProgram(input: {merchantId: $m, code: "p2", name: "P2",
+        unitName: "pt", pointValue: "0.01"}) { program { id } userErrors { code } } }""",
+        lambda ids: {"m": ids["merchant_a"]},
+    ),
+    "enrollMember(A)": (
+        """mutation($p: ID!) { enrollMember(input: {programId: $p, memberNumber: "n1"}) {
+        membership { id } userErrors { code } } }""",
+        lambda ids: {"p": ids["program_a"]},
+    ),
+    "enrollMember(B)": (
+        """mutation($p: ID!) { enrollMember(input: {programId: $p, memberNumber: "n1"}) {
+        membership { id } userErrors { code } } }""",
+        lambda ids: {"p": ids["program_b"]},
+    ),
+    "awardPoints(A)": _move("awardPoints", "membership_a"),
+    "awardPoints(B)": _move("awardPoints", "membership_b"),
+    "spendPoints(A)": _move("spendPoints", "membership_a"),
+    "spendPoints(B)": _move("spendPoints", "membership_b"),
+    "read merchants": ("{ merchants { edges { node { id } } } }", lambda ids: None),
+    "read programs": ("{ programs { edges { node { id } } } }", lambda ids: None),
+    "read membership(A)": (
+        "query($id: ID!) { membership(id: $id) { balance { points } } }",
+        lambda ids: {"id": ids["membership_a"]},
+    ),
+    "read membership(B)": (
+        "query($id: ID!) { membership(id: $id) { balance { points } } }",
+        lambda ids: {"id": ids["membership_b"]},
+    ),
+    "read member(A) history": (
+        "query($id: ID!) { member(id: $id) { transactions { edges { node { points } } } } }",
+        lambda ids: {"id": ids["member_a"]},
+    ),
+    "read member(B)": (
+        "query($id: ID!) { member(id: $id) { id } }",
+        lambda ids: {"id": ids["member_b"]},
+    ),
+    "members of program(A)": (
+        "query($id: ID!) { node(id: $id) { ... on Program { memberships { edges { node { id } } } } } }",
+        lambda ids: {"id": ids["program_a"]},
+    ),
+    "outstandingPoints(A)": (
+        "query($id: ID!) { node(id: $id) { ... on Program { outstandingPoints } } }",
+        lambda ids: {"id": ids["program_a"]},
+    ),
+    "outstandingPoints(B)": (
+        "query($id: ID!) { node(id: $id) { ... on Program { outstandingPoints } } }",
+        lambda ids: {"id": ids["program_b"]},
+    ),
+}
+
+F, N, H = "FORBIDDEN", "NOT_FOUND", "hidden"
+# Columns in ROLES order: operator, auditor, finance_wide, finance_a, merchant_a, member_a.
+EXPECTED: dict[str, tuple[str, ...]] = {
+    "createMerchant":         ("ok", F, F, F, F, F),
+    "createProgram(A)":       ("ok", F, F, F, F, F),
+    "enrollMember(A)":        (F, F, F, F, "ok", F),
+    "enrollMember(B)":        (F, F, F, F, N, F),
+    "awardPoints(A)":         (F, F, F, F, "ok", F),
+    "awardPoints(B)":         (F, F, F, F, N, F),
+    "spendPoints(A)":         (F, F, F, F, "ok", "ok"),
+    "spendPoints(B)":         (F, F, F, F, N, N),
+    "read merchants":         ("ok", "ok", "ok", "ok", "ok", "ok"),
+    "read programs":          ("ok", "ok", "ok", "ok", "ok", "ok"),
+    "read membership(A)":     ("ok", "ok", H, H, "ok", "ok"),
+    "read membership(B)":     ("ok", "ok", H, H, H, H),
+    "read member(A) history": ("ok", "ok", H, H, "ok", "ok"),
+    "read member(B)":         ("ok", "ok", H, H, H, H),
+    "members of program(A)":  ("ok", "ok", H, H, "ok", "ok"),
+    "outstandingPoints(A)":   ("ok", "ok", "ok", "ok", "ok", F),
+    "outstandingPoints(B)":   ("ok", "ok", "ok", H, H, F),
+}  # fmt: skip
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    if errors := result.get("errors"):
+        return str(errors[0]["extensions"]["code"])
+    (payload,) = result["data"].values()
+    if payload is None:
+        return H
+    if isinstance(payload, dict) and "userErrors" in payload:
+        return payload["userErrors"][0]["code"] if payload["userErrors"] else "ok"
+    return _visible(payload)
+
+
+def _visible(payload: Any) -> str:
+    """A read answered with nothing (null leaf, empty list) is `hidden`."""
+    if payload is None:
+        return H
+    if isinstance(payload, dict):
+        if "edges" in payload:
+            return "ok" if payload["edges"] else H
+        return "ok" if all(_visible(v) == "ok" for v in payload.values()) else H
+    return "ok"
+
+
+CASES = [
+    pytest.param(operation, role, expected, id=f"{operation}-{role}")
+    for operation, row in EXPECTED.items()
+    for role, expected in zip(ROLES, row, strict=True)
+]
+
+
+def test_matrix_covers_every_operation_and_role() -> None:
+    assert set(EXPECTED) == set(OPERATIONS)
+    assert all(len(row) == len(ROLES) for row in EXPECTED.values())
+
+
+@pytest.mark.parametrize(("operation", "role", "expected"), CASES)
+async def test_authorization(
+    db: Database, world: World, operation: str, role: str, expected: str
+) -> None:
+    query, variables = OPERATIONS[operation]
+    result = await run(db, world.actors[role], query, variables(world.ids))
+    assert _outcome(result) == expected, result
