@@ -35,6 +35,10 @@ def _env_bool(name: str, default: bool) -> bool:
 
 
 def default_data_dir() -> Path:
+    # As root the embedded server runs as another user and must traverse every
+    # parent directory: keep it out of /root rather than opening /root up.
+    if os.geteuid() == 0:
+        return Path("/var/lib") / APP_NAME
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
