@@ -160,8 +160,10 @@ async def seed_demo(db: Database) -> DemoSeed:
 
 
 def print_demo(seed: DemoSeed, base_url: str, console: Console) -> None:
-    console.print("[bold]Demo tokens[/] (valid 24 h; paste one into GraphiQL's headers as "
-                  '{"Authorization": "Bearer <token>"}):')
+    console.print(
+        "[bold]Demo tokens[/] (valid 24 h; paste one into GraphiQL's headers as "
+        '{"Authorization": "Bearer <token>"}):'
+    )
     for label, minted in seed.tokens.items():
         # Printed whole, one per line: a table would fold or truncate them.
         console.print(f"\n[cyan]{label}[/]")

@@ -30,7 +30,7 @@ A = TypeVar("A", bound=Hashable)
 class PageArgs:
     first: int
     after: int | None
-    filters: Hashable = None
+    filters: members.HistoryFilter | None = None
 
 
 class Loaders:
@@ -155,7 +155,12 @@ class Loaders:
         return self._pages(
             "history_of_membership",
             lambda conn, actor, ids, args: members.history_pages_by_membership(
-                conn, actor, ids, first=args.first, after=args.after, filters=args.filters
+                conn,
+                actor,
+                ids,
+                first=args.first,
+                after=args.after,
+                filters=args.filters or members.HistoryFilter(),
             ),
         )
 
@@ -164,6 +169,11 @@ class Loaders:
         return self._pages(
             "history_of_member",
             lambda conn, actor, ids, args: members.history_pages_by_member(
-                conn, actor, ids, first=args.first, after=args.after, filters=args.filters
+                conn,
+                actor,
+                ids,
+                first=args.first,
+                after=args.after,
+                filters=args.filters or members.HistoryFilter(),
             ),
         )

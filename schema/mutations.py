@@ -10,10 +10,11 @@ from decimal import Decimal
 
 import strawberry
 from strawberry import relay
+from strawberry.permission import BasePermission
 
 from alliance.ledger.service import Movement, award_points, spend_points
 from alliance.members.service import enroll_member
-from alliance.programs.models import ExpiryPolicy as DomainExpiryPolicy
+from alliance.programs.models import ExpiryPolicy
 from alliance.programs.service import create_merchant, create_program
 from schema.context import Info
 from schema.errors import UserError, mutate
@@ -21,7 +22,6 @@ from schema.permissions import IsAuthenticated
 from schema.scalars import BigInt
 from schema.types import (
     EntryKind,
-    ExpiryPolicy,
     LedgerEntry,
     Member,
     Membership,
@@ -30,7 +30,7 @@ from schema.types import (
     node_pk,
 )
 
-authenticated = [IsAuthenticated]
+authenticated: list[type[BasePermission]] = [IsAuthenticated]
 
 
 @strawberry.input
@@ -52,7 +52,7 @@ class CreateProgramInput:
     name: str
     unit_name: str
     point_value: Decimal = strawberry.field(description="Worth of one point, e.g. 0.01.")
-    expiry_policy: ExpiryPolicy = DomainExpiryPolicy.NEVER
+    expiry_policy: ExpiryPolicy = ExpiryPolicy.NEVER
     expiry_value: int = 0
     pending_days: int = 0
 
@@ -115,8 +115,8 @@ class MovePointsPayload:
             program_id=movement.program_id,
             kind=EntryKind(movement.kind),
             reason=movement.reason,
-            points=movement.points,
-            balance_after=movement.balance_after,
+            points=BigInt(movement.points),
+            balance_after=BigInt(movement.balance_after),
             created_at=movement.created_at,
         )
         return cls(entry=entry, replayed=movement.replayed, membership_id=movement.membership_id)

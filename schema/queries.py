@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import strawberry
 from strawberry import relay
+from strawberry.permission import BasePermission
 from strawberry.relay.types import GlobalIDValueError
 
 from alliance.db.paging import MAX_PAGE_SIZE
@@ -26,7 +28,7 @@ from schema.types import (
     node_pk,
 )
 
-authenticated = [IsAuthenticated]
+authenticated: list[type[BasePermission]] = [IsAuthenticated]
 
 
 async def _resolve_node(info: Info, global_id: relay.GlobalID) -> relay.Node | None:
@@ -34,7 +36,9 @@ async def _resolve_node(info: Info, global_id: relay.GlobalID) -> relay.Node | N
         node_type = global_id.resolve_type(info)
     except GlobalIDValueError:
         return None  # an id of no type of ours names nothing, like an unknown one
-    found = await node_type.resolve_nodes(info=info, node_ids=[global_id.node_id])
+    found = node_type.resolve_nodes(info=info, node_ids=[global_id.node_id])
+    if inspect.isawaitable(found):
+        found = await found
     return next(iter(found), None)
 
 

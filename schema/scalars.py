@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NewType
 
 import strawberry
+from strawberry.types.scalar import ScalarDefinition
 
 MAX_BIGINT = 2**63 - 1
 
@@ -25,7 +26,7 @@ def _parse_bigint(value: object) -> int:
     return number
 
 
-SCALARS = {
+SCALARS: dict[object, ScalarDefinition] = {
     BigInt: strawberry.scalar(
         name="BigInt",
         description="A signed 64-bit integer (points). Serialised as a JSON number.",

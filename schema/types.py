@@ -15,18 +15,19 @@ from typing import Any, Self
 import strawberry
 from strawberry import relay
 
-from alliance.auth.models import Role as DomainRole
+from alliance.auth.models import Role
 from alliance.errors import NotFound
 from alliance.members.queries import HistoryEntry, HistoryFilter, MemberRecord, MembershipRecord
-from alliance.programs.models import ExpiryPolicy as DomainExpiryPolicy
+from alliance.programs.models import ExpiryPolicy
 from alliance.programs.queries import MerchantRecord, ProgramRecord
 from schema.context import Info
 from schema.loaders import PageArgs
 from schema.pagination import DEFAULT_PAGE_SIZE, build_connection, check_first, decode_cursor
 from schema.scalars import BigInt
 
-Role = strawberry.enum(DomainRole, name="Role")
-ExpiryPolicy = strawberry.enum(DomainExpiryPolicy, name="ExpiryPolicy")
+# The domain enums are the GraphQL enums: registering them keeps one definition.
+strawberry.enum(Role, name="Role")
+strawberry.enum(ExpiryPolicy, name="ExpiryPolicy")
 
 
 @strawberry.enum(description="What moved the points.")
@@ -129,7 +130,7 @@ class Program(relay.Node):
             unit_name=r.unit_name,
             point_value=r.point_value,
             currency=r.currency,
-            expiry_policy=DomainExpiryPolicy(r.expiry_policy),
+            expiry_policy=ExpiryPolicy(r.expiry_policy),
             expiry_value=r.expiry_value,
             pending_days=r.pending_days,
             status=r.status,
@@ -152,7 +153,8 @@ class Program(relay.Node):
         description="Points held by members now. Null for another merchant's program."
     )
     async def outstanding_points(self, info: Info) -> BigInt | None:
-        return await info.context.loaders.outstanding_points.load(self.id)
+        points = await info.context.loaders.outstanding_points.load(self.id)
+        return None if points is None else BigInt(points)
 
     @strawberry.field(description="Memberships of this program you may see, oldest first.")
     async def memberships(
@@ -297,11 +299,16 @@ class Balance:
 
     @classmethod
     def from_membership(cls, r: MembershipRecord) -> Self:
-        return cls(membership_id=r.id, program_id=r.program_id, points=r.balance, held=r.held)
+        return cls(
+            membership_id=r.id,
+            program_id=r.program_id,
+            points=BigInt(r.balance),
+            held=BigInt(r.held),
+        )
 
     @strawberry.field(description="Points spendable now: available, unexpired lots minus holds.")
     async def spendable(self, info: Info) -> BigInt:
-        return await info.context.loaders.spendable_points.load(self.membership_id) or 0
+        return BigInt(await info.context.loaders.spendable_points.load(self.membership_id) or 0)
 
     @strawberry.field
     async def program(self, info: Info) -> Program:
@@ -332,8 +339,8 @@ class LedgerEntry(relay.Node):
             program_id=e.program_id,
             kind=EntryKind(e.kind),
             reason=e.reason,
-            points=e.points,
-            balance_after=e.balance_after,
+            points=BigInt(e.points),
+            balance_after=BigInt(e.balance_after),
             created_at=e.created_at,
         )
 
@@ -366,7 +373,7 @@ class MembershipConnection(relay.Connection[Membership]):
 
 
 @strawberry.type(name="BalanceConnection")
-class BalanceConnection(relay.Connection[Balance]):
+class BalanceConnection(relay.Connection[Balance]):  # type: ignore[type-var]  # a value, not a Node
     pass
 
 

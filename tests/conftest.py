@@ -10,6 +10,7 @@ test the ledger invariants are verified: a test that corrupts the ledger fails.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -44,8 +45,11 @@ def database_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(external).set(drivername="postgresql+psycopg", database=name)
-        rendered = url.render_as_string(hide_password=False)
+        rendered = (
+            make_url(external)
+            .set(drivername="postgresql+psycopg", database=name)
+            .render_as_string(hide_password=False)
+        )
         migrate.upgrade(rendered)
         yield rendered
         with admin.connect() as conn:
@@ -57,12 +61,11 @@ def database_url() -> Iterator[str]:
     server.start()
     try:
         server.create_database(name)
-        url = server.url(name)
-        migrate.upgrade(url)
-        yield url
+        migrate.upgrade(server.url(name))
+        yield server.url(name)
     finally:
         server.destroy()
-        root.rmdir() if root.exists() and not any(root.iterdir()) else None
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import orjson
-from sqlalchemy import Row, TextClause, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from alliance.auth.actor import Actor
@@ -50,14 +49,13 @@ class Movement:
     replayed: bool
 
 
-_AWARD = text(
-    "SELECT * FROM ledger_award(:scope, :key, :hash, :client, :merchant, :membership,"
-    " :points, :reason, :tz)"
-)
-_SPEND = text(
-    "SELECT * FROM ledger_spend(:scope, :key, :hash, :client, :merchant, :member, :membership,"
-    " :points, :reason)"
-)
+_MOVE = {
+    kind: text(
+        f"SELECT * FROM ledger_{kind}(:scope, :key, :hash, :client, :merchant, :member,"
+        " :membership, :points, :reason, :tz)"
+    )
+    for kind in ("award", "spend")
+}
 
 
 def request_fingerprint(operation: str, **arguments: object) -> bytes:
@@ -81,17 +79,6 @@ def _domain_error(error: DBAPIError) -> DomainError | None:
     return None
 
 
-async def _move(db: Database, statement: TextClause, parameters: dict[str, object]) -> Row[Any]:
-    try:
-        async with db.autocommit() as conn:
-            return (await conn.execute(statement, parameters)).one()
-    except DBAPIError as error:
-        mapped = _domain_error(error)
-        if mapped is None:
-            raise
-        raise mapped from None
-
-
 async def award_points(
     db: Database,
     actor: Actor,
@@ -103,38 +90,7 @@ async def award_points(
 ) -> Movement:
     """Credit a membership with points (a merchant's goodwill or manual award)."""
     actor.require(Role.MERCHANT)
-    check_points(points)
-    reason = clean_text(reason, "reason", max_length=500)
-    check_idempotency_key(idempotency_key)
-    row = await _move(
-        db,
-        _AWARD,
-        {
-            "scope": actor.idempotency_scope,
-            "key": idempotency_key,
-            "hash": request_fingerprint(
-                "award", membership=membership_id, points=points, reason=reason
-            ),
-            "client": actor.client_id,
-            "merchant": actor.merchant_id,
-            "membership": membership_id,
-            "points": points,
-            "reason": reason,
-            "tz": db.settings.time_zone,
-        },
-    )
-    return Movement(
-        row.transaction_id,
-        row.entry_id,
-        membership_id,
-        row.program_id,
-        "award",
-        reason,
-        points,
-        row.balance_after,
-        row.created_at,
-        row.replayed,
-    )
+    return await _move(db, actor, "award", membership_id, points, reason, idempotency_key)
 
 
 async def spend_points(
@@ -148,37 +104,45 @@ async def spend_points(
 ) -> Movement:
     """Debit spendable points: at the merchant's counter, or by the member themself."""
     actor.require(Role.MERCHANT, Role.MEMBER)
+    return await _move(db, actor, "spend", membership_id, points, reason, idempotency_key)
+
+
+async def _move(
+    db: Database,
+    actor: Actor,
+    kind: str,
+    membership_id: int,
+    points: int,
+    reason: str,
+    idempotency_key: str,
+) -> Movement:
     check_points(points)
     reason = clean_text(reason, "reason", max_length=500)
     check_idempotency_key(idempotency_key)
-    row = await _move(
-        db,
-        _SPEND,
-        {
-            "scope": actor.idempotency_scope,
-            "key": idempotency_key,
-            "hash": request_fingerprint(
-                "spend", membership=membership_id, points=points, reason=reason
-            ),
-            "client": actor.client_id,
-            # A member token spends only its own points, in the programs of the
-            # merchant whose app obtained it (elsewhere is cross-brand redemption).
-            "merchant": actor.merchant_id,
-            "member": actor.member_id if actor.role is Role.MEMBER else None,
-            "membership": membership_id,
-            "points": points,
-            "reason": reason,
-        },
-    )
+    parameters = {
+        "scope": actor.idempotency_scope,
+        "key": idempotency_key,
+        "hash": request_fingerprint(kind, membership=membership_id, points=points, reason=reason),
+        "client": actor.client_id,
+        # The function sees only this merchant's programs; a member token only
+        # its own memberships there (spending elsewhere is cross-brand redemption).
+        "merchant": actor.merchant_id,
+        "member": actor.member_id if actor.role is Role.MEMBER else None,
+        "membership": membership_id,
+        "points": points,
+        "reason": reason,
+        "tz": db.settings.time_zone,
+    }
+    try:
+        async with db.autocommit() as conn:
+            row = (await conn.execute(_MOVE[kind], parameters)).one()
+    except DBAPIError as error:
+        mapped = _domain_error(error)
+        if mapped is None:
+            raise
+        raise mapped from None
+    signed = points if kind == "award" else -points
     return Movement(
-        row.transaction_id,
-        row.entry_id,
-        membership_id,
-        row.program_id,
-        "spend",
-        reason,
-        -points,
-        row.balance_after,
-        row.created_at,
-        row.replayed,
-    )
+        row.transaction_id, row.entry_id, membership_id, row.program_id, kind, reason, signed,
+        row.balance_after, row.created_at, row.replayed,
+    )  # fmt: skip

@@ -98,13 +98,66 @@ BEGIN
                         v_tx.created_at, true;
 END $$;
 
+-- The member account a movement touches, with its program and the program's
+-- system account of `p_system_kind`. Restricted to one merchant's programs
+-- and/or one member's memberships when those are given (NULL: any).
+CREATE FUNCTION ledger_member_account(
+    p_membership_id bigint, p_merchant_id bigint, p_member_id bigint, p_system_kind text)
+RETURNS TABLE (account_id bigint, member_id bigint, program_id bigint, merchant_id bigint,
+               active boolean, expiry_policy text, expiry_value integer, pending_days integer,
+               system_account_id bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT a.id, a.member_id, a.program_id, p.merchant_id,
+           p.status = 'active' AND m.status = 'active',
+           p.expiry_policy, p.expiry_value, p.pending_days, s.id
+      FROM membership m
+      JOIN program p ON p.id = m.program_id
+      JOIN account a ON a.membership_id = m.id
+      JOIN account s ON s.program_id = p.id AND s.kind = p_system_kind AND s.membership_id IS NULL
+     WHERE m.id = p_membership_id
+       AND (p_merchant_id IS NULL OR p.merchant_id = p_merchant_id)
+       AND (p_member_id IS NULL OR m.member_id = p_member_id)
+$$;
+
+-- Claim the idempotency key with a new transaction row; NULL when the key is
+-- already taken (a concurrent claim is waited for: it commits or rolls back).
+CREATE FUNCTION ledger_claim(
+    p_kind text, p_scope text, p_key text, p_request_hash bytea, p_client_id text,
+    p_member_id bigint, p_reason text)
+RETURNS bigint
+LANGUAGE sql AS $$
+    INSERT INTO ledger_transaction
+        (kind, member_id, client_id, idempotency_scope, idempotency_key, request_hash, reason)
+    VALUES (p_kind, p_member_id, p_client_id, p_scope, p_key, p_request_hash, p_reason)
+    ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
+    RETURNING id
+$$;
+
+-- Both legs of a movement on a member account, in one statement (so the
+-- balance trigger sees the whole transaction); returns the member leg's id.
+CREATE FUNCTION ledger_post(
+    p_transaction_id bigint, p_account_id bigint, p_system_account_id bigint,
+    p_program_id bigint, p_member_id bigint, p_points bigint, p_balance_after bigint)
+RETURNS bigint
+LANGUAGE sql AS $$
+    WITH legs AS (
+        INSERT INTO posting
+            (transaction_id, account_id, program_id, member_id, amount, balance_after)
+        VALUES (p_transaction_id, p_account_id, p_program_id, p_member_id, p_points,
+                p_balance_after),
+               (p_transaction_id, p_system_account_id, p_program_id, p_member_id, -p_points,
+                NULL)
+        RETURNING id, account_id
+    )
+    SELECT legs.id FROM legs WHERE legs.account_id = p_account_id
+$$;
+
 -- Award points to a membership: +points on the member account, -points on the
 -- program's `issued` account, a new lot, an outbox event.
--- p_merchant_id restricts the membership to that merchant's programs (NULL: any).
 CREATE FUNCTION ledger_award(
     p_scope text, p_key text, p_request_hash bytea, p_client_id text,
-    p_merchant_id bigint, p_membership_id bigint, p_points bigint, p_reason text,
-    p_time_zone text)
+    p_merchant_id bigint, p_member_id bigint, p_membership_id bigint, p_points bigint,
+    p_reason text, p_time_zone text)
 RETURNS TABLE (transaction_id bigint, entry_id bigint, program_id bigint, balance_after bigint,
                created_at timestamptz, replayed boolean)
 LANGUAGE plpgsql AS $$
@@ -114,45 +167,24 @@ DECLARE
     v_entry bigint;
     v_balance bigint;
 BEGIN
-    SELECT a.id AS account_id, a.member_id, a.program_id, p.merchant_id,
-           p.status AS program_status, m.status AS membership_status,
-           p.expiry_policy, p.expiry_value, p.pending_days, s.id AS system_account_id
-      INTO v
-      FROM membership m
-      JOIN program p ON p.id = m.program_id
-      JOIN account a ON a.membership_id = m.id
-      JOIN account s ON s.program_id = p.id AND s.kind = 'issued' AND s.membership_id IS NULL
-     WHERE m.id = p_membership_id
-       AND (p_merchant_id IS NULL OR p.merchant_id = p_merchant_id);
+    SELECT * INTO v FROM ledger_member_account(p_membership_id, p_merchant_id, p_member_id, 'issued');
     IF NOT FOUND THEN
         RAISE EXCEPTION 'membership not found' USING ERRCODE = 'LA404';
     END IF;
-
-    INSERT INTO ledger_transaction
-        (kind, member_id, client_id, idempotency_scope, idempotency_key, request_hash, reason)
-    VALUES ('award', v.member_id, p_client_id, p_scope, p_key, p_request_hash, p_reason)
-    ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
-    RETURNING id INTO v_tx;
+    v_tx := ledger_claim('award', p_scope, p_key, p_request_hash, p_client_id, v.member_id, p_reason);
     IF v_tx IS NULL THEN
         RETURN QUERY SELECT * FROM ledger_replay(p_scope, p_key, p_request_hash);
         RETURN;
     END IF;
-    IF v.program_status <> 'active' OR v.membership_status <> 'active' THEN
+    IF NOT v.active THEN
         RAISE EXCEPTION 'program or membership is not active' USING ERRCODE = 'LA423';
     END IF;
 
     UPDATE account SET balance = account.balance + p_points
      WHERE id = v.account_id
     RETURNING account.balance INTO v_balance;
-
-    WITH legs AS (
-        INSERT INTO posting
-            (transaction_id, account_id, program_id, member_id, amount, balance_after)
-        VALUES (v_tx, v.account_id, v.program_id, v.member_id, p_points, v_balance),
-               (v_tx, v.system_account_id, v.program_id, v.member_id, -p_points, NULL)
-        RETURNING id, account_id
-    )
-    SELECT legs.id INTO v_entry FROM legs WHERE legs.account_id = v.account_id;
+    v_entry := ledger_post(v_tx, v.account_id, v.system_account_id, v.program_id, v.member_id,
+                           p_points, v_balance);
 
     INSERT INTO lot (account_id, program_id, member_id, transaction_id, amount, remaining,
                      available_at, expires_at)
@@ -171,11 +203,10 @@ END $$;
 
 -- Spend points of a membership: a conditional debit (so concurrent spends can
 -- never overdraw), lots consumed soonest-expiring first, +points on `redeemed`.
--- p_merchant_id / p_member_id restrict whose membership this may be (NULL: any).
 CREATE FUNCTION ledger_spend(
     p_scope text, p_key text, p_request_hash bytea, p_client_id text,
     p_merchant_id bigint, p_member_id bigint, p_membership_id bigint, p_points bigint,
-    p_reason text)
+    p_reason text, p_time_zone text)
 RETURNS TABLE (transaction_id bigint, entry_id bigint, program_id bigint, balance_after bigint,
                created_at timestamptz, replayed boolean)
 LANGUAGE plpgsql AS $$
@@ -188,31 +219,16 @@ DECLARE
     v_spendable bigint;
     v_taken bigint;
 BEGIN
-    SELECT a.id AS account_id, a.member_id, a.program_id, p.merchant_id,
-           p.status AS program_status, m.status AS membership_status,
-           s.id AS system_account_id
-      INTO v
-      FROM membership m
-      JOIN program p ON p.id = m.program_id
-      JOIN account a ON a.membership_id = m.id
-      JOIN account s ON s.program_id = p.id AND s.kind = 'redeemed' AND s.membership_id IS NULL
-     WHERE m.id = p_membership_id
-       AND (p_merchant_id IS NULL OR p.merchant_id = p_merchant_id)
-       AND (p_member_id IS NULL OR m.member_id = p_member_id);
+    SELECT * INTO v FROM ledger_member_account(p_membership_id, p_merchant_id, p_member_id, 'redeemed');
     IF NOT FOUND THEN
         RAISE EXCEPTION 'membership not found' USING ERRCODE = 'LA404';
     END IF;
-
-    INSERT INTO ledger_transaction
-        (kind, member_id, client_id, idempotency_scope, idempotency_key, request_hash, reason)
-    VALUES ('spend', v.member_id, p_client_id, p_scope, p_key, p_request_hash, p_reason)
-    ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
-    RETURNING id INTO v_tx;
+    v_tx := ledger_claim('spend', p_scope, p_key, p_request_hash, p_client_id, v.member_id, p_reason);
     IF v_tx IS NULL THEN
         RETURN QUERY SELECT * FROM ledger_replay(p_scope, p_key, p_request_hash);
         RETURN;
     END IF;
-    IF v.program_status <> 'active' OR v.membership_status <> 'active' THEN
+    IF NOT v.active THEN
         RAISE EXCEPTION 'program or membership is not active' USING ERRCODE = 'LA423';
     END IF;
 
@@ -261,14 +277,8 @@ BEGIN
         RAISE EXCEPTION 'lots cover % of % points', v_taken, p_points USING ERRCODE = 'LA500';
     END IF;
 
-    WITH legs AS (
-        INSERT INTO posting
-            (transaction_id, account_id, program_id, member_id, amount, balance_after)
-        VALUES (v_tx, v.account_id, v.program_id, v.member_id, -p_points, v_balance),
-               (v_tx, v.system_account_id, v.program_id, v.member_id, p_points, NULL)
-        RETURNING id, account_id
-    )
-    SELECT legs.id INTO v_entry FROM legs WHERE legs.account_id = v.account_id;
+    v_entry := ledger_post(v_tx, v.account_id, v.system_account_id, v.program_id, v.member_id,
+                           -p_points, v_balance);
 
     INSERT INTO outbox_event (topic, merchant_id, member_id, payload)
     VALUES ('points.spent', v.merchant_id, v.member_id,

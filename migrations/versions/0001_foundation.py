@@ -414,8 +414,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for function in (
-        "ledger_spend(text, text, bytea, text, bigint, bigint, bigint, bigint, text)",
-        "ledger_award(text, text, bytea, text, bigint, bigint, bigint, text, text)",
+        "ledger_spend(text, text, bytea, text, bigint, bigint, bigint, bigint, text, text)",
+        "ledger_award(text, text, bytea, text, bigint, bigint, bigint, bigint, text, text)",
+        "ledger_post(bigint, bigint, bigint, bigint, bigint, bigint, bigint)",
+        "ledger_claim(text, text, text, bytea, text, bigint, text)",
+        "ledger_member_account(bigint, bigint, bigint, text)",
         "ledger_replay(text, text, bytea)",
         "lot_expiry(text, integer, timestamptz, text)",
     ):

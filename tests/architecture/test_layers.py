@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from alliance.db.registry import metadata
 from schema import sdl
@@ -52,3 +52,42 @@ def test_models_match_migrations(database_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
     assert diff == [], "models and migrations disagree; write a migration"
+
+
+def test_migrations_round_trip(database_url: str) -> None:
+    """Upgrade, downgrade to nothing, upgrade again, on a database of its own."""
+    from sqlalchemy.engine import make_url
+
+    from alliance.db import migrate
+
+    url = make_url(database_url)
+    scratch = f"{url.database}_migrations"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch}"'))
+        conn.execute(text(f'CREATE DATABASE "{scratch}"'))
+    target = url.set(database=scratch).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(target)
+        migrate.downgrade(target, "base")
+        engine = create_engine(target)
+        with engine.connect() as conn:
+            leftover = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = 'public' AND c.relname NOT LIKE 'alembic_version%'"
+                )
+            ).scalar()
+            functions = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                    " WHERE n.nspname = 'public'"
+                )
+            ).scalar()
+        engine.dispose()
+        assert (leftover, functions) == (0, 0), "downgrade left objects behind"
+        migrate.upgrade(target)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
+        admin.dispose()

@@ -131,7 +131,8 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         lambda ids: {"id": ids["member_b"]},
     ),
     "members of program(A)": (
-        "query($id: ID!) { node(id: $id) { ... on Program { memberships { edges { node { id } } } } } }",
+        "query($id: ID!) { node(id: $id) { ... on Program {"
+        " memberships { edges { node { id } } } } } }",
         lambda ids: {"id": ids["program_a"]},
     ),
     "outstandingPoints(A)": (

@@ -247,8 +247,9 @@ class TestUnavailable:
     async def test_pool_exhaustion_is_503_with_retry_after(
         self, http: httpx.AsyncClient, operator_token: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import schema.queries
         from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+        import schema.queries
 
         async def exhausted(*args: Any, **kwargs: Any) -> None:
             raise PoolTimeout("QueuePool limit of size 10 overflow 5 reached")
