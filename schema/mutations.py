@@ -6,6 +6,7 @@ points-moving mutation takes the client's `idempotencyKey`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import strawberry
@@ -185,33 +186,28 @@ class Mutation:
         description="Award points to a membership (merchant). Idempotent.",
     )
     async def award_points(self, info: Info, input: MovePointsInput) -> MovePointsPayload:
-        async def run() -> MovePointsPayload:
-            movement = await award_points(
-                info.context.db,
-                info.context.actor,
-                membership_id=node_pk(input.membership_id, Membership, "membershipId"),
-                points=input.points,
-                reason=input.reason,
-                idempotency_key=input.idempotency_key,
-            )
-            return MovePointsPayload.from_movement(movement)
-
-        return await mutate(MovePointsPayload, run)
+        return await _move_points(award_points, info, input)
 
     @strawberry.mutation(
         permission_classes=authenticated,
         description="Spend points (merchant at the counter, or the member). Idempotent.",
     )
     async def spend_points(self, info: Info, input: MovePointsInput) -> MovePointsPayload:
-        async def run() -> MovePointsPayload:
-            movement = await spend_points(
-                info.context.db,
-                info.context.actor,
-                membership_id=node_pk(input.membership_id, Membership, "membershipId"),
-                points=input.points,
-                reason=input.reason,
-                idempotency_key=input.idempotency_key,
-            )
-            return MovePointsPayload.from_movement(movement)
+        return await _move_points(spend_points, info, input)
 
-        return await mutate(MovePointsPayload, run)
+
+async def _move_points(
+    use_case: Callable[..., Awaitable[Movement]], info: Info, input: MovePointsInput
+) -> MovePointsPayload:
+    async def run() -> MovePointsPayload:
+        movement = await use_case(
+            info.context.db,
+            info.context.actor,
+            membership_id=node_pk(input.membership_id, Membership, "membershipId"),
+            points=input.points,
+            reason=input.reason,
+            idempotency_key=input.idempotency_key,
+        )
+        return MovePointsPayload.from_movement(movement)
+
+    return await mutate(MovePointsPayload, run)

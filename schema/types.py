@@ -7,15 +7,18 @@ and every list is a Relay connection over a keyset page.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Self
+from operator import attrgetter
+from typing import Any, Self, TypeVar
 
 import strawberry
 from strawberry import relay
+from strawberry.dataloader import DataLoader
 
 from alliance.auth.models import Role
+from alliance.db.paging import Page
 from alliance.errors import NotFound
 from alliance.members.queries import HistoryEntry, HistoryFilter, MemberRecord, MembershipRecord
 from alliance.programs.models import ExpiryPolicy
@@ -35,6 +38,9 @@ class EntryKind(enum.Enum):
     AWARD = "award"
     SPEND = "spend"
     EXPIRE = "expire"
+
+
+C = TypeVar("C", bound=relay.Connection[Any])
 
 
 def _pks(node_ids: Iterable[str]) -> list[int | None]:
@@ -64,8 +70,25 @@ async def _load_nodes(loader: Any, node_ids: Iterable[str], make: Any) -> list[A
     return [make(by_key[key]) if key is not None and by_key[key] else None for key in keys]
 
 
-def _page_args(first: int, after: str | None, filters: Any = None) -> PageArgs:
+def _page_args(first: int, after: str | None, filters: HistoryFilter | None = None) -> PageArgs:
     return PageArgs(check_first(first), decode_cursor(after), filters)
+
+
+_BY_ID = attrgetter("id")
+_BY_POSTING = attrgetter("posting_id")
+
+
+async def _connection(
+    loader: DataLoader[tuple[int, PageArgs], Page[Any]],
+    parent_id: int,
+    args: PageArgs,
+    connection: type[C],
+    node: Callable[[Any], Any],
+    key: Callable[[Any], int],
+) -> C:
+    """One page of a parent's list, batched with its siblings' by the loader."""
+    page = await loader.load((parent_id, args))
+    return build_connection(connection, page, node, key, after=args.after)
 
 
 @strawberry.type(description="A merchant of the alliance: a brand with its own points programs.")
@@ -96,10 +119,14 @@ class Merchant(relay.Node):
     async def programs(
         self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> ProgramConnection:
-        args = _page_args(first, after)
-        page = await info.context.loaders.programs_of_merchant.load((self.id, args))
-        return build_connection(
-            ProgramConnection, page, Program.from_record, lambda r: r.id, after=args.after
+        loader = info.context.loaders.programs_of_merchant
+        return await _connection(
+            loader,
+            self.id,
+            _page_args(first, after),
+            ProgramConnection,
+            Program.from_record,
+            _BY_ID,
         )
 
 
@@ -160,10 +187,14 @@ class Program(relay.Node):
     async def memberships(
         self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> MembershipConnection:
-        args = _page_args(first, after)
-        page = await info.context.loaders.memberships_of_program.load((self.id, args))
-        return build_connection(
-            MembershipConnection, page, Membership.from_record, lambda r: r.id, after=args.after
+        loader = info.context.loaders.memberships_of_program
+        return await _connection(
+            loader,
+            self.id,
+            _page_args(first, after),
+            MembershipConnection,
+            Membership.from_record,
+            _BY_ID,
         )
 
 
@@ -187,20 +218,28 @@ class Member(relay.Node):
     async def memberships(
         self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> MembershipConnection:
-        args = _page_args(first, after)
-        page = await info.context.loaders.memberships_of_member.load((self.id, args))
-        return build_connection(
-            MembershipConnection, page, Membership.from_record, lambda r: r.id, after=args.after
+        loader = info.context.loaders.memberships_of_member
+        return await _connection(
+            loader,
+            self.id,
+            _page_args(first, after),
+            MembershipConnection,
+            Membership.from_record,
+            _BY_ID,
         )
 
     @strawberry.field(description="Balance per program, one per membership you may see.")
     async def balances(
         self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> BalanceConnection:
-        args = _page_args(first, after)
-        page = await info.context.loaders.memberships_of_member.load((self.id, args))
-        return build_connection(
-            BalanceConnection, page, Balance.from_membership, lambda r: r.id, after=args.after
+        loader = info.context.loaders.memberships_of_member
+        return await _connection(
+            loader,
+            self.id,
+            _page_args(first, after),
+            BalanceConnection,
+            Balance.from_membership,
+            _BY_ID,
         )
 
     @strawberry.field(description="Points history across programs, newest first.")
@@ -214,14 +253,14 @@ class Member(relay.Node):
         until: datetime | None = None,
     ) -> LedgerEntryConnection:
         program_pk = None if program_id is None else node_pk(program_id, Program, "programId")
-        args = _page_args(first, after, HistoryFilter(program_pk, since, until))
-        page = await info.context.loaders.history_of_member.load((self.id, args))
-        return build_connection(
+        loader = info.context.loaders.history_of_member
+        return await _connection(
+            loader,
+            self.id,
+            _page_args(first, after, HistoryFilter(program_pk, since, until)),
             LedgerEntryConnection,
-            page,
             LedgerEntry.from_entry,
-            lambda r: r.posting_id,
-            after=args.after,
+            _BY_POSTING,
         )
 
 
@@ -277,14 +316,14 @@ class Membership(relay.Node):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> LedgerEntryConnection:
-        args = _page_args(first, after, HistoryFilter(None, since, until))
-        page = await info.context.loaders.history_of_membership.load((self.id, args))
-        return build_connection(
+        loader = info.context.loaders.history_of_membership
+        return await _connection(
+            loader,
+            self.id,
+            _page_args(first, after, HistoryFilter(None, since, until)),
             LedgerEntryConnection,
-            page,
             LedgerEntry.from_entry,
-            lambda r: r.posting_id,
-            after=args.after,
+            _BY_POSTING,
         )
 
 
