@@ -147,6 +147,7 @@ async def seed_demo(db: Database) -> DemoSeed:
     app_client = await get_client(db, app.client_id)
     assert app_client is not None
     member = await member_actor(db, app_client, membership_id)
+    ttl = min(DEMO_TOKEN_TTL, db.settings.access_token_ttl_seconds)
     tokens = {}
     for label, actor in (
         ("operator", operator),
@@ -155,7 +156,7 @@ async def seed_demo(db: Database) -> DemoSeed:
         ("auditor", auditor),
         ("member (李娜 at golden-wok)", member),
     ):
-        tokens[label], _ = await issue_access_token(db, actor=actor, ttl_seconds=DEMO_TOKEN_TTL)
+        tokens[label], _ = await issue_access_token(db, actor=actor, ttl_seconds=ttl)
     return DemoSeed(tokens, [(spec.merchant_code, spec.merchant_name) for spec in PROGRAMS])
 
 

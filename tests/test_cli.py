@@ -1,0 +1,90 @@
+"""The command line and the demo seed, against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+from sqlalchemy import func, select
+
+from alliance.auth.tokens import TokenVerifier
+from alliance.db.engine import Database
+from alliance.demo import seed_demo
+from alliance.ledger.models import LedgerTransaction
+from alliance.members.models import Membership
+from tests.factories import make_merchant
+
+
+async def _alliance(db: Database, *args: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {
+        "ALLIANCE_DATABASE_URL": db.url,
+        "ALLIANCE_SECRET_KEY": db.settings.secret_key or "",
+        "ALLIANCE_DATA_DIR": str(db.settings.data_dir),
+    }
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "alliance", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def _counts(db: Database) -> tuple[int, int]:
+    async with db.autocommit() as conn:
+        transactions = await conn.scalar(select(func.count()).select_from(LedgerTransaction))
+        memberships = await conn.scalar(select(func.count()).select_from(Membership))
+    return int(transactions or 0), int(memberships or 0)
+
+
+async def test_demo_seed_is_idempotent(db: Database) -> None:
+    first = await seed_demo(db)
+    counts = await _counts(db)
+    second = await seed_demo(db)
+    assert await _counts(db) == counts
+    assert counts[0] > 5
+    assert set(first.tokens) == set(second.tokens)
+    verifier = TokenVerifier(db, db.settings)
+    roles = {(await verifier.verify(token)).role.value for token in second.tokens.values()}
+    assert roles == {"operator", "merchant", "finance", "auditor", "member"}
+
+
+async def test_client_create_then_token(db: Database) -> None:
+    await make_merchant(db, code="tea-house")
+    created = await _alliance(
+        db, "client", "create", "--name", "Tea POS", "--role", "merchant",
+        "--merchant", "tea-house", "--client-id", "tea-pos",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "client_secret" in created.stdout
+    minted = await _alliance(db, "token", "--client", "tea-pos")
+    assert minted.returncode == 0, minted.stderr
+    actor = await TokenVerifier(db, db.settings).verify(minted.stdout.strip())
+    assert (actor.role.value, actor.client_id) == ("merchant", "tea-pos")
+
+
+async def test_unknown_client_token_fails_cleanly(db: Database) -> None:
+    result = await _alliance(db, "token", "--client", "nobody")
+    assert result.returncode == 2
+    assert "no client nobody" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_keys_rotate_keeps_old_tokens_valid(db: Database) -> None:
+    await _alliance(db, "client", "create", "--name", "ops", "--role", "operator",
+                    "--client-id", "ops")  # fmt: skip
+    old = (await _alliance(db, "token", "--client", "ops")).stdout.strip()
+    rotated = await _alliance(db, "keys", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    listed = await _alliance(db, "keys", "list")
+    assert len(listed.stdout.split()) == 2
+    verifier = TokenVerifier(db, db.settings)
+    assert (await verifier.verify(old)).client_id == "ops"
+
+
+async def test_schema_export_check(db: Database) -> None:
+    result = await _alliance(db, "schema", "export", "--check")
+    assert result.returncode == 0, result.stderr
