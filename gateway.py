@@ -22,7 +22,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import text
+import psycopg
+from psycopg_pool import PoolTimeout as HotPoolTimeout
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
@@ -76,7 +77,8 @@ class Services:
             if not self.settings.database_url:
                 raise RuntimeError("ALLIANCE_DATABASE_URL is not set (alliance serve sets it)")
             self._db = Database(self.settings.database_url, self.settings)
-            await _warm_pool(self._db)
+        # Every connection of the hot pool opens now, not under the first burst of load.
+        await self.db.open()
         # Fails fast when the secret key cannot unseal the signing key.
         await active_signing_key(self.db)
         await self.verifier.load_keys()
@@ -84,17 +86,6 @@ class Services:
     async def close(self) -> None:
         if self._db is not None:
             await self._db.dispose()
-
-
-async def _warm_pool(db: Database) -> None:
-    """Open the pool's connections now, not under the first burst of load."""
-
-    async def touch() -> None:
-        async with db.autocommit() as conn:
-            await conn.execute(text("SELECT 1"))
-            await asyncio.sleep(0.05)
-
-    await asyncio.gather(*(touch() for _ in range(db.settings.pool_size)))
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -353,8 +344,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     async def readyz(request: Request) -> Response:
         try:
-            async with services.db.autocommit() as conn:
-                await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2)
+            await asyncio.wait_for(services.db.fetch_one("SELECT 1"), timeout=2)
         except Exception as error:  # readiness reports any failure, it never raises
             return _json(
                 {"status": "unavailable", "reason": type(error).__name__},
@@ -381,6 +371,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         exception_handlers={
             PoolTimeout: _unavailable,
             OperationalError: _unavailable,
+            HotPoolTimeout: _unavailable,
+            psycopg.OperationalError: _unavailable,
             Exception: _unexpected,
         },
     )

@@ -55,8 +55,10 @@ class Settings:
     issuer: str = "points-alliance"
     audience: str = "points-alliance"
     access_token_ttl_seconds: int = 3600
-    pool_size: int = 10
-    pool_overflow: int = 5
+    pool_size: int = 16
+    """Autocommit connections per process for the hot path (ledger movements, reads)."""
+    session_pool_size: int = 4
+    """Connections per process for multi-statement transactions (+ as many overflow)."""
     pool_timeout_seconds: float = 5.0
     statement_timeout_ms: int = 15_000
     max_body_bytes: int = 256 * 1024
@@ -84,7 +86,7 @@ class Settings:
             audience=_env("AUDIENCE", defaults.audience) or defaults.audience,
             access_token_ttl_seconds=_env_int("TOKEN_TTL", defaults.access_token_ttl_seconds),
             pool_size=_env_int("POOL_SIZE", defaults.pool_size),
-            pool_overflow=_env_int("POOL_OVERFLOW", defaults.pool_overflow),
+            session_pool_size=_env_int("SESSION_POOL_SIZE", defaults.session_pool_size),
             pool_timeout_seconds=float(
                 _env("POOL_TIMEOUT", str(defaults.pool_timeout_seconds)) or "5"
             ),

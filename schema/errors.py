@@ -14,9 +14,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import psycopg
 import strawberry
 from graphql import GraphQLError
 from graphql.error import GraphQLSyntaxError
+from psycopg_pool import PoolTimeout as HotPoolTimeout
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from strawberry.extensions import MaskErrors
@@ -78,11 +80,9 @@ UNAVAILABLE = "SERVICE_UNAVAILABLE"
 def is_unavailable(error: GraphQLError) -> bool:
     """The pool is exhausted or the database is unreachable: retryable, not a bug."""
     original = error.original_error
-    return (
-        isinstance(original, PoolTimeout)
-        or (isinstance(original, DBAPIError) and original.connection_invalidated)
-        or isinstance(original, OperationalError)
-    )
+    return isinstance(
+        original, PoolTimeout | HotPoolTimeout | OperationalError | psycopg.OperationalError
+    ) or (isinstance(original, DBAPIError) and original.connection_invalidated)
 
 
 def is_expected(error: GraphQLError) -> bool:

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry.dataloader import DataLoader
 
 from alliance.auth.actor import Actor
@@ -42,15 +41,14 @@ class Loaders:
     def _by_id(
         self,
         name: str,
-        fetch: Callable[[AsyncConnection, Actor, Sequence[int]], Awaitable[dict[int, V]]],
+        fetch: Callable[[Database, Actor, Sequence[int]], Awaitable[dict[int, V]]],
     ) -> DataLoader[int, V | None]:
         loader = self._built.get(name)
         if loader is None:
             db, actor = self._db, self._actor
 
             async def load(ids: list[int]) -> list[V | None]:
-                async with db.autocommit() as conn:
-                    found = await fetch(conn, actor, ids)
+                found = await fetch(db, actor, ids)
                 return [found.get(key) for key in ids]
 
             loader = self._built[name] = DataLoader(load_fn=load)
@@ -59,9 +57,7 @@ class Loaders:
     def _pages(
         self,
         name: str,
-        fetch: Callable[
-            [AsyncConnection, Actor, Sequence[int], PageArgs], Awaitable[dict[int, Page[V]]]
-        ],
+        fetch: Callable[[Database, Actor, Sequence[int], PageArgs], Awaitable[dict[int, Page[V]]]],
     ) -> DataLoader[tuple[int, PageArgs], Page[V]]:
         loader = self._built.get(name)
         if loader is None:
@@ -72,10 +68,9 @@ class Loaders:
                 for parent_id, args in keys:
                     groups.setdefault(args, []).append(parent_id)
                 pages: dict[tuple[int, PageArgs], Page[V]] = {}
-                async with db.autocommit() as conn:
-                    for args, parent_ids in groups.items():
-                        found = await fetch(conn, actor, parent_ids, args)
-                        pages.update(((parent, args), page) for parent, page in found.items())
+                for args, parent_ids in groups.items():
+                    found = await fetch(db, actor, parent_ids, args)
+                    pages.update(((parent, args), page) for parent, page in found.items())
                 return [pages[key] for key in keys]
 
             loader = self._built[name] = DataLoader(load_fn=load)
@@ -121,8 +116,8 @@ class Loaders:
     ) -> DataLoader[tuple[int, PageArgs], Page[programs.ProgramRecord]]:
         return self._pages(
             "programs_of_merchant",
-            lambda conn, actor, ids, args: programs.program_pages_by_merchant(
-                conn, actor, ids, first=args.first, after=args.after
+            lambda db, actor, ids, args: programs.program_pages_by_merchant(
+                db, actor, ids, first=args.first, after=args.after
             ),
         )
 
@@ -132,8 +127,8 @@ class Loaders:
     ) -> DataLoader[tuple[int, PageArgs], Page[members.MembershipRecord]]:
         return self._pages(
             "memberships_of_program",
-            lambda conn, actor, ids, args: members.membership_pages_by_program(
-                conn, actor, ids, first=args.first, after=args.after
+            lambda db, actor, ids, args: members.membership_pages_by_program(
+                db, actor, ids, first=args.first, after=args.after
             ),
         )
 
@@ -143,8 +138,8 @@ class Loaders:
     ) -> DataLoader[tuple[int, PageArgs], Page[members.MembershipRecord]]:
         return self._pages(
             "memberships_of_member",
-            lambda conn, actor, ids, args: members.membership_pages_by_member(
-                conn, actor, ids, first=args.first, after=args.after
+            lambda db, actor, ids, args: members.membership_pages_by_member(
+                db, actor, ids, first=args.first, after=args.after
             ),
         )
 
@@ -154,8 +149,8 @@ class Loaders:
     ) -> DataLoader[tuple[int, PageArgs], Page[members.HistoryEntry]]:
         return self._pages(
             "history_of_membership",
-            lambda conn, actor, ids, args: members.history_pages_by_membership(
-                conn,
+            lambda db, actor, ids, args: members.history_pages_by_membership(
+                db,
                 actor,
                 ids,
                 first=args.first,
@@ -168,8 +163,8 @@ class Loaders:
     def history_of_member(self) -> DataLoader[tuple[int, PageArgs], Page[members.HistoryEntry]]:
         return self._pages(
             "history_of_member",
-            lambda conn, actor, ids, args: members.history_pages_by_member(
-                conn,
+            lambda db, actor, ids, args: members.history_pages_by_member(
+                db,
                 actor,
                 ids,
                 first=args.first,

@@ -77,8 +77,9 @@ class Query:
         self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> MerchantConnection:
         first, after_key = check_first(first), decode_cursor(after)
-        async with info.context.db.autocommit() as conn:
-            page = await list_merchants(conn, info.context.actor, first=first, after=after_key)
+        page = await list_merchants(
+            info.context.db, info.context.actor, first=first, after=after_key
+        )
         return build_connection(
             MerchantConnection, page, Merchant.from_record, lambda r: r.id, after=after_key
         )
@@ -93,10 +94,13 @@ class Query:
     ) -> ProgramConnection:
         first, after_key = check_first(first), decode_cursor(after)
         merchant_pk = None if merchant_id is None else node_pk(merchant_id, Merchant, "merchantId")
-        async with info.context.db.autocommit() as conn:
-            page = await list_programs(
-                conn, info.context.actor, first=first, after=after_key, merchant_id=merchant_pk
-            )
+        page = await list_programs(
+            info.context.db,
+            info.context.actor,
+            first=first,
+            after=after_key,
+            merchant_id=merchant_pk,
+        )
         return build_connection(
             ProgramConnection, page, Program.from_record, lambda r: r.id, after=after_key
         )
@@ -122,13 +126,12 @@ class Query:
         if id is not None:
             record = await info.context.loaders.membership.load(node_pk(id, Membership, "id"))
         elif program_id is not None and member_number is not None:
-            async with info.context.db.autocommit() as conn:
-                record = await membership_by_number(
-                    conn,
-                    info.context.actor,
-                    program_id=node_pk(program_id, Program, "programId"),
-                    member_number=member_number,
-                )
+            record = await membership_by_number(
+                info.context.db,
+                info.context.actor,
+                program_id=node_pk(program_id, Program, "programId"),
+                member_number=member_number,
+            )
         else:
             raise InvalidInput("give id, or programId and memberNumber", field=("id",))
         return None if record is None else Membership.from_record(record)

@@ -75,7 +75,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         secret_key=TEST_SECRET_KEY,
         access_log=False,
         pool_size=20,
-        pool_overflow=20,
+        session_pool_size=10,
     )
 
 

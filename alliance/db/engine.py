@@ -1,19 +1,27 @@
-"""Connection pools and the two ways a use case talks to PostgreSQL.
+"""Connection pools and the ways a use case talks to PostgreSQL.
 
 - `db.transaction()`: an ORM session inside BEGIN … COMMIT, for use cases with
   several statements (cold paths: onboarding, enrolment).
-- `db.autocommit()`: a Core connection without BEGIN/COMMIT round trips, for
-  use cases that are one statement (every ledger movement is a single call of
-  a PL/pgSQL function, so the statement *is* the transaction) and for reads.
+- `db.fetch_all()` / `db.fetch_one()`: one statement on an autocommit psycopg
+  connection, for the hot paths: every ledger movement is one call of a
+  PL/pgSQL function (the statement *is* the transaction), and every read. No
+  BEGIN/COMMIT round trips, no ORM, no greenlet bridge: this is the path the
+  benchmarks measure. The SQL is still built with SQLAlchemy (see `compiled.py`).
+- `db.autocommit()`: a SQLAlchemy Core connection without a transaction, for
+  cold reads that are easier to write inline (verify, the CLI, the demo).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -24,27 +32,75 @@ from sqlalchemy.ext.asyncio import (
 
 from alliance.config import Settings
 
+Row = tuple[Any, ...]
+
 
 class Database:
     def __init__(self, url: str, settings: Settings) -> None:
         self.url = url
         self.settings = settings
+        options = (
+            f"-c statement_timeout={settings.statement_timeout_ms}"
+            " -c idle_in_transaction_session_timeout=60000 -c TimeZone=UTC"
+        )
         self.engine: AsyncEngine = create_async_engine(
             url,
-            pool_size=settings.pool_size,
-            max_overflow=settings.pool_overflow,
+            pool_size=settings.session_pool_size,
+            max_overflow=settings.session_pool_size,
             pool_timeout=settings.pool_timeout_seconds,
-            pool_pre_ping=False,
             pool_recycle=1800,
-            connect_args={
-                "options": f"-c statement_timeout={settings.statement_timeout_ms}"
-                f" -c idle_in_transaction_session_timeout=60000"
-                f" -c TimeZone=UTC",
-                "application_name": "points-alliance",
-            },
+            connect_args={"options": options, "application_name": "points-alliance"},
         )
         self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # A fixed-size pool: connections that come and go under load cost more
+        # than the requests they serve (seen as overflow churn in bench/RESULTS.md).
+        self.pool = AsyncConnectionPool(
+            make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
+            min_size=settings.pool_size,
+            max_size=settings.pool_size,
+            timeout=settings.pool_timeout_seconds,
+            open=False,
+            kwargs={
+                "autocommit": True,
+                "options": options,
+                "application_name": "points-alliance",
+                # Hot statements are few and repeated: prepare them on first use.
+                "prepare_threshold": 0,
+            },
+            name="alliance",
+        )
+        self._opening: asyncio.Lock | None = None
+        self._observers: list[Callable[[str], None]] = []
+
+    async def open(self) -> None:
+        """Open the hot pool now (the gateway does, in its lifespan); idempotent."""
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self.pool.closed:
+                await self.pool.open(
+                    wait=True, timeout=max(30.0, self.settings.pool_timeout_seconds)
+                )
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
+        if self.pool.closed:
+            await self.open()
+        async with self.pool.connection() as conn:
+            yield conn
+
+    async def fetch_all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        self._observe(sql)
+        async with self.connection() as conn:
+            cursor = await conn.execute(sql, params, prepare=True)
+            return await cursor.fetchall()
+
+    async def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        self._observe(sql)
+        async with self.connection() as conn:
+            cursor = await conn.execute(sql, params, prepare=True)
+            return await cursor.fetchone()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -58,16 +114,22 @@ class Database:
             yield connection
 
     async def dispose(self) -> None:
+        await self.pool.close()
         await self.engine.dispose()
 
     def count_statements(self) -> StatementCounter:
         return StatementCounter(self)
 
+    def _observe(self, sql: str) -> None:
+        for observer in self._observers:
+            observer(sql)
+
 
 class StatementCounter:
-    """Counts SQL statements sent through this database (tests assert on it)."""
+    """Counts SQL statements sent through this database, on either pool (tests assert on it)."""
 
     def __init__(self, db: Database) -> None:
+        self._db = db
         self._engine = db.engine.sync_engine
         self.statements: list[str] = []
 
@@ -76,10 +138,12 @@ class StatementCounter:
 
     def __enter__(self) -> StatementCounter:
         event.listen(self._engine, "before_cursor_execute", self._before)
+        self._db._observers.append(self.statements.append)
         return self
 
     def __exit__(self, *exc: object) -> None:
         event.remove(self._engine, "before_cursor_execute", self._before)
+        self._db._observers.remove(self.statements.append)
 
     @property
     def count(self) -> int:

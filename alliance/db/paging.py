@@ -1,14 +1,19 @@
-"""Keyset pagination: pages of a list, and one page per parent in one statement."""
+"""Keyset pagination: pages of a list, and one page per parent in one statement.
+
+Statements are SQLAlchemy selects compiled once (see `compiled.py`); the page
+size travels as the `limit` parameter and the parents as `parent_ids`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import BigInteger, ColumnElement, Select, func, literal, select, true
+from sqlalchemy import BigInteger, ColumnElement, Select, bindparam, func, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+from alliance.db.engine import Database
 
 T = TypeVar("T")
 
@@ -26,37 +31,56 @@ class Page(Generic[T]):
         return cls([make(row) for row in rows[:first]], len(rows) > first)
 
 
-EMPTY: Page[Any] = Page([], False)
+AFTER = bindparam("after", type_=BigInteger)
+
+
+def past_cursor(column: Any, present: bool, *, descending: bool = False) -> Any:
+    """Keyset condition: rows past the cursor; TRUE in the variant without one."""
+    if not present:
+        return true()
+    return column < AFTER if descending else column > AFTER
+
+
+def ids_param(name: str = "ids") -> Any:
+    return bindparam(name, type_=ARRAY(BigInteger))
+
+
+def paged(stmt: Select[Any]) -> Select[Any]:
+    return stmt.limit(bindparam("limit"))
+
+
+def paged_by_parent(page_for_parent: Callable[[ColumnElement[int]], Select[Any]]) -> Select[Any]:
+    """One page per parent, all in one statement (a LATERAL join over the parent ids).
+
+    `page_for_parent(parent_id_column)` builds the ordered, filtered select for one
+    parent; PostgreSQL runs it once per parent, each on its index.
+    """
+    parents = func.unnest(ids_param("parent_ids")).table_valued("id").render_derived(name="parent")
+    inner = paged(page_for_parent(parents.c.id)).lateral("page")
+    return select(parents.c.id.label("parent_id"), inner).select_from(parents.join(inner, true()))
 
 
 async def fetch_page(
-    conn: AsyncConnection, stmt: Select[Any], first: int, make: Callable[[Any], T]
+    db: Database,
+    query: tuple[str, Mapping[str, Any]],
+    first: int,
+    make: Callable[[Any], T],
 ) -> Page[T]:
-    rows = (await conn.execute(stmt.limit(first + 1))).all()
+    sql, params = query
+    rows = await db.fetch_all(sql, {**params, "limit": first + 1})
     return Page.from_rows(rows, first, make)
 
 
 async def fetch_pages_by_parent(
-    conn: AsyncConnection,
+    db: Database,
+    query: tuple[str, Mapping[str, Any]],
     parent_ids: Sequence[int],
-    page_for_parent: Callable[[ColumnElement[int]], Select[Any]],
     first: int,
     make: Callable[[Any], T],
 ) -> dict[int, Page[T]]:
-    """One page per parent, all in one statement (a LATERAL join over the parent ids).
-
-    `page_for_parent(parent_id_column)` builds the ordered, filtered select for one
-    parent; it runs once per parent inside PostgreSQL, each using its index.
-    """
-    parents = (
-        func.unnest(literal(list(parent_ids), ARRAY(BigInteger)))
-        .table_valued("id")
-        .render_derived(name="parent")
-    )
-    inner = page_for_parent(parents.c.id).limit(first + 1).lateral("page")
-    stmt = select(parents.c.id.label("parent_id"), inner).select_from(parents.join(inner, true()))
-    rows = (await conn.execute(stmt)).all()
+    sql, params = query
+    rows = await db.fetch_all(sql, {**params, "parent_ids": list(parent_ids), "limit": first + 1})
     grouped: dict[int, list[Any]] = {parent_id: [] for parent_id in parent_ids}
     for row in rows:
-        grouped[row.parent_id].append(row)
+        grouped[row[0]].append(row[1:])
     return {parent_id: Page.from_rows(grouped[parent_id], first, make) for parent_id in parent_ids}

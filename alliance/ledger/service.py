@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+import psycopg
 
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
-from alliance.db.errors import primary_message, sqlstate
 from alliance.errors import (
     DomainError,
     IdempotencyKeyReused,
@@ -50,10 +48,9 @@ class Movement:
 
 
 _MOVE = {
-    kind: text(
-        f"SELECT * FROM ledger_{kind}(:scope, :key, :hash, :client, :merchant, :member,"
-        " :membership, :points, :reason, :tz)"
-    )
+    kind: f"SELECT * FROM ledger_{kind}(%(scope)s, %(key)s, %(hash)s, %(client)s,"
+    " %(merchant)s::bigint, %(member)s::bigint, %(membership)s::bigint, %(points)s::bigint,"
+    " %(reason)s, %(tz)s)"
     for kind in ("award", "spend")
 }
 
@@ -64,16 +61,16 @@ def request_fingerprint(operation: str, **arguments: object) -> bytes:
     return hashlib.sha256(canonical).digest()
 
 
-def _domain_error(error: DBAPIError) -> DomainError | None:
-    match sqlstate(error):
+def _domain_error(error: psycopg.Error) -> DomainError | None:
+    match error.sqlstate:
         case "LA404":
             return NotFound("membership not found", field=("membershipId",))
         case "LA402":
             return InsufficientPoints("not enough spendable points", field=("points",))
         case "LA409":
-            return IdempotencyKeyReused(primary_message(error), field=("idempotencyKey",))
+            return IdempotencyKeyReused(_message(error), field=("idempotencyKey",))
         case "LA423":
-            return Inactive(primary_message(error), field=("membershipId",))
+            return Inactive(_message(error), field=("membershipId",))
         case "40001" | "40P01":
             return RetryLater("the request conflicted with another; send it again")
     return None
@@ -134,15 +131,20 @@ async def _move(
         "tz": db.settings.time_zone,
     }
     try:
-        async with db.autocommit() as conn:
-            row = (await conn.execute(_MOVE[kind], parameters)).one()
-    except DBAPIError as error:
+        row = await db.fetch_one(_MOVE[kind], parameters)
+    except psycopg.Error as error:
         mapped = _domain_error(error)
         if mapped is None:
             raise
         raise mapped from None
+    assert row is not None, "a movement function always returns its row"
+    transaction_id, entry_id, program_id, balance_after, created_at, replayed = row
     signed = points if kind == "award" else -points
     return Movement(
-        row.transaction_id, row.entry_id, membership_id, row.program_id, kind, reason, signed,
-        row.balance_after, row.created_at, row.replayed,
+        transaction_id, entry_id, membership_id, program_id, kind, reason, signed,
+        balance_after, created_at, replayed,
     )  # fmt: skip
+
+
+def _message(error: psycopg.Error) -> str:
+    return error.diag.message_primary or str(error)

@@ -6,6 +6,9 @@ those memberships only); a member sees themself, and through a merchant's app
 only that merchant's programs (what the app shows, the merchant sees: wider
 views need the member's consent); finance sees aggregates only.
 Invisible rows are simply absent, so an unknown id and a foreign one look alike.
+
+The visibility rules are SQLAlchemy expressions over the actor's parameters
+(`actor_merchant`, `actor_member`); each query is compiled once per actor role.
 """
 
 from __future__ import annotations
@@ -15,12 +18,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.types import DateTime
 
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
-from alliance.db.paging import Page, fetch_pages_by_parent
+from alliance.db.compiled import ACTOR_MEMBER, ACTOR_MERCHANT, Compiled, actor_params, actor_variant
+from alliance.db.engine import Database
+from alliance.db.paging import Page, fetch_pages_by_parent, ids_param, paged_by_parent, past_cursor
 from alliance.ledger.models import Account, LedgerTransaction, Lot, Posting
 from alliance.members.models import Member, Membership
 from alliance.programs.models import Program
@@ -40,10 +57,6 @@ class MemberRecord:
     display_name: str | None
     created_at: datetime
 
-    @classmethod
-    def from_row(cls, row: Any) -> MemberRecord:
-        return cls(row.id, row.display_name, row.created_at)
-
 
 @dataclass(frozen=True, slots=True)
 class MembershipRecord:
@@ -61,19 +74,6 @@ class MembershipRecord:
         """Balance not reserved by holds (pending or expired lots may still be unspendable)."""
         return self.balance - self.held
 
-    @classmethod
-    def from_row(cls, row: Any) -> MembershipRecord:
-        return cls(
-            row.id,
-            row.member_id,
-            row.program_id,
-            row.member_number,
-            row.status,
-            row.created_at,
-            row.balance,
-            row.held,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
@@ -89,20 +89,6 @@ class HistoryEntry:
     balance_after: int
     created_at: datetime
 
-    @classmethod
-    def from_row(cls, row: Any) -> HistoryEntry:
-        return cls(
-            row.posting_id,
-            row.transaction_id,
-            row.program_id,
-            row.account_id,
-            row.kind,
-            row.reason,
-            row.amount,
-            row.balance_after,
-            row.created_at,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class HistoryFilter:
@@ -110,7 +96,15 @@ class HistoryFilter:
     since: datetime | None = None
     until: datetime | None = None
 
+    @property
+    def variant(self) -> tuple[bool, bool, bool]:
+        return (self.program_id is not None, self.since is not None, self.until is not None)
 
+    def params(self) -> dict[str, Any]:
+        return {"program_id": self.program_id, "since": self.since, "until": self.until}
+
+
+_member_columns = (member_table.c.id, member_table.c.display_name, member_table.c.created_at)
 _membership_columns = (
     membership_table.c.id,
     membership_table.c.member_id,
@@ -125,168 +119,235 @@ _memberships = membership_table.join(
     account_table, account_table.c.membership_id == membership_table.c.id
 )
 _history_columns = (
-    posting_table.c.id.label("posting_id"),
+    posting_table.c.id,
     posting_table.c.transaction_id,
     posting_table.c.program_id,
     posting_table.c.account_id,
+    transaction_table.c.kind,
+    transaction_table.c.reason,
     posting_table.c.amount,
     posting_table.c.balance_after,
     posting_table.c.created_at,
-    transaction_table.c.kind,
-    transaction_table.c.reason,
 )
 _history = posting_table.join(
     transaction_table, transaction_table.c.id == posting_table.c.transaction_id
 )
 
 
-def _merchant_programs(merchant_id: int | None) -> Any:
-    return select(program_table.c.id).where(program_table.c.merchant_id == merchant_id)
+def _merchant_programs() -> Any:
+    return select(program_table.c.id).where(program_table.c.merchant_id == ACTOR_MERCHANT)
 
 
-def readable_memberships(actor: Actor) -> ColumnElement[bool]:
-    if actor.role in (Role.OPERATOR, Role.AUDITOR):
+def readable_memberships(role: Role, bound: bool) -> ColumnElement[bool]:
+    if role in (Role.OPERATOR, Role.AUDITOR):
         return true()
-    if actor.role is Role.MERCHANT:
-        return membership_table.c.program_id.in_(_merchant_programs(actor.merchant_id))
-    if actor.role is Role.MEMBER:
-        own = membership_table.c.member_id == actor.member_id
-        if actor.merchant_id is None:
-            return own
-        return and_(own, membership_table.c.program_id.in_(_merchant_programs(actor.merchant_id)))
+    if role is Role.MERCHANT:
+        return membership_table.c.program_id.in_(_merchant_programs())
+    if role is Role.MEMBER:
+        own = membership_table.c.member_id == ACTOR_MEMBER
+        return and_(own, membership_table.c.program_id.in_(_merchant_programs())) if bound else own
     return false()
 
 
-def readable_members(actor: Actor) -> ColumnElement[bool]:
-    if actor.role in (Role.OPERATOR, Role.AUDITOR):
+def readable_members(role: Role, bound: bool) -> ColumnElement[bool]:
+    if role in (Role.OPERATOR, Role.AUDITOR):
         return true()
-    if actor.role is Role.MERCHANT:
+    if role is Role.MERCHANT:
         return exists(
             select(membership_table.c.id).where(
                 membership_table.c.member_id == member_table.c.id,
-                membership_table.c.program_id.in_(_merchant_programs(actor.merchant_id)),
+                membership_table.c.program_id.in_(_merchant_programs()),
             )
         )
-    if actor.role is Role.MEMBER:
-        return member_table.c.id == actor.member_id
+    if role is Role.MEMBER:
+        return member_table.c.id == ACTOR_MEMBER
     return false()
 
 
-def readable_postings(actor: Actor) -> ColumnElement[bool]:
+def readable_postings(role: Role, bound: bool) -> ColumnElement[bool]:
     """Member-account postings the actor may see (system legs are never listed here)."""
-    if actor.role in (Role.OPERATOR, Role.AUDITOR):
+    if role in (Role.OPERATOR, Role.AUDITOR):
         return true()
-    if actor.role is Role.MERCHANT:
-        return posting_table.c.program_id.in_(_merchant_programs(actor.merchant_id))
-    if actor.role is Role.MEMBER:
-        own = posting_table.c.member_id == actor.member_id
-        if actor.merchant_id is None:
-            return own
-        return and_(own, posting_table.c.program_id.in_(_merchant_programs(actor.merchant_id)))
+    if role is Role.MERCHANT:
+        return posting_table.c.program_id.in_(_merchant_programs())
+    if role is Role.MEMBER:
+        own = posting_table.c.member_id == ACTOR_MEMBER
+        return and_(own, posting_table.c.program_id.in_(_merchant_programs())) if bound else own
     return false()
 
 
-async def members_by_id(
-    conn: AsyncConnection, actor: Actor, ids: Sequence[int]
-) -> dict[int, MemberRecord]:
-    stmt = select(member_table).where(member_table.c.id.in_(ids), readable_members(actor))
-    return {row.id: MemberRecord.from_row(row) for row in await conn.execute(stmt)}
-
-
-async def memberships_by_id(
-    conn: AsyncConnection, actor: Actor, ids: Sequence[int]
-) -> dict[int, MembershipRecord]:
-    stmt = (
+_members_by_id = Compiled(
+    lambda role, bound: select(*_member_columns).where(
+        member_table.c.id == any_(ids_param()), readable_members(role, bound)
+    )
+)
+_memberships_by_id = Compiled(
+    lambda role, bound: (
         select(*_membership_columns)
         .select_from(_memberships)
-        .where(membership_table.c.id.in_(ids), readable_memberships(actor))
+        .where(membership_table.c.id == any_(ids_param()), readable_memberships(role, bound))
     )
-    return {row.id: MembershipRecord.from_row(row) for row in await conn.execute(stmt)}
-
-
-async def membership_by_number(
-    conn: AsyncConnection, actor: Actor, *, program_id: int, member_number: str
-) -> MembershipRecord | None:
-    stmt = (
+)
+_membership_by_number = Compiled(
+    lambda role, bound: (
         select(*_membership_columns)
         .select_from(_memberships)
         .where(
-            membership_table.c.program_id == program_id,
-            membership_table.c.member_number == member_number,
-            readable_memberships(actor),
+            membership_table.c.program_id == bindparam("program_id", type_=BigInteger),
+            membership_table.c.member_number == bindparam("member_number"),
+            readable_memberships(role, bound),
         )
     )
-    row = (await conn.execute(stmt)).first()
-    return None if row is None else MembershipRecord.from_row(row)
+)
 
 
-def _membership_page(parent_column: str, after: int | None) -> Any:
-    def build(parent_id: Any) -> Any:
-        stmt = (
-            select(*_membership_columns)
-            .select_from(_memberships)
-            .where(membership_table.c[parent_column] == parent_id)
-            .order_by(membership_table.c.id)
+def _membership_pages(parent: str) -> Compiled:
+    return Compiled(
+        lambda role, bound, after: paged_by_parent(
+            lambda parent_id: (
+                select(*_membership_columns)
+                .select_from(_memberships)
+                .where(
+                    membership_table.c[parent] == parent_id,
+                    past_cursor(membership_table.c.id, after),
+                    readable_memberships(role, bound),
+                )
+                .order_by(membership_table.c.id)
+            )
         )
-        return stmt if after is None else stmt.where(membership_table.c.id > after)
-
-    return build
+    )
 
 
-async def membership_pages_by_program(
-    conn: AsyncConnection,
-    actor: Actor,
-    program_ids: Sequence[int],
-    *,
-    first: int,
-    after: int | None,
-) -> dict[int, Page[MembershipRecord]]:
-    build = _membership_page("program_id", after)
-
-    def page(program_id: Any) -> Any:
-        return build(program_id).where(readable_memberships(actor))
-
-    return await fetch_pages_by_parent(conn, program_ids, page, first, MembershipRecord.from_row)
-
-
-async def membership_pages_by_member(
-    conn: AsyncConnection,
-    actor: Actor,
-    member_ids: Sequence[int],
-    *,
-    first: int,
-    after: int | None,
-) -> dict[int, Page[MembershipRecord]]:
-    build = _membership_page("member_id", after)
-
-    def page(member_id: Any) -> Any:
-        return build(member_id).where(readable_memberships(actor))
-
-    return await fetch_pages_by_parent(conn, member_ids, page, first, MembershipRecord.from_row)
+_memberships_of_program = _membership_pages("program_id")
+_memberships_of_member = _membership_pages("member_id")
 
 
 def _history_page(
-    actor: Actor, owner: ColumnElement[bool], filters: HistoryFilter, after: int | None
+    owner: ColumnElement[bool], role: Role, bound: bool, after: bool, filters: tuple[bool, ...]
 ) -> Any:
-    conditions = [owner, posting_table.c.balance_after.is_not(None), readable_postings(actor)]
-    if filters.program_id is not None:
-        conditions.append(posting_table.c.program_id == filters.program_id)
-    if filters.since is not None:
-        conditions.append(posting_table.c.created_at >= filters.since)
-    if filters.until is not None:
-        conditions.append(posting_table.c.created_at < filters.until)
-    if after is not None:
-        conditions.append(posting_table.c.id < after)
+    by_program, since, until = filters
     return (
         select(*_history_columns)
         .select_from(_history)
-        .where(and_(*conditions))
+        .where(
+            owner,
+            posting_table.c.balance_after.is_not(None),
+            readable_postings(role, bound),
+            posting_table.c.program_id == bindparam("program_id", type_=BigInteger)
+            if by_program
+            else true(),
+            posting_table.c.created_at >= bindparam("since", type_=DateTime(timezone=True))
+            if since
+            else true(),
+            posting_table.c.created_at < bindparam("until", type_=DateTime(timezone=True))
+            if until
+            else true(),
+            past_cursor(posting_table.c.id, after, descending=True),
+        )
         .order_by(posting_table.c.id.desc())
     )
 
 
+def _account_of(membership_id: Any) -> Any:
+    return (
+        select(account_table.c.id)
+        .where(account_table.c.membership_id == membership_id)
+        .correlate_except(account_table)
+        .scalar_subquery()
+    )
+
+
+# Newest first: posting ids grow with time, so they order the history.
+_history_of_membership = Compiled(
+    lambda role, bound, after, filters: paged_by_parent(
+        lambda membership_id: _history_page(
+            posting_table.c.account_id == _account_of(membership_id), role, bound, after, filters
+        )
+    )
+)
+_history_of_member = Compiled(
+    lambda role, bound, after, filters: paged_by_parent(
+        lambda member_id: _history_page(
+            posting_table.c.member_id == member_id, role, bound, after, filters
+        )
+    )
+)
+_entries_by_id = Compiled(
+    lambda role, bound: (
+        select(*_history_columns)
+        .select_from(_history)
+        .where(
+            posting_table.c.id == any_(ids_param()),
+            posting_table.c.balance_after.is_not(None),
+            readable_postings(role, bound),
+        )
+    )
+)
+_spendable = Compiled(
+    lambda role, bound: (
+        select(
+            membership_table.c.id,
+            account_table.c.held,
+            select(func.coalesce(func.sum(lot_table.c.remaining), 0))
+            .where(
+                lot_table.c.account_id == account_table.c.id,
+                lot_table.c.remaining > 0,
+                lot_table.c.available_at <= func.now(),
+                or_(lot_table.c.expires_at.is_(None), lot_table.c.expires_at > func.now()),
+            )
+            .scalar_subquery(),
+        )
+        .select_from(_memberships)
+        .where(membership_table.c.id == any_(ids_param()), readable_memberships(role, bound))
+    )
+)
+
+
+async def members_by_id(db: Database, actor: Actor, ids: Sequence[int]) -> dict[int, MemberRecord]:
+    query = _members_by_id.bind(*actor_variant(actor), ids=list(ids), **actor_params(actor))
+    return {row[0]: MemberRecord(*row) for row in await db.fetch_all(*query)}
+
+
+async def memberships_by_id(
+    db: Database, actor: Actor, ids: Sequence[int]
+) -> dict[int, MembershipRecord]:
+    query = _memberships_by_id.bind(*actor_variant(actor), ids=list(ids), **actor_params(actor))
+    return {row[0]: MembershipRecord(*row) for row in await db.fetch_all(*query)}
+
+
+async def membership_by_number(
+    db: Database, actor: Actor, *, program_id: int, member_number: str
+) -> MembershipRecord | None:
+    query = _membership_by_number.bind(
+        *actor_variant(actor),
+        program_id=program_id,
+        member_number=member_number,
+        **actor_params(actor),
+    )
+    row = await db.fetch_one(*query)
+    return None if row is None else MembershipRecord(*row)
+
+
+async def membership_pages_by_program(
+    db: Database, actor: Actor, program_ids: Sequence[int], *, first: int, after: int | None
+) -> dict[int, Page[MembershipRecord]]:
+    query = _memberships_of_program.bind(
+        *actor_variant(actor), after is not None, after=after, **actor_params(actor)
+    )
+    return await fetch_pages_by_parent(db, query, program_ids, first, _membership)
+
+
+async def membership_pages_by_member(
+    db: Database, actor: Actor, member_ids: Sequence[int], *, first: int, after: int | None
+) -> dict[int, Page[MembershipRecord]]:
+    query = _memberships_of_member.bind(
+        *actor_variant(actor), after is not None, after=after, **actor_params(actor)
+    )
+    return await fetch_pages_by_parent(db, query, member_ids, first, _membership)
+
+
 async def history_pages_by_membership(
-    conn: AsyncConnection,
+    db: Database,
     actor: Actor,
     membership_ids: Sequence[int],
     *,
@@ -294,22 +355,15 @@ async def history_pages_by_membership(
     after: int | None,
     filters: HistoryFilter,
 ) -> dict[int, Page[HistoryEntry]]:
-    """Newest first. The account is found through the membership, so posting ids order it."""
-
-    def page(membership_id: Any) -> Any:
-        account_id = (
-            select(account_table.c.id)
-            .where(account_table.c.membership_id == membership_id)
-            .correlate_except(account_table)
-            .scalar_subquery()
-        )
-        return _history_page(actor, posting_table.c.account_id == account_id, filters, after)
-
-    return await fetch_pages_by_parent(conn, membership_ids, page, first, HistoryEntry.from_row)
+    query = _history_of_membership.bind(
+        *actor_variant(actor), after is not None, filters.variant,
+        after=after, **filters.params(), **actor_params(actor),
+    )  # fmt: skip
+    return await fetch_pages_by_parent(db, query, membership_ids, first, _entry)
 
 
 async def history_pages_by_member(
-    conn: AsyncConnection,
+    db: Database,
     actor: Actor,
     member_ids: Sequence[int],
     *,
@@ -317,60 +371,30 @@ async def history_pages_by_member(
     after: int | None,
     filters: HistoryFilter,
 ) -> dict[int, Page[HistoryEntry]]:
-    def page(member_id: Any) -> Any:
-        return _history_page(actor, posting_table.c.member_id == member_id, filters, after)
+    query = _history_of_member.bind(
+        *actor_variant(actor), after is not None, filters.variant,
+        after=after, **filters.params(), **actor_params(actor),
+    )  # fmt: skip
+    return await fetch_pages_by_parent(db, query, member_ids, first, _entry)
 
-    return await fetch_pages_by_parent(conn, member_ids, page, first, HistoryEntry.from_row)
 
-
-async def history_page_for_membership(
-    conn: AsyncConnection,
-    actor: Actor,
-    membership_id: int,
-    *,
-    first: int,
-    after: int | None,
-    filters: HistoryFilter,
-) -> Page[HistoryEntry]:
-    pages = await history_pages_by_membership(
-        conn, actor, [membership_id], first=first, after=after, filters=filters
-    )
-    return pages[membership_id]
+async def entries_by_id(db: Database, actor: Actor, ids: Sequence[int]) -> dict[int, HistoryEntry]:
+    """Member-account postings by id (system legs are not entries)."""
+    query = _entries_by_id.bind(*actor_variant(actor), ids=list(ids), **actor_params(actor))
+    return {row[0]: HistoryEntry(*row) for row in await db.fetch_all(*query)}
 
 
 async def spendable_by_membership(
-    conn: AsyncConnection, actor: Actor, membership_ids: Sequence[int]
+    db: Database, actor: Actor, membership_ids: Sequence[int]
 ) -> dict[int, int]:
     """Points spendable now: available, unexpired lots minus holds (what a spend checks)."""
-    open_lots = (
-        select(func.coalesce(func.sum(lot_table.c.remaining), 0))
-        .where(
-            lot_table.c.account_id == account_table.c.id,
-            lot_table.c.remaining > 0,
-            lot_table.c.available_at <= func.now(),
-            or_(lot_table.c.expires_at.is_(None), lot_table.c.expires_at > func.now()),
-        )
-        .scalar_subquery()
-    )
-    stmt = (
-        select(membership_table.c.id, account_table.c.held, open_lots.label("points"))
-        .select_from(_memberships)
-        .where(membership_table.c.id.in_(membership_ids), readable_memberships(actor))
-    )
-    return {row.id: max(0, int(row.points) - row.held) for row in await conn.execute(stmt)}
+    query = _spendable.bind(*actor_variant(actor), ids=list(membership_ids), **actor_params(actor))
+    return {row[0]: max(0, int(row[2]) - row[1]) for row in await db.fetch_all(*query)}
 
 
-async def entries_by_id(
-    conn: AsyncConnection, actor: Actor, ids: Sequence[int]
-) -> dict[int, HistoryEntry]:
-    """Member-account postings by id (system legs are not entries)."""
-    stmt = (
-        select(*_history_columns)
-        .select_from(_history)
-        .where(
-            posting_table.c.id.in_(ids),
-            posting_table.c.balance_after.is_not(None),
-            readable_postings(actor),
-        )
-    )
-    return {row.posting_id: HistoryEntry.from_row(row) for row in await conn.execute(stmt)}
+def _membership(row: Any) -> MembershipRecord:
+    return MembershipRecord(*row)
+
+
+def _entry(row: Any) -> HistoryEntry:
+    return HistoryEntry(*row)

@@ -8,22 +8,32 @@ it and exchange rates are quoted against it. Liability figures are not.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import BigInteger, and_, any_, bindparam, func, select, true
 
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
-from alliance.db.paging import Page, fetch_page, fetch_pages_by_parent
+from alliance.db.compiled import ACTOR_MERCHANT, Compiled, actor_params
+from alliance.db.engine import Database
+from alliance.db.paging import (
+    Page,
+    fetch_page,
+    fetch_pages_by_parent,
+    ids_param,
+    paged,
+    paged_by_parent,
+    past_cursor,
+)
 from alliance.ledger.models import Account
 from alliance.programs.models import Merchant, Program
 
 merchant_table = Merchant.__table__
 program_table = Program.__table__
+account_table = Account.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +46,11 @@ class MerchantRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> MerchantRecord:
-        return cls(row.id, row.code, row.name, row.status, row.created_at)
+        return cls(*row)
+
+    @classmethod
+    def from_model(cls, model: Merchant) -> MerchantRecord:
+        return cls(*(getattr(model, field.name) for field in fields(cls)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,105 +70,134 @@ class ProgramRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> ProgramRecord:
-        return cls(
-            row.id,
-            row.merchant_id,
-            row.code,
-            row.name,
-            row.unit_name,
-            row.point_value,
-            row.currency,
-            row.expiry_policy,
-            row.expiry_value,
-            row.pending_days,
-            row.status,
-            row.created_at,
+        return cls(*row)
+
+    @classmethod
+    def from_model(cls, model: Program) -> ProgramRecord:
+        return cls(*(getattr(model, field.name) for field in fields(cls)))
+
+
+_merchant_columns = [merchant_table.c[field.name] for field in fields(MerchantRecord)]
+_program_columns = [program_table.c[field.name] for field in fields(ProgramRecord)]
+
+
+MERCHANT = bindparam("merchant_id", type_=BigInteger)
+
+_merchant_list = Compiled(
+    lambda after: paged(
+        select(*_merchant_columns)
+        .where(past_cursor(merchant_table.c.id, after))
+        .order_by(merchant_table.c.id)
+    )
+)
+_merchants_by_id = Compiled(
+    lambda: select(*_merchant_columns).where(merchant_table.c.id == any_(ids_param()))
+)
+_program_list = Compiled(
+    lambda after, by_merchant: paged(
+        select(*_program_columns)
+        .where(
+            past_cursor(program_table.c.id, after),
+            program_table.c.merchant_id == MERCHANT if by_merchant else true(),
         )
-
-
-_merchant_columns = [merchant_table.c[name] for name in MerchantRecord.__slots__]
-_program_columns = [program_table.c[name] for name in ProgramRecord.__slots__]
+        .order_by(program_table.c.id)
+    )
+)
+_programs_by_id = Compiled(
+    lambda: select(*_program_columns).where(program_table.c.id == any_(ids_param()))
+)
+_program_pages = Compiled(
+    lambda after: paged_by_parent(
+        lambda merchant_id: (
+            select(*_program_columns)
+            .where(
+                program_table.c.merchant_id == merchant_id, past_cursor(program_table.c.id, after)
+            )
+            .order_by(program_table.c.id)
+        )
+    )
+)
 
 
 async def list_merchants(
-    conn: AsyncConnection, actor: Actor, *, first: int, after: int | None
+    db: Database, actor: Actor, *, first: int, after: int | None
 ) -> Page[MerchantRecord]:
-    stmt = select(*_merchant_columns).order_by(merchant_table.c.id)
-    if after is not None:
-        stmt = stmt.where(merchant_table.c.id > after)
-    return await fetch_page(conn, stmt, first, MerchantRecord.from_row)
+    query = _merchant_list.bind(after is not None, after=after)
+    return await fetch_page(db, query, first, MerchantRecord.from_row)
 
 
 async def merchants_by_id(
-    conn: AsyncConnection, actor: Actor, ids: Sequence[int]
+    db: Database, actor: Actor, ids: Sequence[int]
 ) -> dict[int, MerchantRecord]:
-    rows = await conn.execute(select(*_merchant_columns).where(merchant_table.c.id.in_(ids)))
-    return {row.id: MerchantRecord.from_row(row) for row in rows}
+    rows = await db.fetch_all(*_merchants_by_id.bind(ids=list(ids)))
+    return {row[0]: MerchantRecord.from_row(row) for row in rows}
 
 
 async def list_programs(
-    conn: AsyncConnection,
+    db: Database,
     actor: Actor,
     *,
     first: int,
     after: int | None,
     merchant_id: int | None = None,
 ) -> Page[ProgramRecord]:
-    stmt = select(*_program_columns).order_by(program_table.c.id)
-    if merchant_id is not None:
-        stmt = stmt.where(program_table.c.merchant_id == merchant_id)
-    if after is not None:
-        stmt = stmt.where(program_table.c.id > after)
-    return await fetch_page(conn, stmt, first, ProgramRecord.from_row)
+    query = _program_list.bind(
+        after is not None, merchant_id is not None, after=after, merchant_id=merchant_id
+    )
+    return await fetch_page(db, query, first, ProgramRecord.from_row)
 
 
 async def programs_by_id(
-    conn: AsyncConnection, actor: Actor, ids: Sequence[int]
+    db: Database, actor: Actor, ids: Sequence[int]
 ) -> dict[int, ProgramRecord]:
-    rows = await conn.execute(select(*_program_columns).where(program_table.c.id.in_(ids)))
-    return {row.id: ProgramRecord.from_row(row) for row in rows}
+    rows = await db.fetch_all(*_programs_by_id.bind(ids=list(ids)))
+    return {row[0]: ProgramRecord.from_row(row) for row in rows}
 
 
 async def program_pages_by_merchant(
-    conn: AsyncConnection,
+    db: Database,
     actor: Actor,
     merchant_ids: Sequence[int],
     *,
     first: int,
     after: int | None,
 ) -> dict[int, Page[ProgramRecord]]:
-    def page(merchant_id: Any) -> Any:
-        stmt = (
-            select(*_program_columns)
-            .where(program_table.c.merchant_id == merchant_id)
-            .order_by(program_table.c.id)
-        )
-        return stmt if after is None else stmt.where(program_table.c.id > after)
+    query = _program_pages.bind(after is not None, after=after)
+    return await fetch_pages_by_parent(db, query, merchant_ids, first, ProgramRecord.from_row)
 
-    return await fetch_pages_by_parent(conn, merchant_ids, page, first, ProgramRecord.from_row)
+
+_outstanding = Compiled(
+    lambda alliance_wide: (
+        select(
+            program_table.c.id,
+            func.coalesce(func.sum(account_table.c.balance), 0),
+        )
+        .select_from(
+            program_table.outerjoin(
+                account_table,
+                and_(
+                    account_table.c.program_id == program_table.c.id,
+                    account_table.c.kind == "member",
+                ),
+            )
+        )
+        .where(
+            program_table.c.id == any_(ids_param()),
+            true() if alliance_wide else program_table.c.merchant_id == ACTOR_MERCHANT,
+        )
+        .group_by(program_table.c.id)
+    )
+)
 
 
 async def outstanding_points_by_program(
-    conn: AsyncConnection, actor: Actor, program_ids: Sequence[int]
+    db: Database, actor: Actor, program_ids: Sequence[int]
 ) -> dict[int, int | None]:
     """Points held by members per program (the liability is this × point_value).
 
     None for another merchant's program when the actor is bound to one merchant.
     """
     actor.require(Role.OPERATOR, Role.AUDITOR, Role.FINANCE, Role.MERCHANT)
-    account = Account.__table__
-    member_accounts = and_(account.c.program_id == program_table.c.id, account.c.kind == "member")
-    stmt = (
-        select(
-            program_table.c.id,
-            program_table.c.merchant_id,
-            func.coalesce(func.sum(account.c.balance), 0).label("points"),
-        )
-        .select_from(program_table.outerjoin(account, member_accounts))
-        .where(program_table.c.id.in_(program_ids))
-        .group_by(program_table.c.id)
-    )
-    if not actor.is_alliance_wide:
-        stmt = stmt.where(program_table.c.merchant_id == actor.merchant_id)
-    totals = {row.id: int(row.points) for row in await conn.execute(stmt)}
+    query = _outstanding.bind(actor.is_alliance_wide, ids=list(program_ids), **actor_params(actor))
+    totals = {row[0]: int(row[1]) for row in await db.fetch_all(*query)}
     return {program_id: totals.get(program_id) for program_id in program_ids}

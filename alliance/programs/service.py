@@ -43,7 +43,7 @@ async def create_merchant(db: Database, actor: Actor, *, code: str, name: str) -
             target=f"merchant:{merchant.id}",
             after={"code": code, "name": name},
         )
-        return MerchantRecord.from_row(merchant)
+        return MerchantRecord.from_model(merchant)
 
 
 async def create_program(
@@ -120,4 +120,4 @@ async def create_program(
                 "pending_days": pending_days,
             },
         )
-        return ProgramRecord.from_row(program)
+        return ProgramRecord.from_model(program)

@@ -42,7 +42,7 @@ async def test_concurrent_spends_never_overdraw(db: Database) -> None:
     assert sorted(m.balance_after for m in succeeded) == list(range(40))
     async with db.autocommit() as conn:
         spends = await conn.scalar(select(func.count()).where(LedgerTransaction.kind == "spend"))
-        balance = (await memberships_by_id(conn, actor, [membership.id]))[membership.id].balance
+    balance = (await memberships_by_id(db, actor, [membership.id]))[membership.id].balance
     assert (spends, balance) == (40, 0)
 
 

@@ -152,7 +152,7 @@ class LedgerMachine(RuleBasedStateMachine):
         async def check() -> None:
             async with self.db.autocommit() as conn:
                 assert await verify_ledger(conn) == []
-                found = await memberships_by_id(conn, OPERATOR, list(self.model))
+            found = await memberships_by_id(self.db, OPERATOR, list(self.model))
             assert {key: record.balance for key, record in found.items()} == self.model
 
         self.run(check())
