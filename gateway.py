@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -41,13 +40,12 @@ from alliance.auth.tokens import TokenVerifier
 from alliance.config import Settings
 from alliance.db.engine import Database
 from alliance.errors import Unauthenticated
-from alliance.logs import request_id_var
+from alliance.logs import AccessLog, configure_logging, new_request_id, request_id_var
 from schema import create_schema
 from schema.context import Context
 from schema.errors import UNAVAILABLE, with_code
 
 log = logging.getLogger("alliance.gateway")
-access_log = logging.getLogger("alliance.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 RETRY_AFTER_SECONDS = "2"
@@ -196,14 +194,14 @@ class EdgeMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.max_body = settings.max_body_bytes
-        self.access_log = settings.access_log
+        self.access_log = AccessLog() if settings.access_log else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         given = _header(scope, b"x-request-id")
-        request_id = given if given and _REQUEST_ID.match(given) else secrets.token_hex(8)
+        request_id = given if given and _REQUEST_ID.match(given) else new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -240,18 +238,14 @@ class EdgeMiddleware:
             if not response_started:
                 await _internal_error(request_id)(scope, receive, send_with_id)
         finally:
-            if self.access_log:
-                access_log.info(
-                    "%s %s %s",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    extra={
-                        "status": status,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    },
+            if self.access_log is not None:
+                self.access_log.record(
+                    message=f"{scope['method']} {scope['path']} {status}",
+                    request_id=request_id,
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
             request_id_var.reset(token)
 
@@ -381,5 +375,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
 
 def app_factory() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """For `uvicorn --factory gateway:app_factory`: settings from the environment."""
-    return create_app()
+    """For `uvicorn --factory gateway:app_factory`: settings from the environment.
+
+    Each worker process is its own interpreter, so logging is configured here.
+    """
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings)
