@@ -141,8 +141,7 @@ def verify(limit: int = typer.Option(20, help="Violations shown per check.")) ->
     from alliance.ledger.verify import CHECKS, verify_ledger
 
     async def work(db: Database) -> list[object]:
-        async with db.autocommit() as conn:
-            return list(await verify_ledger(conn, limit=limit))
+        return list(await verify_ledger(db, limit=limit))
 
     violations = _with_database(Settings.from_env(), work, read_only=True)
     if not violations:

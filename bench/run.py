@@ -1130,8 +1130,7 @@ class Bench:
         async def work() -> dict[str, Any]:
             db = Database(self.url, self.settings())
             try:
-                async with db.autocommit() as conn:
-                    violations = await verify_ledger(conn, limit=20)
+                violations = await verify_ledger(db, limit=20)
             finally:
                 await db.dispose()
             return {

@@ -21,7 +21,6 @@ from graphql.error import GraphQLSyntaxError
 from psycopg_pool import PoolTimeout as HotPoolTimeout
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from strawberry.extensions import MaskErrors
 
 from alliance.errors import DomainError, ErrorCode, Forbidden, Unauthenticated
 from alliance.logs import request_id_var
@@ -91,30 +90,20 @@ def is_expected(error: GraphQLError) -> bool:
     return original is None or isinstance(original, (DomainError, GraphQLError))
 
 
-class ErrorPolicy(MaskErrors):
-    """Give every error a code; mask and tag unexpected ones with the request id."""
-
-    def __init__(self) -> None:
-        super().__init__(should_mask_error=lambda error: not is_expected(error))
-
-    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        request_id = request_id_var.get()
-        if is_unavailable(error):
-            return GraphQLError(
-                "the service is busy or its database is unavailable; retry shortly",
-                nodes=error.nodes,
-                path=error.path,
-                extensions={"code": UNAVAILABLE, "requestId": request_id},
-            )
-        return GraphQLError(
-            f"internal error (request id {request_id})",
-            nodes=error.nodes,
-            path=error.path,
-            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
-        )
-
-    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        return [with_code(error) for error in super()._process_errors(errors)]
+def present(error: GraphQLError) -> GraphQLError:
+    """The error as the client sees it: coded, and masked when unexpected."""
+    if is_expected(error):
+        return with_code(error)
+    request_id = request_id_var.get()
+    if is_unavailable(error):
+        message = "the service is busy or its database is unavailable; retry shortly"
+        code = UNAVAILABLE
+    else:
+        message, code = f"internal error (request id {request_id})", "INTERNAL_SERVER_ERROR"
+    return GraphQLError(
+        message, nodes=error.nodes, path=error.path,
+        extensions={"code": code, "requestId": request_id},
+    )  # fmt: skip
 
 
 def with_code(error: GraphQLError) -> GraphQLError:

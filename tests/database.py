@@ -13,8 +13,8 @@ _TABLES = ", ".join(f'"{table.name}"' for table in reversed(metadata.sorted_tabl
 
 async def verify_and_reset(db: Database) -> None:
     """Fail if any ledger invariant is broken; empty every table either way."""
+    violations = await verify_ledger(db)
     async with db.autocommit() as conn:
-        violations = await verify_ledger(conn)
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
     assert not violations, "ledger invariants broken by this test:\n" + "\n".join(
         f"  {v.check}: {v.detail}" for v in violations

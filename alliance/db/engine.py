@@ -35,6 +35,27 @@ from alliance.config import Settings
 Row = tuple[Any, ...]
 
 
+class LifoConnectionPool(AsyncConnectionPool):
+    """psycopg's pool, handing out the most recently returned connection first.
+
+    The stock pool is FIFO, so consecutive requests visit every connection in
+    turn: each lands on a PostgreSQL backend whose caches have gone cold, which
+    cost PostgreSQL ~0.3 ms more CPU per earn than one warm backend (measured
+    with bench/: 0.79 vs 0.47 ms). LIFO keeps the busy few warm; the rest idle.
+    """
+
+    async def _get_ready_connection(self, timeout: float | None) -> Any:  # noqa: ASYNC109
+        if self._pool and (timeout is None or timeout > 0.0):
+            connection = self._pool.pop()
+            self._nconns_min = min(self._nconns_min, len(self._pool))
+            return connection
+        return await super()._get_ready_connection(timeout)
+
+
+# The override above relies on these internals of psycopg_pool; fail loudly if they move.
+assert hasattr(AsyncConnectionPool, "_get_ready_connection")
+
+
 class Database:
     def __init__(self, url: str, settings: Settings) -> None:
         self.url = url
@@ -55,7 +76,7 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # A fixed-size pool: connections that come and go under load cost more
         # than the requests they serve (seen as overflow churn in bench/RESULTS.md).
-        self.pool = AsyncConnectionPool(
+        self.pool = LifoConnectionPool(
             make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
             min_size=settings.pool_size,
             max_size=settings.pool_size,

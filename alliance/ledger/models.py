@@ -115,7 +115,6 @@ class LedgerTransaction(Base):
         CheckConstraint(
             "(idempotency_key IS NULL) = (idempotency_scope IS NULL)", name="idempotency_pair"
         ),
-        Index("ix_ledger_transaction_member", "member_id", "id"),
     )
 
 
@@ -141,7 +140,9 @@ class Posting(Base):
 
     __table_args__ = (
         CheckConstraint("amount <> 0", name="amount_not_zero"),
-        Index("ix_posting_account", "account_id", text("id DESC")),
+        # The one history index: a member's postings newest first. A membership's
+        # history filters it by account (a member has a handful of accounts), so
+        # no second index has to be written on every movement.
         Index(
             "ix_posting_member_history",
             "member_id",

@@ -248,12 +248,18 @@ def _history_page(
     )
 
 
-def _account_of(membership_id: Any) -> Any:
-    return (
-        select(account_table.c.id)
+def _of_membership(membership_id: Any) -> ColumnElement[bool]:
+    """Postings of the membership's account, found through its member's history index."""
+    account = (
+        select(account_table.c.id, account_table.c.member_id)
         .where(account_table.c.membership_id == membership_id)
         .correlate_except(account_table)
-        .scalar_subquery()
+    )
+    return and_(
+        posting_table.c.member_id
+        == account.with_only_columns(account_table.c.member_id).scalar_subquery(),
+        posting_table.c.account_id
+        == account.with_only_columns(account_table.c.id).scalar_subquery(),
     )
 
 
@@ -261,7 +267,7 @@ def _account_of(membership_id: Any) -> Any:
 _history_of_membership = Compiled(
     lambda role, bound, after, filters: paged_by_parent(
         lambda membership_id: _history_page(
-            posting_table.c.account_id == _account_of(membership_id), role, bound, after, filters
+            _of_membership(membership_id), role, bound, after, filters
         )
     )
 )

@@ -86,13 +86,6 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_event")),
     )
-    op.create_index(
-        "ix_outbox_event_undelivered",
-        "outbox_event",
-        ["id"],
-        unique=False,
-        postgresql_where=sa.text("delivered_at IS NULL"),
-    )
     op.create_table(
         "signing_key",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -152,9 +145,6 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "idempotency_scope", "idempotency_key", name="uq_ledger_transaction_idempotency"
         ),
-    )
-    op.create_index(
-        "ix_ledger_transaction_member", "ledger_transaction", ["member_id", "id"], unique=False
     )
     op.create_table(
         "oauth_client",
@@ -382,9 +372,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_posting")),
     )
     op.create_index(
-        "ix_posting_account", "posting", ["account_id", sa.literal_column("id DESC")], unique=False
-    )
-    op.create_index(
         "ix_posting_member_history",
         "posting",
         ["member_id", sa.literal_column("id DESC")],
@@ -432,7 +419,6 @@ def downgrade() -> None:
         table_name="posting",
         postgresql_where=sa.text("balance_after IS NOT NULL"),
     )
-    op.drop_index("ix_posting_account", table_name="posting")
     op.drop_table("posting")
     op.drop_index("ix_lot_open", table_name="lot", postgresql_where=sa.text("remaining > 0"))
     op.drop_index("ix_lot_expiring", table_name="lot", postgresql_where=sa.text("remaining > 0"))
@@ -454,14 +440,8 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_program_merchant_id"), table_name="program")
     op.drop_table("program")
     op.drop_table("oauth_client")
-    op.drop_index("ix_ledger_transaction_member", table_name="ledger_transaction")
     op.drop_table("ledger_transaction")
     op.drop_table("signing_key")
-    op.drop_index(
-        "ix_outbox_event_undelivered",
-        table_name="outbox_event",
-        postgresql_where=sa.text("delivered_at IS NULL"),
-    )
     op.drop_table("outbox_event")
     op.drop_table("merchant")
     op.drop_table("member")

@@ -150,8 +150,7 @@ class LedgerMachine(RuleBasedStateMachine):
             return
 
         async def check() -> None:
-            async with self.db.autocommit() as conn:
-                assert await verify_ledger(conn) == []
+            assert await verify_ledger(self.db) == []
             found = await memberships_by_id(self.db, OPERATOR, list(self.model))
             assert {key: record.balance for key, record in found.items()} == self.model
 

@@ -22,6 +22,8 @@ CORRUPTIONS = {
     "running_balance": "UPDATE posting SET balance_after = balance_after + 1"
     " WHERE balance_after IS NOT NULL",
     "transactions_have_postings": "DELETE FROM posting WHERE balance_after IS NULL",
+    "balance_after_on_member_legs_only": "UPDATE posting SET balance_after = NULL"
+    " WHERE id = (SELECT min(id) FROM posting WHERE balance_after IS NOT NULL)",
 }
 
 
@@ -51,16 +53,14 @@ async def _repair(db: Database) -> None:
 
 async def test_clean_ledger_has_no_violations(db: Database) -> None:
     await _ledger_with_history(db)
-    async with db.autocommit() as conn:
-        assert await verify_ledger(conn) == []
+    assert await verify_ledger(db) == []
 
 
 @pytest.mark.parametrize("check", sorted(CORRUPTIONS))
 async def test_verify_finds_corruption(db: Database, check: str) -> None:
     await _ledger_with_history(db)
     await _corrupt(db, CORRUPTIONS[check])
-    async with db.autocommit() as conn:
-        found = {violation.check for violation in await verify_ledger(conn)}
+    found = {violation.check for violation in await verify_ledger(db)}
     await _repair(db)
     assert check in found
 
