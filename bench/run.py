@@ -142,12 +142,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ALLIANCE_ACCESS_LOG (on, the production default)",
     )
     parser.add_argument(
-        "--configure-logging",
-        action="store_true",
-        help="serve bench/logged_app.py:app_factory, which configures the app's JSON logging "
-        "in each worker first (the plain factory drops the access log: see bench/README.md)",
-    )
-    parser.add_argument(
         "--no-production", action="store_true", help="run without ALLIANCE_PRODUCTION=1"
     )
     parser.add_argument("--member-tokens", type=int, default=1000, help="member token pool (1000)")
@@ -559,9 +553,7 @@ class Bench:
             sys.executable,
             "-m",
             "uvicorn",
-            "bench.logged_app:app_factory"
-            if self.args.configure_logging
-            else "gateway:app_factory",
+            "gateway:app_factory",
             "--factory",
             "--host",
             "127.0.0.1",
@@ -1245,7 +1237,6 @@ class Bench:
                 "pool_size": self.args.pool_size,
                 "pool_settings": pool_settings(self.settings()),
                 "access_log": self.args.access_log,
-                "configure_logging": self.args.configure_logging,
                 "production": not self.args.no_production,
                 "token_ttl": self.args.token_ttl,
                 "external_database": bool(self.args.database_url),
@@ -1435,14 +1426,7 @@ def render_markdown(doc: dict[str, Any], json_path: Path) -> str:
         + ", ".join(f"{k}={v}" for k, v in (setup.get("pool_settings") or {}).items())
         + "), "
         f"ALLIANCE_ACCESS_LOG={setup['access_log']}"
-        + (
-            " (logging configured in each worker by bench/logged_app.py, so access lines are "
-            f"written: {doc['app_log']['lines']:,} server log lines)"
-            if setup.get("configure_logging")
-            else f" (but no worker configures logging, so nothing is written: "
-            f"{doc['app_log']['lines']} server log lines in the whole run)"
-        )
-        + ", "
+        + f" ({doc['app_log']['lines']:,} server log lines written in the run), "
         f"ALLIANCE_PRODUCTION={'1' if setup['production'] else '0'}",
         f"- Load: wrk -t{setup['wrk_threads']} (closed loop, one connection per client), pgbench "
         f"-j1 -M prepared; client, server and database share the same {m['cores']} cores. "
