@@ -76,6 +76,7 @@ def serve(
     import uvicorn
 
     from alliance.auth.keys import ensure_signing_key
+    from alliance.serving import serve as serve_workers
 
     if demo:
         # Demo tokens last a day; tokens may not outlive the key-rotation window.
@@ -103,17 +104,19 @@ def serve(
         os.environ["ALLIANCE_DATABASE_URL"] = url
         os.environ["ALLIANCE_DATA_DIR"] = str(settings.data_dir)
         console.print(f"[bold green]GraphiQL[/] http://{host}:{port}/graphql  (Ctrl+C stops)")
-        uvicorn.run(
-            "gateway:app_factory",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=20,
+        serve_workers(
+            uvicorn.Config(
+                "gateway:app_factory",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                loop="uvloop",
+                http="httptools",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=20,
+            )
         )
 
 

@@ -549,24 +549,19 @@ class Bench:
         return env
 
     def uvicorn_command(self) -> list[str]:
+        # The production command: uvicorn workers, uvloop, httptools, one SO_REUSEPORT
+        # socket per worker (alliance/serving.py); the app writes its own access log.
         return [
             sys.executable,
             "-m",
-            "uvicorn",
-            "gateway:app_factory",
-            "--factory",
+            "alliance",
+            "serve",
             "--host",
             "127.0.0.1",
             "--port",
             str(self.port),
             "--workers",
             str(WORKERS),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            # As `alliance serve`: the app writes its own access log (ALLIANCE_ACCESS_LOG).
-            "--no-access-log",
         ]
 
     def start_server(self) -> None:
