@@ -88,3 +88,44 @@ async def test_keys_rotate_keeps_old_tokens_valid(db: Database) -> None:
 async def test_schema_export_check(db: Database) -> None:
     result = await _alliance(db, "schema", "export", "--check")
     assert result.returncode == 0, result.stderr
+
+
+async def test_serve_runs_workers_and_stops_cleanly(db: Database) -> None:
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = os.environ | {
+        "ALLIANCE_DATABASE_URL": db.url,
+        "ALLIANCE_SECRET_KEY": db.settings.secret_key or "",
+        "ALLIANCE_DATA_DIR": str(db.settings.data_dir),
+    }
+    server = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, polled below
+        [sys.executable, "-m", "alliance", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 60
+        while not await asyncio.to_thread(ready):
+            assert server.poll() is None, "the server exited early"
+            assert time.monotonic() < deadline, "the server never became ready"
+            await asyncio.sleep(0.3)
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = await asyncio.to_thread(server.communicate, timeout=60)
+    assert server.returncode == 0, output.decode()[-2000:]
+    assert output.decode().count("Application startup complete") == 2
