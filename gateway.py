@@ -41,6 +41,7 @@ from alliance.auth.tokens import TokenVerifier
 from alliance.config import Settings
 from alliance.db.engine import Database
 from alliance.errors import Unauthenticated
+from alliance.ledger.expiry import run_expiry_schedule
 from alliance.logs import AccessLog, configure_logging, new_request_id, request_id_var
 from schema import create_schema
 from schema.context import Context
@@ -364,8 +365,21 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.open()
+        jobs = []
+        if settings.jobs:
+            jobs.append(
+                asyncio.create_task(
+                    run_expiry_schedule(
+                        services.db, interval_seconds=settings.expiry_interval_seconds
+                    ),
+                    name="expiry schedule",
+                )
+            )
         _tune_garbage_collector()
         yield
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
         await services.close()
 
     app = Starlette(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(client_app, name="client")
 app.add_typer(keys_app, name="keys")
 app.add_typer(schema_app, name="schema")
+jobs_app = typer.Typer(help="Background jobs, run once now.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 
 console = Console()
 err = Console(stderr=True)
@@ -222,6 +225,25 @@ def keys_list() -> None:
     published = _with_database(Settings.from_env(), jwks)
     for key in published["keys"]:
         console.print(key["kid"])
+
+
+class Job(enum.StrEnum):
+    EXPIRE = "expire"
+
+
+@jobs_app.command("run")
+def jobs_run(
+    job: Annotated[Job, typer.Argument(help="expire: post every due lot remainder.")],
+    batch_size: Annotated[int, typer.Option(help="Lots per transaction.")] = 1000,
+) -> None:
+    """Run a background job once, now (the server also runs it on a schedule)."""
+    from alliance.ledger.expiry import ExpiryRun, expire_points
+
+    async def work(db: Database) -> ExpiryRun:
+        return await expire_points(db, batch_size=batch_size)
+
+    run = _with_database(Settings.from_env(), work)
+    console.print(f"expired {run.lots} lots, {run.points} points, in {run.batches} batches")
 
 
 @schema_app.command("export")

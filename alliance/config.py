@@ -66,6 +66,9 @@ class Settings:
     max_aliases: int = 30
     max_tokens: int = 3000
     access_log: bool = True
+    jobs: bool = True
+    """Run scheduled jobs (points expiry) inside `alliance serve`."""
+    expiry_interval_seconds: int = 900
     log_level: str = "INFO"
 
     @property
@@ -96,5 +99,7 @@ class Settings:
             max_aliases=_env_int("MAX_ALIASES", defaults.max_aliases),
             max_tokens=_env_int("MAX_TOKENS", defaults.max_tokens),
             access_log=_env_bool("ACCESS_LOG", defaults.access_log),
+            jobs=_env_bool("JOBS", defaults.jobs),
+            expiry_interval_seconds=_env_int("EXPIRY_INTERVAL", defaults.expiry_interval_seconds),
             log_level=_env("LOG_LEVEL", defaults.log_level) or defaults.log_level,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
@@ -108,6 +109,29 @@ class Loaders:
     def spendable_points(self) -> DataLoader[int, int | None]:
         return self._by_id("spendable_points", members.spendable_by_membership)
 
+    @property
+    def expiring_points(self) -> DataLoader[tuple[int, int], int]:
+        """Keyed by (membership id, days ahead): one statement per distinct window."""
+        loader = self._built.get("expiring_points")
+        if loader is None:
+            db, actor = self._db, self._actor
+
+            async def load(keys: list[tuple[int, int]]) -> list[int]:
+                found: dict[tuple[int, int], int] = {}
+                now = datetime.now(UTC)
+                for days in {days for _, days in keys}:
+                    ids = [membership for membership, d in keys if d == days]
+                    points = await members.expiring_by_membership(
+                        db, actor, ids, until=now + timedelta(days=days)
+                    )
+                    found.update(
+                        ((membership, days), value) for membership, value in points.items()
+                    )
+                return [found.get(key, 0) for key in keys]
+
+            loader = self._built["expiring_points"] = DataLoader(load_fn=load)
+        return loader
+
     # -- connections --------------------------------------------------------------
 
     @property
@@ -156,6 +180,15 @@ class Loaders:
                 first=args.first,
                 after=args.after,
                 filters=args.filters or members.HistoryFilter(),
+            ),
+        )
+
+    @property
+    def lots_of_membership(self) -> DataLoader[tuple[int, PageArgs], Page[members.LotRecord]]:
+        return self._pages(
+            "lots_of_membership",
+            lambda db, actor, ids, args: members.lot_pages_by_membership(
+                db, actor, ids, first=args.first, after=args.after
             ),
         )
 

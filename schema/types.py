@@ -19,8 +19,14 @@ from strawberry.dataloader import DataLoader
 
 from alliance.auth.models import Role
 from alliance.db.paging import Page
-from alliance.errors import NotFound
-from alliance.members.queries import HistoryEntry, HistoryFilter, MemberRecord, MembershipRecord
+from alliance.errors import InvalidInput, NotFound
+from alliance.members.queries import (
+    HistoryEntry,
+    HistoryFilter,
+    LotRecord,
+    MemberRecord,
+    MembershipRecord,
+)
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.queries import MerchantRecord, ProgramRecord
 from schema.context import Info
@@ -307,6 +313,22 @@ class Membership(relay.Node):
     def balance(self) -> Balance:
         return Balance.from_membership(self.record)
 
+    @strawberry.field(description="Points that expire within the next `withinDays` days (0-3650).")
+    async def points_expiring(self, info: Info, within_days: int = 30) -> BigInt:
+        if not 0 <= within_days <= 3650:
+            raise InvalidInput("withinDays must be between 0 and 3650", field=("withinDays",))
+        return BigInt(await info.context.loaders.expiring_points.load((self.id, within_days)))
+
+    @strawberry.field(description="Lots with points left, oldest first: what expires when.")
+    async def lots(
+        self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> PointsLotConnection:
+        loader = info.context.loaders.lots_of_membership
+        return await _connection(
+            loader, self.id, _page_args(first, after), PointsLotConnection,
+            PointsLot.from_record, _BY_ID,
+        )  # fmt: skip
+
     @strawberry.field(description="Points history of this membership, newest first.")
     async def transactions(
         self,
@@ -394,6 +416,27 @@ class LedgerEntry(relay.Node):
         record = await info.context.loaders.program.load(self.program_id)
         assert record is not None, "programs are readable by every actor"
         return Program.from_record(record)
+
+
+@strawberry.type(description="The points of one earn still in an account.")
+class PointsLot:
+    amount: BigInt = strawberry.field(description="Points the earn created.")
+    remaining: BigInt = strawberry.field(description="Points of it not yet spent or expired.")
+    available_at: datetime = strawberry.field(description="When they became spendable.")
+    expires_at: datetime | None = strawberry.field(description="Null: they never expire.")
+    earned_at: datetime
+
+    @classmethod
+    def from_record(cls, r: LotRecord) -> Self:
+        return cls(
+            amount=BigInt(r.amount), remaining=BigInt(r.remaining), available_at=r.available_at,
+            expires_at=r.expires_at, earned_at=r.created_at,
+        )  # fmt: skip
+
+
+@strawberry.type(name="PointsLotConnection")
+class PointsLotConnection(relay.Connection[PointsLot]):  # type: ignore[type-var]  # values
+    pass
 
 
 @strawberry.type(name="MerchantConnection")

@@ -178,7 +178,8 @@ class Lot(Base):
             "id",
             postgresql_where=text("remaining > 0"),
         ),
-        Index("ix_lot_expiring", "expires_at", postgresql_where=text("remaining > 0")),
+        # The expiry job walks due lots in (expires_at, id) order.
+        Index("ix_lot_expiring", "expires_at", "id", postgresql_where=text("remaining > 0")),
     )
 
 

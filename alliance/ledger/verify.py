@@ -109,8 +109,8 @@ CHECKS: tuple[Check, ...] = (
             WHERE l.remaining + coalesce(c.total, 0) <> l.amount""",
     ),
     Check(
-        "spends_consume_lots",
-        "each spend consumed exactly the points it debited",
+        "debits_consume_lots",
+        "each spend and expiry consumed exactly the points it debited from lots",
         """SELECT 'transaction ' || t.id || ' debited ' || -p.amount || ' but consumed '
                   || coalesce(c.total, 0)
              FROM ledger_transaction t
@@ -118,7 +118,7 @@ CHECKS: tuple[Check, ...] = (
              LEFT JOIN (SELECT transaction_id, sum(points) AS total
                           FROM lot_consumption GROUP BY transaction_id) c
                     ON c.transaction_id = t.id
-            WHERE t.kind = 'spend' AND -p.amount <> coalesce(c.total, 0)""",
+            WHERE t.kind IN ('spend', 'expire') AND -p.amount <> coalesce(c.total, 0)""",
     ),
     Check(
         "program_system_accounts",

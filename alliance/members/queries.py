@@ -404,3 +404,83 @@ def _membership(row: Any) -> MembershipRecord:
 
 def _entry(row: Any) -> HistoryEntry:
     return HistoryEntry(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class LotRecord:
+    """Points of one earn still in the account: what expires when."""
+
+    id: int
+    amount: int
+    remaining: int
+    available_at: datetime
+    expires_at: datetime | None
+    created_at: datetime
+
+
+_lot_columns = (
+    lot_table.c.id,
+    lot_table.c.amount,
+    lot_table.c.remaining,
+    lot_table.c.available_at,
+    lot_table.c.expires_at,
+    lot_table.c.created_at,
+)
+_lots_of_membership = Compiled(
+    lambda role, bound, after: paged_by_parent(
+        lambda membership_id: (
+            select(*_lot_columns)
+            .select_from(
+                lot_table.join(account_table, account_table.c.id == lot_table.c.account_id)
+            )
+            .join(membership_table, membership_table.c.id == account_table.c.membership_id)
+            .where(
+                account_table.c.membership_id == membership_id,
+                lot_table.c.remaining > 0,
+                past_cursor(lot_table.c.id, after),
+                readable_memberships(role, bound),
+            )
+            .order_by(lot_table.c.id)
+        )
+    )
+)
+_expiring = Compiled(
+    lambda role, bound: (
+        select(
+            membership_table.c.id,
+            select(func.coalesce(func.sum(lot_table.c.remaining), 0))
+            .where(
+                lot_table.c.account_id == account_table.c.id,
+                lot_table.c.remaining > 0,
+                lot_table.c.expires_at <= bindparam("until", type_=DateTime(timezone=True)),
+            )
+            .scalar_subquery(),
+        )
+        .select_from(_memberships)
+        .where(membership_table.c.id == any_(ids_param()), readable_memberships(role, bound))
+    )
+)
+
+
+async def lot_pages_by_membership(
+    db: Database, actor: Actor, membership_ids: Sequence[int], *, first: int, after: int | None
+) -> dict[int, Page[LotRecord]]:
+    """Lots with points left, oldest first."""
+    query = _lots_of_membership.bind(
+        *actor_variant(actor), after is not None, after=after, **actor_params(actor)
+    )
+    return await fetch_pages_by_parent(db, query, membership_ids, first, _lot)
+
+
+async def expiring_by_membership(
+    db: Database, actor: Actor, membership_ids: Sequence[int], *, until: datetime
+) -> dict[int, int]:
+    """Points that expire by `until` (those already due and not yet swept included)."""
+    query = _expiring.bind(
+        *actor_variant(actor), ids=list(membership_ids), until=until, **actor_params(actor)
+    )
+    return {row[0]: int(row[1]) for row in await db.fetch_all(*query)}
+
+
+def _lot(row: Any) -> LotRecord:
+    return LotRecord(*row)

@@ -26,6 +26,8 @@ class ExpiryPolicy(enum.StrEnum):
     """Valid through the end of the Nth day after the earn (alliance time zone)."""
     END_OF_NTH_MONTH = "end_of_nth_month"
     """Valid through the end of the Nth month after the earn month (0: the earn month)."""
+    ANNUAL_CLEARING = "annual_clearing"
+    """积分清零: points earned in year Y are cleared at the end of day MMDD (the value) of Y+1."""
 
 
 class Merchant(Base):
@@ -63,7 +65,7 @@ class Program(Base):
         UniqueConstraint("merchant_id", "code", name="uq_program_merchant_code"),
         CheckConstraint("point_value > 0", name="point_value_positive"),
         CheckConstraint(
-            "expiry_policy IN ('never', 'days_after_earn', 'end_of_nth_month')",
+            "expiry_policy IN ('never', 'days_after_earn', 'end_of_nth_month', 'annual_clearing')",
             name="expiry_policy",
         ),
         CheckConstraint("expiry_value >= 0 AND pending_days >= 0", name="durations"),

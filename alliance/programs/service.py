@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import insert
@@ -20,6 +21,25 @@ from alliance.validation import check_decimal, check_range, clean_code, clean_te
 
 MAX_POINT_VALUE = Decimal("1000")
 EXPIRY_LIMITS = {ExpiryPolicy.DAYS_AFTER_EARN: 3650, ExpiryPolicy.END_OF_NTH_MONTH: 120}
+
+
+def check_expiry(policy: ExpiryPolicy, value: int) -> None:
+    """`value` means N days, N months, or a clearing day MMDD (no 29 February), by policy."""
+    match policy:
+        case ExpiryPolicy.NEVER:
+            if value != 0:
+                raise InvalidInput(
+                    "expiryValue must be 0 when points never expire", field=("expiryValue",)
+                )
+        case ExpiryPolicy.ANNUAL_CLEARING:
+            try:
+                date(2001, value // 100, value % 100)  # a common year: no 29 February
+            except ValueError:
+                raise InvalidInput(
+                    "expiryValue must be a clearing day as MMDD, e.g. 1231", field=("expiryValue",)
+                ) from None
+        case _:
+            check_range(value, "expiryValue", minimum=0, maximum=EXPIRY_LIMITS[policy])
 
 
 async def create_merchant(db: Database, actor: Actor, *, code: str, name: str) -> MerchantRecord:
@@ -67,13 +87,7 @@ async def create_program(
     point_value = check_decimal(
         point_value, "pointValue", minimum_exclusive=Decimal(0), maximum=MAX_POINT_VALUE, places=6
     )
-    if expiry_policy is ExpiryPolicy.NEVER:
-        if expiry_value != 0:
-            raise InvalidInput(
-                "expiryValue must be 0 when points never expire", field=("expiryValue",)
-            )
-    else:
-        check_range(expiry_value, "expiryValue", minimum=0, maximum=EXPIRY_LIMITS[expiry_policy])
+    check_expiry(expiry_policy, expiry_value)
     check_range(pending_days, "pendingDays", minimum=0, maximum=365)
 
     async with db.transaction() as session:

@@ -66,6 +66,11 @@ LANGUAGE sql STABLE AS $$
         WHEN 'end_of_nth_month' THEN
             (date_trunc('month', p_earned_at AT TIME ZONE p_time_zone)
              + make_interval(months => p_value + 1)) AT TIME ZONE p_time_zone
+        -- 积分清零: what was earned in year Y is cleared at the end of day MMDD of year Y+1.
+        WHEN 'annual_clearing' THEN
+            (make_date(extract(year FROM p_earned_at AT TIME ZONE p_time_zone)::integer + 1,
+                       p_value / 100, p_value % 100)
+             + 1)::timestamp AT TIME ZONE p_time_zone
     END
 $$;
 
@@ -287,4 +292,105 @@ BEGIN
                                'balance_after', v_balance));
 
     RETURN QUERY SELECT v_tx, v_entry, v.program_id, v_balance, now(), false;
+END $$;
+
+-- Expire due lots: one ledger transaction per lot remainder (-remainder on the member
+-- account, +remainder on the program's `expired` account), for the next p_limit due lots
+-- after the cursor (p_after_expires_at, p_after_lot_id) in (expires_at, id) order.
+-- Returns what was expired, how many candidate accounts were busy (skipped), and the
+-- cursor to continue from (NULL when no lot is due past the cursor).
+--
+-- Accounts are locked in id order with SKIP LOCKED: a batch never waits for a busy
+-- account (a later pass takes it) and two batches never deadlock. Lots change only
+-- under their account's lock, as in ledger_spend. Points reserved by holds stay: a
+-- lot expires only while the balance left covers what is held. The idempotency key
+-- `lot:<id>` makes a lot expire once, whatever is re-run after a crash.
+CREATE FUNCTION ledger_expire(
+    p_now timestamptz, p_after_expires_at timestamptz, p_after_lot_id bigint, p_limit integer)
+RETURNS TABLE (lots integer, points bigint, busy integer, next_expires_at timestamptz,
+               next_lot_id bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_candidates bigint[];
+    v_accounts bigint[];
+    v_next_expires_at timestamptz;
+    v_next_lot_id bigint;
+BEGIN
+    SELECT array_agg(DISTINCT c.account_id),
+           (array_agg(c.expires_at ORDER BY c.expires_at DESC, c.id DESC))[1],
+           (array_agg(c.id ORDER BY c.expires_at DESC, c.id DESC))[1]
+      INTO v_candidates, v_next_expires_at, v_next_lot_id
+      FROM (SELECT l.id, l.account_id, l.expires_at
+              FROM lot l
+             WHERE l.remaining > 0 AND l.expires_at <= p_now
+               AND (l.expires_at, l.id) > (p_after_expires_at, p_after_lot_id)
+             ORDER BY l.expires_at, l.id
+             LIMIT p_limit) c;
+    IF v_candidates IS NULL THEN
+        RETURN QUERY SELECT 0, 0::bigint, 0, NULL::timestamptz, NULL::bigint;
+        RETURN;
+    END IF;
+    SELECT array_agg(locked.id) INTO v_accounts
+      FROM (SELECT a.id FROM account a WHERE a.id = ANY (v_candidates)
+             ORDER BY a.id FOR UPDATE SKIP LOCKED) locked;
+
+    RETURN QUERY
+    WITH due AS (
+        SELECT l.id AS lot_id, l.account_id, l.program_id, l.member_id, l.remaining,
+               a.membership_id, a.balance, a.held, s.id AS system_account_id,
+               a.balance - sum(l.remaining) OVER (PARTITION BY l.account_id ORDER BY l.id)
+                   AS balance_after
+          FROM lot l
+          JOIN account a ON a.id = l.account_id
+          JOIN account s ON s.program_id = l.program_id AND s.kind = 'expired'
+                        AND s.membership_id IS NULL
+         WHERE l.account_id = ANY (v_accounts) AND l.remaining > 0 AND l.expires_at <= p_now
+    ), allowed AS (
+        SELECT * FROM due WHERE due.balance_after >= due.held
+    ), transactions AS (
+        INSERT INTO ledger_transaction (kind, member_id, idempotency_scope, idempotency_key,
+                                        reason)
+        SELECT 'expire', allowed.member_id, 'system:expiry', 'lot:' || allowed.lot_id,
+               'points expired'
+          FROM allowed
+         ORDER BY allowed.account_id, allowed.lot_id
+        ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
+        RETURNING id, idempotency_key
+    ), expired AS (
+        SELECT allowed.*, transactions.id AS transaction_id
+          FROM allowed JOIN transactions ON transactions.idempotency_key = 'lot:' || allowed.lot_id
+    ), legs AS (
+        -- Ordered so that posting ids follow each account's running balance.
+        INSERT INTO posting (transaction_id, account_id, program_id, member_id, amount,
+                             balance_after)
+        SELECT e.transaction_id, leg.account_id, e.program_id, e.member_id, leg.amount,
+               leg.balance_after
+          FROM expired e
+         CROSS JOIN LATERAL (VALUES (0, e.account_id, -e.remaining, e.balance_after),
+                                    (1, e.system_account_id, e.remaining, NULL::bigint))
+               AS leg (n, account_id, amount, balance_after)
+         ORDER BY e.account_id, e.lot_id, leg.n
+    ), consumed AS (
+        INSERT INTO lot_consumption (transaction_id, lot_id, points)
+        SELECT e.transaction_id, e.lot_id, e.remaining FROM expired e
+    ), emptied AS (
+        UPDATE lot SET remaining = 0 FROM expired e WHERE lot.id = e.lot_id
+    ), debited AS (
+        UPDATE account SET balance = account.balance - totals.points
+          FROM (SELECT e.account_id, sum(e.remaining) AS points FROM expired e
+                 GROUP BY e.account_id) totals
+         WHERE account.id = totals.account_id
+    ), events AS (
+        INSERT INTO outbox_event (topic, merchant_id, member_id, payload)
+        SELECT 'points.expired', p.merchant_id, e.member_id,
+               jsonb_build_object('membership_id', e.membership_id, 'program_id', e.program_id,
+                                  'points', sum(e.remaining), 'lots', count(*),
+                                  'balance_after', min(e.balance_after))
+          FROM expired e JOIN program p ON p.id = e.program_id
+         GROUP BY p.merchant_id, e.member_id, e.membership_id, e.program_id
+    )
+    SELECT count(*)::integer, coalesce(sum(e.remaining), 0)::bigint,
+           cardinality(v_candidates) - coalesce(cardinality(v_accounts), 0),
+           v_next_expires_at, v_next_lot_id
+      FROM expired e;
 END $$;

@@ -200,7 +200,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "expiry_policy IN ('never', 'days_after_earn', 'end_of_nth_month')",
+            "expiry_policy IN ('never', 'days_after_earn', 'end_of_nth_month', 'annual_clearing')",
             name=op.f("ck_program_expiry_policy"),
         ),
         sa.CheckConstraint("status IN ('active', 'closed')", name=op.f("ck_program_status")),
@@ -331,7 +331,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_lot_expiring",
         "lot",
-        ["expires_at"],
+        ["expires_at", "id"],
         unique=False,
         postgresql_where=sa.text("remaining > 0"),
     )
@@ -401,6 +401,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for function in (
+        "ledger_expire(timestamptz, timestamptz, bigint, integer)",
         "ledger_spend(text, text, bytea, text, bigint, bigint, bigint, bigint, text, text)",
         "ledger_award(text, text, bytea, text, bigint, bigint, bigint, bigint, text, text)",
         "ledger_post(bigint, bigint, bigint, bigint, bigint, bigint, bigint)",

@@ -122,6 +122,11 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         "query($id: ID!) { membership(id: $id) { balance { points } } }",
         lambda ids: {"id": ids["membership_b"]},
     ),
+    "read membership(A) lots": (
+        "query($id: ID!) { membership(id: $id) { pointsExpiring(withinDays: 3650)"
+        " lots { edges { node { remaining } } } } }",
+        lambda ids: {"id": ids["membership_a"]},
+    ),
     "read member(A) history": (
         "query($id: ID!) { member(id: $id) { transactions { edges { node { points } } } } }",
         lambda ids: {"id": ids["member_a"]},
@@ -160,6 +165,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "read programs":          ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read membership(A)":     ("ok", "ok", H, H, "ok", "ok"),
     "read membership(B)":     ("ok", "ok", H, H, H, H),
+    "read membership(A) lots": ("ok", "ok", H, H, "ok", "ok"),
     "read member(A) history": ("ok", "ok", H, H, "ok", "ok"),
     "read member(B)":         ("ok", "ok", H, H, H, H),
     "members of program(A)":  ("ok", "ok", H, H, "ok", "ok"),

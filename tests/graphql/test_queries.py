@@ -277,3 +277,41 @@ class TestPagination:
         assert len(data["merchants"]["edges"]) == 2
         assert data["merchants"]["pageInfo"]["hasNextPage"] is True
         assert data["merchants"]["pageInfo"]["hasPreviousPage"] is False
+
+
+class TestValidity:
+    async def test_points_expiring_and_lots(self, db: Database) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from sqlalchemy import update
+
+        from alliance.ledger.models import Lot
+
+        program = await make_program(db)
+        membership = await make_membership(db, program)
+        for points in (10, 20, 30):
+            await give_points(db, membership, program, points)
+        async with db.autocommit() as conn:
+            soon = datetime.now(UTC) + timedelta(days=5)
+            await conn.execute(update(Lot).where(Lot.amount == 20).values(expires_at=soon))
+        data = await ok(db, member_actor(membership, program.merchant_id), """query($id: ID!) {
+            membership(id: $id) { week: pointsExpiring(withinDays: 7)
+              day: pointsExpiring(withinDays: 1)
+              lots { edges { node { amount remaining expiresAt } } } } }""",
+                        {"id": gid("Membership", membership.id)})  # fmt: skip
+        assert data["membership"]["week"] == 20
+        assert data["membership"]["day"] == 0
+        lots = [edge["node"] for edge in data["membership"]["lots"]["edges"]]
+        assert [lot["amount"] for lot in lots] == [10, 20, 30]
+        assert [lot["expiresAt"] is None for lot in lots] == [True, False, True]
+
+    async def test_window_is_bounded(self, db: Database) -> None:
+        membership = await make_membership(db)
+        result = await run(
+            db,
+            OPERATOR,
+            """query($id: ID!) { membership(id: $id) {
+            pointsExpiring(withinDays: -1) } }""",
+            {"id": gid("Membership", membership.id)},
+        )
+        assert error_codes(result) == ["INVALID_INPUT"]

@@ -1,4 +1,5 @@
-"""Property-based: any sequence of awards, spends, replays and key reuses keeps the ledger whole.
+"""Property-based: any sequence of awards, spends, expiries, replays and key reuses keeps
+the ledger whole.
 
 A Hypothesis state machine drives the real use cases against PostgreSQL and
 checks, after every step, that the database agrees with a trivial model and
@@ -28,6 +29,7 @@ from hypothesis.stateful import (
 from alliance.config import Settings
 from alliance.db.engine import Database
 from alliance.errors import IdempotencyKeyReused, InsufficientPoints
+from alliance.ledger.expiry import expire_points
 from alliance.ledger.service import Movement, award_points, spend_points
 from alliance.ledger.verify import verify_ledger
 from alliance.members.queries import memberships_by_id
@@ -143,6 +145,25 @@ class LedgerMachine(RuleBasedStateMachine):
                     idempotency_key=key,
                 )
             )
+
+    @rule(who=st.integers(0, 2))
+    def expire_oldest_lot(self, who: int) -> None:
+        """A lot falls due and the expiry job runs: the balance loses its remainder."""
+        membership = list(self.model)[who]
+
+        async def expire() -> int:
+            row = await self.db.fetch_one(
+                "UPDATE lot SET expires_at = now() - interval '1 second'"
+                " WHERE id = (SELECT l.id FROM lot l JOIN account a ON a.id = l.account_id"
+                "             WHERE a.membership_id = %(m)s AND l.remaining > 0"
+                "             ORDER BY l.id LIMIT 1)"
+                " RETURNING remaining",
+                {"m": membership},
+            )
+            await expire_points(self.db)
+            return 0 if row is None else int(row[0])
+
+        self.model[membership] -= self.run(expire())
 
     @invariant()
     def ledger_matches_model(self) -> None:
