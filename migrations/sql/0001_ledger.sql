@@ -311,15 +311,17 @@ RETURNS TABLE (lots integer, points bigint, busy integer, next_expires_at timest
                next_lot_id bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_lots bigint[];
     v_candidates bigint[];
     v_accounts bigint[];
     v_next_expires_at timestamptz;
     v_next_lot_id bigint;
 BEGIN
-    SELECT array_agg(DISTINCT c.account_id),
+    SELECT array_agg(c.id),
+           array_agg(DISTINCT c.account_id),
            (array_agg(c.expires_at ORDER BY c.expires_at DESC, c.id DESC))[1],
            (array_agg(c.id ORDER BY c.expires_at DESC, c.id DESC))[1]
-      INTO v_candidates, v_next_expires_at, v_next_lot_id
+      INTO v_lots, v_candidates, v_next_expires_at, v_next_lot_id
       FROM (SELECT l.id, l.account_id, l.expires_at
               FROM lot l
              WHERE l.remaining > 0 AND l.expires_at <= p_now
@@ -334,7 +336,10 @@ BEGIN
       FROM (SELECT a.id FROM account a WHERE a.id = ANY (v_candidates)
              ORDER BY a.id FOR UPDATE SKIP LOCKED) locked;
 
-    RETURN QUERY
+    -- Dynamic SQL: planned afresh for each batch's arrays (a cached generic plan
+    -- guesses their size badly), while the foreign-key checks it fires keep their
+    -- cached plans (a function-level plan_cache_mode would re-plan each of those too).
+    RETURN QUERY EXECUTE $batch$
     WITH due AS (
         SELECT l.id AS lot_id, l.account_id, l.program_id, l.member_id, l.remaining,
                a.membership_id, a.balance, a.held, s.id AS system_account_id,
@@ -344,7 +349,8 @@ BEGIN
           JOIN account a ON a.id = l.account_id
           JOIN account s ON s.program_id = l.program_id AND s.kind = 'expired'
                         AND s.membership_id IS NULL
-         WHERE l.account_id = ANY (v_accounts) AND l.remaining > 0 AND l.expires_at <= p_now
+         WHERE l.id = ANY ($1) AND l.account_id = ANY ($2)
+           AND l.remaining > 0 AND l.expires_at <= $3  -- again, now under the lock
     ), allowed AS (
         SELECT * FROM due WHERE due.balance_after >= due.held
     ), transactions AS (
@@ -390,7 +396,11 @@ BEGIN
          GROUP BY p.merchant_id, e.member_id, e.membership_id, e.program_id
     )
     SELECT count(*)::integer, coalesce(sum(e.remaining), 0)::bigint,
-           cardinality(v_candidates) - coalesce(cardinality(v_accounts), 0),
-           v_next_expires_at, v_next_lot_id
-      FROM expired e;
+           $4,
+           $5, $6
+      FROM expired e
+    $batch$
+    USING v_lots, v_accounts, p_now,
+          cardinality(v_candidates) - coalesce(cardinality(v_accounts), 0),
+          v_next_expires_at, v_next_lot_id;
 END $$;
