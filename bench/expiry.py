@@ -62,8 +62,9 @@ SELECT s.*, t.id AS transaction_id,
     ON t.idempotency_scope = 'seed' AND t.idempotency_key = 'seed:' || s.n;
 INSERT INTO posting (transaction_id, account_id, program_id, member_id, amount, balance_after)
 SELECT transaction_id, leg.account_id, 1, member_id, leg.amount, leg.balance_after
-  FROM seeded CROSS JOIN LATERAL (VALUES (0, seeded.account_id, seeded.amount, seeded.balance_after),
-                                         (1, 1::bigint, -seeded.amount, NULL::bigint))
+  FROM seeded
+ CROSS JOIN LATERAL (VALUES (0, seeded.account_id, seeded.amount, seeded.balance_after),
+                            (1, 1::bigint, -seeded.amount, NULL::bigint))  -- 1: `issued`
        AS leg (k, account_id, amount, balance_after)
  ORDER BY seeded.account_id, seeded.n, leg.k;
 INSERT INTO lot (account_id, program_id, member_id, transaction_id, amount, remaining,
@@ -158,8 +159,8 @@ def main() -> None:
                 "|---|---:|---:|---:|",
                 f"| (job) expire_points, batches of {args.batch_size} ({batches} batches) | "
                 f"{job_lots:,} | {job_seconds:.1f} | {job_lots / job_seconds:,.0f} |",
-                f"| (baseline) one set-based statement | {baseline_lots:,} | {baseline_seconds:.1f} | "
-                f"{baseline_lots / baseline_seconds:,.0f} |",
+                f"| (baseline) one set-based statement | {baseline_lots:,} | "
+                f"{baseline_seconds:.1f} | {baseline_lots / baseline_seconds:,.0f} |",
                 "",
                 f"Ratio job / baseline: **{ratio:.2f}** (target ≤ 2) — "
                 f"**{'PASS' if ratio <= 2 else 'FAIL'}**. Peak RSS of the job's process: "
