@@ -52,7 +52,13 @@ def check_idempotency_key(key: str) -> str:
 
 
 def check_decimal(
-    value: Decimal, field: str, *, minimum_exclusive: Decimal, maximum: Decimal, places: int
+    value: Decimal,
+    field: str,
+    *,
+    maximum: Decimal,
+    places: int,
+    minimum_exclusive: Decimal | None = None,
+    minimum: Decimal | None = None,
 ) -> Decimal:
     try:
         if not value.is_finite():
@@ -62,10 +68,12 @@ def check_decimal(
         raise InvalidInput(f"{field} must be a finite decimal", field=(field,)) from None
     if not isinstance(exponent, int) or -exponent > places:
         raise InvalidInput(f"{field} allows at most {places} decimal places", field=(field,))
-    if value <= minimum_exclusive or value > maximum:
-        raise InvalidInput(
-            f"{field} must be above {minimum_exclusive} and at most {maximum}", field=(field,)
-        )
+    if value > maximum:
+        raise InvalidInput(f"{field} must be at most {maximum}", field=(field,))
+    if minimum_exclusive is not None and value <= minimum_exclusive:
+        raise InvalidInput(f"{field} must be above {minimum_exclusive}", field=(field,))
+    if minimum is not None and value < minimum:
+        raise InvalidInput(f"{field} must be at least {minimum}", field=(field,))
     return value
 
 

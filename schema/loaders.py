@@ -20,6 +20,8 @@ from alliance.db.engine import Database
 from alliance.db.paging import Page
 from alliance.members import queries as members
 from alliance.programs import queries as programs
+from alliance.rules import queries as rule_queries
+from alliance.rules.service import RuleRecord
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -98,6 +100,15 @@ class Loaders:
     @property
     def entry(self) -> DataLoader[int, members.HistoryEntry | None]:
         return self._by_id("entry", members.entries_by_id)
+
+    @property
+    def rule(self) -> DataLoader[int, RuleRecord | None]:
+        return self._by_id("rule", rule_queries.rules_by_id)
+
+    @property
+    def earn_details(self) -> DataLoader[int, dict[str, Any] | None]:
+        """Stored breakdowns by transaction, for entries already loaded (so visible)."""
+        return self._by_id("earn_details", rule_queries.details_by_transaction)
 
     # -- scalars computed per parent ----------------------------------------------
 
@@ -188,6 +199,15 @@ class Loaders:
         return self._pages(
             "lots_of_membership",
             lambda db, actor, ids, args: members.lot_pages_by_membership(
+                db, actor, ids, first=args.first, after=args.after
+            ),
+        )
+
+    @property
+    def rules_of_program(self) -> DataLoader[tuple[int, PageArgs], Page[RuleRecord]]:
+        return self._pages(
+            "rules_of_program",
+            lambda db, actor, ids, args: rule_queries.rule_pages_by_program(
                 db, actor, ids, first=args.first, after=args.after
             ),
         )

@@ -20,9 +20,9 @@ from alliance.programs.service import create_merchant, create_program
 from schema.context import Info
 from schema.errors import UserError, mutate
 from schema.permissions import IsAuthenticated
+from schema.rules import RuleMutations
 from schema.scalars import BigInt
 from schema.types import (
-    EntryKind,
     LedgerEntry,
     Member,
     Membership,
@@ -111,20 +111,15 @@ class MovePointsPayload:
 
     @classmethod
     def from_movement(cls, movement: Movement) -> MovePointsPayload:
-        entry = LedgerEntry(
-            id=movement.entry_id,
-            program_id=movement.program_id,
-            kind=EntryKind(movement.kind),
-            reason=movement.reason,
-            points=BigInt(movement.points),
-            balance_after=BigInt(movement.balance_after),
-            created_at=movement.created_at,
+        return cls(
+            entry=LedgerEntry.from_movement(movement),
+            replayed=movement.replayed,
+            membership_id=movement.membership_id,
         )
-        return cls(entry=entry, replayed=movement.replayed, membership_id=movement.membership_id)
 
 
 @strawberry.type
-class Mutation:
+class Mutation(RuleMutations):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."
     )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from operator import attrgetter
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Self, TypeVar
 
 import strawberry
 from strawberry import relay
@@ -20,6 +20,7 @@ from strawberry.dataloader import DataLoader
 from alliance.auth.models import Role
 from alliance.db.paging import Page
 from alliance.errors import InvalidInput, NotFound
+from alliance.ledger.service import Movement
 from alliance.members.queries import (
     HistoryEntry,
     HistoryFilter,
@@ -29,6 +30,8 @@ from alliance.members.queries import (
 )
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.queries import MerchantRecord, ProgramRecord
+from alliance.rules.engine import Stacking
+from alliance.rules.service import breakdown_from_json
 from schema.context import Info
 from schema.loaders import PageArgs
 from schema.pagination import DEFAULT_PAGE_SIZE, build_connection, check_first, decode_cursor
@@ -42,9 +45,13 @@ strawberry.enum(ExpiryPolicy, name="ExpiryPolicy")
 @strawberry.enum(description="What moved the points.")
 class EntryKind(enum.Enum):
     AWARD = "award"
+    EARN = "earn"
     SPEND = "spend"
     EXPIRE = "expire"
 
+
+if TYPE_CHECKING:
+    from schema.rules import EarnBreakdown, EarningRuleConnection
 
 C = TypeVar("C", bound=relay.Connection[Any])
 
@@ -152,6 +159,7 @@ class Program(relay.Node):
     pending_days: int
     status: str
     created_at: datetime
+    stacking: strawberry.Private[str]
 
     @classmethod
     def from_record(cls, r: ProgramRecord) -> Self:
@@ -168,6 +176,7 @@ class Program(relay.Node):
             pending_days=r.pending_days,
             status=r.status,
             created_at=r.created_at,
+            stacking=r.promotion_stacking,
         )
 
     @classmethod
@@ -188,6 +197,22 @@ class Program(relay.Node):
     async def outstanding_points(self, info: Info) -> BigInt | None:
         points = await info.context.loaders.outstanding_points.load(self.id)
         return None if points is None else BigInt(points)
+
+    @strawberry.field(description="How promotion multipliers combine in this program.")
+    def promotion_stacking(self) -> Stacking:
+        return Stacking(self.stacking)
+
+    @strawberry.field(description="The newest version of each earning rule, oldest rule first.")
+    async def earning_rules(
+        self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Annotated[EarningRuleConnection, strawberry.lazy("schema.rules")]:
+        from schema.rules import EarningRule, EarningRuleConnection
+
+        loader = info.context.loaders.rules_of_program
+        return await _connection(
+            loader, self.id, _page_args(first, after), EarningRuleConnection,
+            EarningRule.from_record, _BY_ID,
+        )  # fmt: skip
 
     @strawberry.field(description="Memberships of this program you may see, oldest first.")
     async def memberships(
@@ -387,6 +412,7 @@ class Balance:
 class LedgerEntry(relay.Node):
     id: relay.NodeID[int]
     program_id: strawberry.Private[int]
+    transaction_id: strawberry.Private[int]
     kind: EntryKind
     reason: str | None
     points: BigInt = strawberry.field(description="Signed change of the balance.")
@@ -398,12 +424,37 @@ class LedgerEntry(relay.Node):
         return cls(
             id=e.posting_id,
             program_id=e.program_id,
+            transaction_id=e.transaction_id,
             kind=EntryKind(e.kind),
             reason=e.reason,
             points=BigInt(e.points),
             balance_after=BigInt(e.balance_after),
             created_at=e.created_at,
         )
+
+    @classmethod
+    def from_movement(cls, movement: Movement) -> Self:
+        return cls(
+            id=movement.entry_id,
+            program_id=movement.program_id,
+            transaction_id=movement.transaction_id,
+            kind=EntryKind(movement.kind),
+            reason=movement.reason,
+            points=BigInt(movement.points),
+            balance_after=BigInt(movement.balance_after),
+            created_at=movement.created_at,
+        )
+
+    @strawberry.field(description="For earns: the rule versions that gave these points.")
+    async def breakdown(
+        self, info: Info
+    ) -> Annotated[EarnBreakdown, strawberry.lazy("schema.rules")] | None:
+        from schema.rules import EarnBreakdown
+
+        if self.kind is not EntryKind.EARN:
+            return None
+        stored = await info.context.loaders.earn_details.load(self.transaction_id)
+        return None if stored is None else EarnBreakdown.from_breakdown(breakdown_from_json(stored))
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

@@ -7,6 +7,7 @@ from sqlalchemy import text
 from alliance.db.engine import Database
 from alliance.db.registry import metadata
 from alliance.ledger.verify import verify_ledger
+from alliance.rules.service import forget_cached
 
 _TABLES = ", ".join(f'"{table.name}"' for table in reversed(metadata.sorted_tables))
 
@@ -16,6 +17,7 @@ async def verify_and_reset(db: Database) -> None:
     violations = await verify_ledger(db)
     async with db.autocommit() as conn:
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+    forget_cached()
     assert not violations, "ledger invariants broken by this test:\n" + "\n".join(
         f"  {v.check}: {v.detail}" for v in violations
     )

@@ -7,12 +7,14 @@ from alliance.events.models import OutboxEvent
 from alliance.ledger.models import Account, LedgerTransaction, Lot, LotConsumption, Posting
 from alliance.members.models import Member, Membership
 from alliance.programs.models import Merchant, Program
+from alliance.rules.models import EarningRule
 
 metadata = Base.metadata
 
 __all__ = [
     "Account",
     "AuditRecord",
+    "EarningRule",
     "LedgerTransaction",
     "Lot",
     "LotConsumption",

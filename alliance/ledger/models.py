@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from alliance.db.base import Base, created_at_column, id_column
@@ -43,6 +45,9 @@ SYSTEM_ACCOUNT_KINDS = tuple(kind for kind in AccountKind if kind is not Account
 
 class TransactionKind(enum.StrEnum):
     AWARD = "award"
+    """A fixed number of points, with a reason."""
+    EARN = "earn"
+    """Points computed by the program's earning rules (a purchase); `details` explains them."""
     SPEND = "spend"
     EXPIRE = "expire"
 
@@ -105,13 +110,15 @@ class LedgerTransaction(Base):
     request_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
     """SHA-256 of the canonical request: a replay must match it exactly."""
     reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    """For earns: the breakdown by rule version (what a member sees as "why these points")."""
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (
         UniqueConstraint(
             "idempotency_scope", "idempotency_key", name="uq_ledger_transaction_idempotency"
         ),
-        CheckConstraint("kind IN ('award', 'spend', 'expire')", name="kind"),
+        CheckConstraint("kind IN ('award', 'earn', 'spend', 'expire')", name="kind"),
         CheckConstraint(
             "(idempotency_key IS NULL) = (idempotency_scope IS NULL)", name="idempotency_pair"
         ),

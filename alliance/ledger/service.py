@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 import psycopg
+from psycopg.types.json import Jsonb
 
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
@@ -47,12 +49,15 @@ class Movement:
     replayed: bool
 
 
-_MOVE = {
-    kind: f"SELECT * FROM ledger_{kind}(%(scope)s, %(key)s, %(hash)s, %(client)s,"
+_SQL = {
+    "award": "SELECT * FROM ledger_award(%(scope)s, %(key)s, %(hash)s, %(client)s,"
     " %(merchant)s::bigint, %(member)s::bigint, %(membership)s::bigint, %(points)s::bigint,"
-    " %(reason)s, %(tz)s)"
-    for kind in ("award", "spend")
+    " %(reason)s, %(tz)s, %(kind)s, %(details)s)",
+    "spend": "SELECT * FROM ledger_spend(%(scope)s, %(key)s, %(hash)s, %(client)s,"
+    " %(merchant)s::bigint, %(member)s::bigint, %(membership)s::bigint, %(points)s::bigint,"
+    " %(reason)s, %(tz)s)",
 }
+_CREDITS = {"award", "earn"}
 
 
 def request_fingerprint(operation: str, **arguments: object) -> bytes:
@@ -116,10 +121,32 @@ async def _move(
     check_points(points)
     reason = clean_text(reason, "reason", max_length=500)
     check_idempotency_key(idempotency_key)
+    return await run_movement(
+        db, actor, kind, membership_id, points, reason,
+        scope=actor.idempotency_scope, key=idempotency_key,
+        fingerprint=request_fingerprint(kind, membership=membership_id, points=points,
+                                        reason=reason),
+    )  # fmt: skip
+
+
+async def run_movement(
+    db: Database,
+    actor: Actor,
+    kind: str,
+    membership_id: int,
+    points: int,
+    reason: str,
+    *,
+    scope: str,
+    key: str,
+    fingerprint: bytes,
+    details: dict[str, Any] | None = None,
+) -> Movement:
+    """One ledger movement (`award`, `earn` or `spend`), checked input, one transaction."""
     parameters = {
-        "scope": actor.idempotency_scope,
-        "key": idempotency_key,
-        "hash": request_fingerprint(kind, membership=membership_id, points=points, reason=reason),
+        "scope": scope,
+        "key": key,
+        "hash": fingerprint,
         "client": actor.client_id,
         # The function sees only this merchant's programs; a member token only
         # its own memberships there (spending elsewhere is cross-brand redemption).
@@ -129,9 +156,11 @@ async def _move(
         "points": points,
         "reason": reason,
         "tz": db.settings.time_zone,
+        "kind": kind,
+        "details": None if details is None else Jsonb(details),
     }
     try:
-        row = await db.fetch_one(_MOVE[kind], parameters)
+        row = await db.fetch_one(_SQL["award" if kind in _CREDITS else "spend"], parameters)
     except psycopg.Error as error:
         mapped = _domain_error(error)
         if mapped is None:
@@ -139,7 +168,7 @@ async def _move(
         raise mapped from None
     assert row is not None, "a movement function always returns its row"
     transaction_id, entry_id, program_id, balance_after, created_at, replayed = row
-    signed = points if kind == "award" else -points
+    signed = points if kind in _CREDITS else -points
     return Movement(
         transaction_id, entry_id, membership_id, program_id, kind, reason, signed,
         balance_after, created_at, replayed,

@@ -58,6 +58,8 @@ class Program(Base):
     expiry_value: Mapped[int] = mapped_column(Integer, server_default="0")
     pending_days: Mapped[int] = mapped_column(Integer, server_default="0")
     """Days before earned points become spendable (the returns window)."""
+    promotion_stacking: Mapped[str] = mapped_column(Text, server_default="best_of")
+    """How promotions' multipliers combine: best_of, additive or multiplicative."""
     status: Mapped[str] = mapped_column(Text, server_default="active")
     created_at: Mapped[datetime] = created_at_column()
 
@@ -69,5 +71,9 @@ class Program(Base):
             name="expiry_policy",
         ),
         CheckConstraint("expiry_value >= 0 AND pending_days >= 0", name="durations"),
+        CheckConstraint(
+            "promotion_stacking IN ('best_of', 'additive', 'multiplicative')",
+            name="promotion_stacking",
+        ),
         CheckConstraint("status IN ('active', 'closed')", name="status"),
     )

@@ -67,6 +67,7 @@ class ProgramRecord:
     pending_days: int
     status: str
     created_at: datetime
+    promotion_stacking: str
 
     @classmethod
     def from_row(cls, row: Any) -> ProgramRecord:

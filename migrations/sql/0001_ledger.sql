@@ -128,12 +128,14 @@ $$;
 -- already taken (a concurrent claim is waited for: it commits or rolls back).
 CREATE FUNCTION ledger_claim(
     p_kind text, p_scope text, p_key text, p_request_hash bytea, p_client_id text,
-    p_member_id bigint, p_reason text)
+    p_member_id bigint, p_reason text, p_details jsonb)
 RETURNS bigint
 LANGUAGE sql AS $$
     INSERT INTO ledger_transaction
-        (kind, member_id, client_id, idempotency_scope, idempotency_key, request_hash, reason)
-    VALUES (p_kind, p_member_id, p_client_id, p_scope, p_key, p_request_hash, p_reason)
+        (kind, member_id, client_id, idempotency_scope, idempotency_key, request_hash, reason,
+         details)
+    VALUES (p_kind, p_member_id, p_client_id, p_scope, p_key, p_request_hash, p_reason,
+            p_details)
     ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
     RETURNING id
 $$;
@@ -158,11 +160,12 @@ LANGUAGE sql AS $$
 $$;
 
 -- Award points to a membership: +points on the member account, -points on the
--- program's `issued` account, a new lot, an outbox event.
+-- program's `issued` account, a new lot, an outbox event. p_kind is `award` (a fixed
+-- award) or `earn` (points computed by earning rules, explained by p_details).
 CREATE FUNCTION ledger_award(
     p_scope text, p_key text, p_request_hash bytea, p_client_id text,
     p_merchant_id bigint, p_member_id bigint, p_membership_id bigint, p_points bigint,
-    p_reason text, p_time_zone text)
+    p_reason text, p_time_zone text, p_kind text DEFAULT 'award', p_details jsonb DEFAULT NULL)
 RETURNS TABLE (transaction_id bigint, entry_id bigint, program_id bigint, balance_after bigint,
                created_at timestamptz, replayed boolean)
 LANGUAGE plpgsql AS $$
@@ -176,7 +179,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'membership not found' USING ERRCODE = 'LA404';
     END IF;
-    v_tx := ledger_claim('award', p_scope, p_key, p_request_hash, p_client_id, v.member_id, p_reason);
+    v_tx := ledger_claim(p_kind, p_scope, p_key, p_request_hash, p_client_id, v.member_id,
+                         p_reason, p_details);
     IF v_tx IS NULL THEN
         RETURN QUERY SELECT * FROM ledger_replay(p_scope, p_key, p_request_hash);
         RETURN;
@@ -228,7 +232,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'membership not found' USING ERRCODE = 'LA404';
     END IF;
-    v_tx := ledger_claim('spend', p_scope, p_key, p_request_hash, p_client_id, v.member_id, p_reason);
+    v_tx := ledger_claim('spend', p_scope, p_key, p_request_hash, p_client_id, v.member_id,
+                         p_reason, NULL);
     IF v_tx IS NULL THEN
         RETURN QUERY SELECT * FROM ledger_replay(p_scope, p_key, p_request_hash);
         RETURN;

@@ -125,6 +125,7 @@ def upgrade() -> None:
         sa.Column("idempotency_key", sa.Text(), nullable=True),
         sa.Column("request_hash", sa.LargeBinary(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("details", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -132,7 +133,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "kind IN ('award', 'spend', 'expire')", name=op.f("ck_ledger_transaction_kind")
+            "kind IN ('award', 'earn', 'spend', 'expire')", name=op.f("ck_ledger_transaction_kind")
         ),
         sa.CheckConstraint(
             "(idempotency_key IS NULL) = (idempotency_scope IS NULL)",
@@ -403,9 +404,9 @@ def downgrade() -> None:
     for function in (
         "ledger_expire(timestamptz, timestamptz, bigint, integer)",
         "ledger_spend(text, text, bytea, text, bigint, bigint, bigint, bigint, text, text)",
-        "ledger_award(text, text, bytea, text, bigint, bigint, bigint, bigint, text, text)",
+        "ledger_award(text, text, bytea, text, bigint, bigint, bigint, bigint, text, text, text, jsonb)",
         "ledger_post(bigint, bigint, bigint, bigint, bigint, bigint, bigint)",
-        "ledger_claim(text, text, text, bytea, text, bigint, text)",
+        "ledger_claim(text, text, text, bytea, text, bigint, text, jsonb)",
         "ledger_member_account(bigint, bigint, bigint, text)",
         "ledger_replay(text, text, bytea)",
         "lot_expiry(text, integer, timestamptz, text)",

@@ -112,6 +112,30 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
     "awardPoints(B)": _move("awardPoints", "membership_b"),
     "spendPoints(A)": _move("spendPoints", "membership_a"),
     "spendPoints(B)": _move("spendPoints", "membership_b"),
+    "createEarningRule(A)": (
+        """mutation($p: ID!) { createEarningRule(input: {programId: $p, code: "r", kind: PURCHASE,
+        name: "r", terms: {pointsPerUnit: "1"}}) { rule { id } userErrors { code } } }""",
+        lambda ids: {"p": ids["program_a"]},
+    ),
+    "createEarningRule(B)": (
+        """mutation($p: ID!) { createEarningRule(input: {programId: $p, code: "r", kind: PURCHASE,
+        name: "r", terms: {pointsPerUnit: "1"}}) { rule { id } userErrors { code } } }""",
+        lambda ids: {"p": ids["program_b"]},
+    ),
+    "recordPurchase(A)": (
+        """mutation($m: ID!, $o: String!) { recordPurchase(input: {membershipId: $m,
+        orderId: $o, amount: "10"}) { breakdown { points } userErrors { code } } }""",
+        lambda ids: {"m": ids["membership_a"], "o": f"o{next(_keys)}"},
+    ),
+    "recordPurchase(B)": (
+        """mutation($m: ID!, $o: String!) { recordPurchase(input: {membershipId: $m,
+        orderId: $o, amount: "10"}) { breakdown { points } userErrors { code } } }""",
+        lambda ids: {"m": ids["membership_b"], "o": f"o{next(_keys)}"},
+    ),
+    "previewEarn(A)": (
+        """query($m: ID!) { previewEarn(input: {membershipId: $m, amount: "10"}) { points } }""",
+        lambda ids: {"m": ids["membership_a"]},
+    ),
     "read merchants": ("{ merchants { edges { node { id } } } }", lambda ids: None),
     "read programs": ("{ programs { edges { node { id } } } }", lambda ids: None),
     "read membership(A)": (
@@ -161,6 +185,11 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "awardPoints(B)":         (F, F, F, F, N, F),
     "spendPoints(A)":         (F, F, F, F, "ok", "ok"),
     "spendPoints(B)":         (F, F, F, F, N, N),
+    "createEarningRule(A)":   (F, F, F, F, "ok", F),
+    "createEarningRule(B)":   (F, F, F, F, N, F),
+    "recordPurchase(A)":      (F, F, F, F, "ok", F),
+    "recordPurchase(B)":      (F, F, F, F, N, F),
+    "previewEarn(A)":         (F, F, F, F, "ok", F),
     "read merchants":         ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read programs":          ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read membership(A)":     ("ok", "ok", H, H, "ok", "ok"),

@@ -1,0 +1,423 @@
+"""Managing earning rules, and earning points by them.
+
+Rule versions take effect at least `LEAD` ahead of the moment they are written, and
+each process reloads a program's versions when its copy is older than `CACHE_TTL`
+(< LEAD). So every process knows a version before it takes effect: earns apply
+exactly the versions in force at the purchase's time, without reading the rules
+from the database on every earn.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from alliance.audit.service import record_audit
+from alliance.auth.actor import Actor
+from alliance.auth.models import Role
+from alliance.db.engine import Database
+from alliance.db.errors import constraint_name
+from alliance.errors import AlreadyExists, InvalidInput, NotFound
+from alliance.ledger.service import Movement, request_fingerprint, run_movement
+from alliance.programs.models import Program
+from alliance.rules.engine import Breakdown, Contribution, Purchase, Stacking, evaluate
+from alliance.rules.models import EarningRule, RuleKind
+from alliance.rules.terms import TermsInput, load_promotion, load_purchase_rule, terms_json
+from alliance.validation import check_decimal, clean_code, clean_text
+
+LEAD = timedelta(seconds=5)
+"""How far ahead of its writing a rule version takes effect, at the earliest."""
+CACHE_TTL = 2.0
+"""Seconds a process trusts its copy of a program's rule versions (must be < LEAD)."""
+MAX_LATE = timedelta(days=30)
+"""How old a purchase may be when it is recorded."""
+MAX_LINES = 200
+CLOCK_SKEW = timedelta(minutes=5)
+
+assert timedelta(seconds=CACHE_TTL) < LEAD
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRecord:
+    id: int
+    program_id: int
+    code: str
+    version: int
+    kind: str
+    name: str
+    params: dict[str, Any]
+    priority: int
+    status: str
+    valid_from: datetime
+    valid_until: datetime | None
+    created_at: datetime
+
+
+_rule_columns = [EarningRule.__table__.c[name] for name in RuleRecord.__slots__]
+
+
+async def _program_of_merchant(db: Database, actor: Actor, program_id: int) -> Program:
+    async with db.transaction() as session:
+        program = await session.get(Program, program_id)
+    if program is None or program.merchant_id != actor.merchant_id:
+        raise NotFound("program not found", field=("programId",))
+    return program
+
+
+def _check_window(valid_from: datetime | None, valid_until: datetime | None) -> datetime:
+    earliest = datetime.now(UTC) + LEAD
+    start = earliest if valid_from is None else valid_from
+    if start.tzinfo is None:
+        raise InvalidInput("validFrom needs a time zone", field=("validFrom",))
+    if start < earliest - timedelta(milliseconds=1):
+        raise InvalidInput(
+            "a rule version takes effect in the future (history is never rewritten)",
+            field=("validFrom",),
+        )
+    if valid_until is not None and valid_until <= start:
+        raise InvalidInput("validUntil must be after validFrom", field=("validUntil",))
+    return start
+
+
+async def create_rule(
+    db: Database,
+    actor: Actor,
+    *,
+    program_id: int,
+    code: str,
+    kind: RuleKind,
+    name: str,
+    terms: TermsInput,
+    priority: int = 0,
+    valid_from: datetime | None = None,
+    valid_until: datetime | None = None,
+) -> RuleRecord:
+    """Version 1 of a new rule in one of the merchant's programs."""
+    actor.require(Role.MERCHANT)
+    code = clean_code(code, "code")
+    name = clean_text(name, "name", max_length=200)
+    params = terms_json(kind, terms)
+    start = _check_window(valid_from, valid_until)
+    await _program_of_merchant(db, actor, program_id)
+    return await _write_version(
+        db, actor, program_id=program_id, code=code, version=1, kind=kind.value, name=name,
+        params=params, priority=priority, status="active", valid_from=start,
+        valid_until=valid_until,
+    )  # fmt: skip
+
+
+async def revise_rule(
+    db: Database,
+    actor: Actor,
+    *,
+    rule_id: int,
+    name: str | None = None,
+    terms: TermsInput | None = None,
+    priority: int | None = None,
+    valid_from: datetime | None = None,
+    valid_until: datetime | None = None,
+    disable: bool = False,
+) -> RuleRecord:
+    """A new version of the rule `rule_id` belongs to; what is not given carries over."""
+    actor.require(Role.MERCHANT)
+    latest = await _latest_version(db, actor, rule_id)
+    start = _check_window(valid_from, valid_until)
+    kind = RuleKind(latest.kind)
+    return await _write_version(
+        db, actor, program_id=latest.program_id, code=latest.code, version=latest.version + 1,
+        kind=kind.value,
+        name=latest.name if name is None else clean_text(name, "name", max_length=200),
+        params=latest.params if terms is None else terms_json(kind, terms),
+        priority=latest.priority if priority is None else priority,
+        status="disabled" if disable else "active", valid_from=start,
+        valid_until=valid_until if terms is not None or valid_until is not None
+        else latest.valid_until if latest.valid_until and latest.valid_until > start else None,
+    )  # fmt: skip
+
+
+async def _latest_version(db: Database, actor: Actor, rule_id: int) -> RuleRecord:
+    table = EarningRule.__table__
+    async with db.transaction() as session:
+        row = (
+            await session.execute(
+                select(*_rule_columns)
+                .join(Program, Program.id == table.c.program_id)
+                .where(
+                    Program.merchant_id == actor.merchant_id,
+                    table.c.program_id
+                    == select(table.c.program_id).where(table.c.id == rule_id).scalar_subquery(),
+                    table.c.code
+                    == select(table.c.code).where(table.c.id == rule_id).scalar_subquery(),
+                )
+                .order_by(table.c.version.desc())
+                .limit(1)
+            )
+        ).first()
+    if row is None:
+        raise NotFound("rule not found", field=("ruleId",))
+    return RuleRecord(*row)
+
+
+async def _write_version(db: Database, actor: Actor, **fields: Any) -> RuleRecord:
+    async with db.transaction() as session:
+        try:
+            row = (
+                await session.execute(
+                    insert(EarningRule)
+                    .values(created_by=actor.subject, **fields)
+                    .returning(*_rule_columns)
+                )
+            ).one()
+        except IntegrityError as error:
+            if constraint_name(error) == "uq_earning_rule_version":
+                code = "code" if fields["version"] == 1 else "ruleId"
+                raise AlreadyExists(
+                    "a rule with this code exists"
+                    if code == "code"
+                    else "the rule was changed meanwhile; read it again",
+                    field=(code,),
+                ) from None
+            raise
+        record = RuleRecord(*row)
+        await record_audit(
+            session,
+            actor,
+            action="earning_rule.version",
+            target=f"earning_rule:{record.id}",
+            after={
+                "code": record.code,
+                "version": record.version,
+                "status": record.status,
+                "params": record.params,
+                "valid_from": record.valid_from.isoformat(),
+            },
+        )
+    _cache.pop(record.program_id, None)
+    return record
+
+
+async def set_promotion_stacking(
+    db: Database, actor: Actor, *, program_id: int, stacking: Stacking
+) -> None:
+    actor.require(Role.MERCHANT)
+    async with db.transaction() as session:
+        program = await session.get(Program, program_id, with_for_update=True)
+        if program is None or program.merchant_id != actor.merchant_id:
+            raise NotFound("program not found", field=("programId",))
+        before = program.promotion_stacking
+        program.promotion_stacking = stacking.value
+        await record_audit(
+            session,
+            actor,
+            action="program.promotion_stacking",
+            target=f"program:{program_id}",
+            before={"promotion_stacking": before},
+            after={"promotion_stacking": stacking.value},
+        )
+    _cache.pop(program_id, None)
+
+
+# -- rules in force, cached per process ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramRules:
+    program_id: int
+    merchant_id: int
+    stacking: Stacking
+    versions: tuple[RuleRecord, ...]
+    loaded_at: float
+
+    def in_force(self, at: datetime) -> tuple[list[Any], list[Any]]:
+        """Purchase rules and promotions in force at `at`."""
+        latest: dict[str, RuleRecord] = {}
+        for version in self.versions:  # ordered by valid_from, version
+            if version.valid_from <= at:
+                latest[version.code] = version
+        purchase, promotions = [], []
+        for rule in latest.values():
+            if rule.status != "active" or (rule.valid_until and rule.valid_until <= at):
+                continue
+            args = (rule.id, rule.code, rule.version, rule.name, rule.priority, rule.params)
+            if rule.kind == RuleKind.PURCHASE:
+                purchase.append(load_purchase_rule(*args))
+            else:
+                promotions.append(load_promotion(*args))
+        return purchase, promotions
+
+
+_cache: OrderedDict[int, ProgramRules] = OrderedDict()
+_CACHE_PROGRAMS = 1000
+_membership_programs: OrderedDict[int, int] = OrderedDict()
+_CACHE_MEMBERSHIPS = 200_000
+
+
+def forget_cached() -> None:
+    """Drop the per-process caches: for when the database is replaced underneath (tests
+    that truncate and reuse ids, a restore). Ids are never reused otherwise."""
+    _cache.clear()
+    _membership_programs.clear()
+
+
+async def program_rules(db: Database, program_id: int) -> ProgramRules:
+    cached = _cache.get(program_id)
+    if cached is not None and time.monotonic() - cached.loaded_at < CACHE_TTL:
+        return cached
+    table = EarningRule.__table__
+    async with db.transaction() as session:
+        program = await session.get(Program, program_id)
+        if program is None:
+            raise NotFound("program not found", field=("programId",))
+        rows = (
+            await session.execute(
+                select(*_rule_columns)
+                .where(table.c.program_id == program_id)
+                .order_by(table.c.valid_from, table.c.version)
+            )
+        ).all()
+    loaded = ProgramRules(program_id, program.merchant_id, Stacking(program.promotion_stacking),
+                          tuple(RuleRecord(*row) for row in rows), time.monotonic())  # fmt: skip
+    _cache[program_id] = loaded
+    _cache.move_to_end(program_id)
+    while len(_cache) > _CACHE_PROGRAMS:
+        _cache.popitem(last=False)
+    return loaded
+
+
+async def _program_of_membership(db: Database, membership_id: int) -> int:
+    """A membership's program never changes, so the answer is cached for good."""
+    program_id = _membership_programs.get(membership_id)
+    if program_id is None:
+        row = await db.fetch_one(
+            "SELECT program_id FROM membership WHERE id = %(id)s", {"id": membership_id}
+        )
+        if row is None:
+            raise NotFound("membership not found", field=("membershipId",))
+        program_id = _membership_programs[membership_id] = int(row[0])
+        if len(_membership_programs) > _CACHE_MEMBERSHIPS:
+            _membership_programs.popitem(last=False)
+    return program_id
+
+
+# -- earning ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EarnResult:
+    breakdown: Breakdown
+    movement: Movement | None
+    """None when the purchase earns nothing (nothing is posted)."""
+
+
+def check_purchase(purchase: Purchase, currency: str, program_currency: str) -> None:
+    if currency != program_currency:
+        raise InvalidInput(f"the program earns on {program_currency} amounts", field=("currency",))
+    check_decimal(purchase.amount, "amount", minimum_exclusive=Decimal(0),
+                  maximum=Decimal(10**9), places=2)  # fmt: skip
+    if purchase.occurred_at.tzinfo is None:
+        raise InvalidInput("occurredAt needs a time zone", field=("occurredAt",))
+    now = datetime.now(UTC)
+    if purchase.occurred_at > now + CLOCK_SKEW:
+        raise InvalidInput("occurredAt is in the future", field=("occurredAt",))
+    if purchase.occurred_at < now - MAX_LATE:
+        raise InvalidInput(
+            f"purchases older than {MAX_LATE.days} days cannot be recorded", field=("occurredAt",)
+        )
+    if len(purchase.lines) > MAX_LINES:
+        raise InvalidInput(f"at most {MAX_LINES} order lines", field=("lines",))
+    for line in purchase.lines:
+        clean_text(line.sku, "sku", max_length=64)
+        check_decimal(line.amount, "amount", minimum=Decimal(0), maximum=Decimal(10**9),
+                      places=2)  # fmt: skip
+        if line.category is not None:
+            clean_text(line.category, "category", max_length=64)
+    if purchase.lines and sum(line.amount for line in purchase.lines) != purchase.amount:
+        raise InvalidInput("the order lines must add up to the amount", field=("lines",))
+
+
+async def _breakdown(
+    db: Database, actor: Actor, membership_id: int, purchase: Purchase, currency: str
+) -> tuple[ProgramRules, Breakdown]:
+    actor.require(Role.MERCHANT)
+    program_id = await _program_of_membership(db, membership_id)
+    rules = await program_rules(db, program_id)
+    if rules.merchant_id != actor.merchant_id:
+        raise NotFound("membership not found", field=("membershipId",))
+    check_purchase(purchase, currency, db.settings.currency)
+    purchase_rules, promotions = rules.in_force(purchase.occurred_at)
+    breakdown = evaluate(purchase, purchase_rules, promotions, stacking=rules.stacking,
+                         zone=db.settings.zone)  # fmt: skip
+    return rules, breakdown
+
+
+async def preview_earn(
+    db: Database, actor: Actor, *, membership_id: int, purchase: Purchase, currency: str
+) -> Breakdown:
+    """What recording this purchase would earn now, without posting anything."""
+    _, breakdown = await _breakdown(db, actor, membership_id, purchase, currency)
+    return breakdown
+
+
+async def record_purchase(
+    db: Database,
+    actor: Actor,
+    *,
+    membership_id: int,
+    order_id: str,
+    purchase: Purchase,
+    currency: str,
+) -> EarnResult:
+    """Earn on a purchase by the rules in force when it happened; idempotent per order.
+
+    The merchant's order id is the idempotency key across all the merchant's apps: the
+    same order recorded twice earns once, and the same order id with another purchase
+    is refused. A purchase that earns nothing posts nothing.
+    """
+    order_id = clean_text(order_id, "orderId", max_length=64)
+    _, breakdown = await _breakdown(db, actor, membership_id, purchase, currency)
+    if breakdown.points == 0:
+        return EarnResult(breakdown, None)
+    fingerprint = request_fingerprint(
+        "purchase", membership=membership_id, amount=str(purchase.amount), currency=currency,
+        channel=purchase.channel, occurred_at=purchase.occurred_at.isoformat(),
+        lines=[[line.sku, line.category, str(line.amount)] for line in purchase.lines],
+    )  # fmt: skip
+    details = {"order_id": order_id, "amount": str(purchase.amount), "currency": currency,
+               "occurred_at": purchase.occurred_at.isoformat(), **breakdown.as_json()}  # fmt: skip
+    movement = await run_movement(
+        db, actor, "earn", membership_id, breakdown.points, f"purchase {order_id}",
+        scope=f"order:{actor.merchant_id}", key=order_id, fingerprint=fingerprint,
+        details=details,
+    )  # fmt: skip
+    if movement.replayed:
+        # The first recording's breakdown is the one that was posted.
+        stored = await db.fetch_one(
+            "SELECT details FROM ledger_transaction WHERE id = %(id)s",
+            {"id": movement.transaction_id},
+        )
+        if stored is not None and stored[0]:
+            breakdown = breakdown_from_json(stored[0])
+    return EarnResult(breakdown, movement)
+
+
+def breakdown_from_json(stored: dict[str, Any]) -> Breakdown:
+    lines = tuple(
+        Contribution(
+            line["rule_id"],
+            line["code"],
+            line["version"],
+            line["name"],
+            line["kind"],
+            line["points"],
+            line["detail"],
+        )
+        for line in stored["lines"]
+    )
+    return Breakdown(int(stored["points"]), lines)
