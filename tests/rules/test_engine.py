@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -27,10 +28,8 @@ FRIDAY_NIGHT_UTC = datetime(2026, 11, 27, 16, 30, tzinfo=UTC)
 WEDNESDAY = datetime(2026, 11, 25, 4, 0, tzinfo=UTC)
 
 
-def rule(
-    rate: str = "1", rounding: Rounding = Rounding.FLOOR, **conditions: object
-) -> PurchaseRule:
-    return PurchaseRule(1, "base", 1, "Base", Decimal(rate), rounding, Conditions(**conditions))  # type: ignore[arg-type]
+def rule(rate: str = "1", rounding: Rounding = Rounding.FLOOR, **conditions: Any) -> PurchaseRule:
+    return PurchaseRule(1, "base", 1, "Base", Decimal(rate), rounding, Conditions(**conditions))
 
 
 def promo(
@@ -38,7 +37,7 @@ def promo(
     multiplier: str | None = None,
     bonus: int = 0,
     priority: int = 0,
-    **conditions: object,
+    **conditions: Any,
 ) -> Promotion:
     factor = None if multiplier is None else Decimal(multiplier)
     return Promotion(
@@ -50,7 +49,7 @@ def promo(
         bonus,
         Conditions(**conditions),
         priority,
-    )  # type: ignore[arg-type]
+    )
 
 
 def earn(
