@@ -73,6 +73,9 @@ from alliance.db.engine import Database  # noqa: E402
 from alliance.ledger.verify import CHECKS, verify_ledger  # noqa: E402
 from alliance.programs.models import ExpiryPolicy  # noqa: E402
 from alliance.programs.service import create_merchant, create_program  # noqa: E402
+from alliance.rules.models import RuleKind  # noqa: E402
+from alliance.rules.service import create_rule  # noqa: E402
+from alliance.rules.terms import ConditionsInput, TermsInput  # noqa: E402
 
 OPERATOR = Actor(Role.OPERATOR, "client:bench-operator", "bench-operator")
 PGBENCH = BIN_DIR / "pgbench"
@@ -86,8 +89,9 @@ CASES = {
     "b": "(b) HTTP { __typename }",
     "c": "(c) HTTP awardPoints",
     "d": "(d) HTTP balance, member token",
+    "e": "(e) HTTP recordPurchase, 5 rules + 2 promotions",
 }
-HTTP_MODES = {"b": "typename", "c": "award", "d": "balance"}
+HTTP_MODES = {"b": "typename", "c": "award", "d": "balance", "e": "purchase"}
 PGBENCH_SCRIPTS = {
     "a": BENCH_DIR / "pgbench_award_function.sql",
     "a_plain": BENCH_DIR / "pgbench_award_plain.sql",
@@ -97,6 +101,10 @@ AWARD_QUERY = (
     " { entry { id points balanceAfter createdAt } replayed userErrors { code message field } } }"
 )
 BALANCE_QUERY = "{ viewer { membership { balance { points held } } } }"
+PURCHASE_QUERY = (
+    "mutation Purchase($input: RecordPurchaseInput!) { recordPurchase(input: $input)"
+    " { entry { id points balanceAfter } breakdown { points } userErrors { code field } } }"
+)
 
 
 def log(message: str) -> None:
@@ -118,7 +126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", default="1,8,32", help="concurrencies (1,8,32)")
     parser.add_argument("--with-128", action="store_true", help="also run 128 clients")
     parser.add_argument(
-        "--cases", default="a,a_plain,b,c,d", help="subset of a,a_plain,b,c,d (all)"
+        "--cases", default="a,a_plain,b,c,d,e", help="subset of a,a_plain,b,c,d,e (all)"
     )
     parser.add_argument(
         "--database-url",
@@ -284,6 +292,38 @@ class Seed:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+RULES_IN_FORCE_AT = 0.0
+"""Epoch seconds by which the seeded rules are in force."""
+
+
+async def seed_rules(db: Database, merchant_id: int, program_id: int) -> None:
+    """Case (e): five purchase rules and two promotions in force on every program."""
+    global RULES_IN_FORCE_AT
+    RULES_IN_FORCE_AT = time.time() + 6
+    actor = Actor(Role.MERCHANT, f"client:bench-rules-{merchant_id}", f"bench-rules-{merchant_id}",
+                  merchant_id=merchant_id)  # fmt: skip
+    purchase_rules = [
+        ("base", Decimal(1), None, ["gift-card"]),
+        ("food", Decimal("0.5"), ["food"], None),
+        ("wine", Decimal(2), ["wine"], None),
+        ("app", Decimal("0.2"), None, None),
+        ("member-day", Decimal("0.1"), None, ["gift-card"]),
+    ]
+    for code, rate, categories, excluded in purchase_rules:
+        await create_rule(
+            db, actor, program_id=program_id, code=code, kind=RuleKind.PURCHASE, name=code,
+            terms=TermsInput(points_per_unit=rate, conditions=ConditionsInput(
+                categories=categories, excluded_categories=excluded or ())),
+        )  # fmt: skip
+    await create_rule(db, actor, program_id=program_id, code="double", name="double",
+                      kind=RuleKind.PROMOTION, terms=TermsInput(multiplier=Decimal(2)))  # fmt: skip
+    await create_rule(
+        db, actor, program_id=program_id, code="big-basket", name="big basket",
+        kind=RuleKind.PROMOTION, terms=TermsInput(
+            bonus_points=50, conditions=ConditionsInput(minimum_amount=Decimal(200))),
+    )  # fmt: skip
+
+
 async def seed_database(
     url: str, settings: Settings, args: argparse.Namespace, run_id: str
 ) -> Seed:
@@ -311,6 +351,7 @@ async def seed_database(
             )
             merchant_ids.append(merchant.id)
             program_ids.append(program.id)
+            await seed_rules(db, merchant.id, program.id)
         if merchant_ids != list(range(merchant_ids[0], merchant_ids[0] + len(merchant_ids))):
             raise SystemExit(f"merchant ids are not consecutive ({merchant_ids}); rerun")
         seconds["merchants_programs"] = time.perf_counter() - started
@@ -530,6 +571,7 @@ class Bench:
             )
         )
         (self.scratch / "balance.txt").write_text("\n".join(seed.member_tokens) + "\n")
+        shutil.copy(self.scratch / "award.txt", self.scratch / "purchase.txt")
 
     def server_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -664,6 +706,22 @@ class Bench:
             self.problems.append(f"awardPoints sanity request failed: {first}")
         if replayed is not True:
             self.problems.append(f"awardPoints replay was not marked replayed: {replay}")
+        lines = [
+            {"sku": "dish", "category": "food", "amount": "100.50"},
+            {"sku": "bottle", "category": "wine", "amount": "20"},
+        ]
+        purchase = {"input": {"membershipId": gid, "orderId": f"sanity-{self.run_id}",
+                              "amount": "120.50", "channel": "app", "lines": lines}}  # fmt: skip
+        # Rule versions take effect 5 s after they are written (alliance/rules/service.py).
+        time.sleep(max(0.0, RULES_IN_FORCE_AT - time.time()))
+        status, body = self.post(seed.merchant_tokens[-1],
+                                 {"query": PURCHASE_QUERY, "variables": purchase})  # fmt: skip
+        checks["purchase"] = {"status": status, "body": body}
+        earned = ((body.get("data") or {}).get("recordPurchase") or {}).get("breakdown") or {}
+        # base 120 + food 0.5×100.50 → 50 + wine 2×20 = 40 + app 0.2×120.50 → 24
+        # + member-day 0.1×120.50 → 12 = 246, doubled: 492
+        if status != 200 or earned.get("points") != 492:
+            self.problems.append(f"recordPurchase sanity request earned {earned}: {body}")
         status, body = self.post(seed.member_tokens[0], {"query": BALANCE_QUERY})
         checks["balance"] = {"status": status, "body": body}
         membership = ((body.get("data") or {}).get("viewer") or {}).get("membership") or {}
@@ -1357,6 +1415,8 @@ def compute_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["balance_vs_typename"] = rps["d"] / rps["b"]
         if {"a", "a_plain"} <= rps.keys():
             row["function_vs_plain_sql"] = rps["a"] / rps["a_plain"]
+        if {"c", "e"} <= rps.keys():
+            row["purchase_vs_award"] = rps["e"] / rps["c"]
         rows.append(row)
     return rows
 
@@ -1376,6 +1436,12 @@ def compute_verdict(ratios: list[dict[str, Any]], results: list[dict[str, Any]])
             "target": "p99 <= 50 ms at 32 clients",
             "value_ms": p99,
             "pass": p99 is not None and p99 <= 50,
+        }
+    if at32 is not None and "purchase_vs_award" in at32:
+        verdict["purchase_throughput"] = {
+            "target": ">= 80 % of awardPoints (c) at 32 clients",
+            "value_pct": round(100 * at32["purchase_vs_award"], 1),
+            "pass": at32["purchase_vs_award"] >= 0.8,
         }
     balance = {r["clients"]: r["balance_vs_typename"] for r in ratios if "balance_vs_typename" in r}
     if balance:
@@ -1465,8 +1531,8 @@ def render_markdown(doc: dict[str, Any], json_path: Path) -> str:
         "`errors` + non-empty `userErrors` + responses missing the expected field (every "
         "response is checked in wrk's Lua `response()`); pgbench: failed transactions.",
         "",
-        "| clients | (c)/min(a,b) | (c)/(a) | (c)/(b) | (d)/(b) | (a)/(a') |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| clients | (c)/min(a,b) | (c)/(a) | (c)/(b) | (d)/(b) | (a)/(a') | (e)/(c) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def pct(row: dict[str, Any], key: str) -> str:
@@ -1477,7 +1543,7 @@ def render_markdown(doc: dict[str, Any], json_path: Path) -> str:
             f"| {row['clients']} | {pct(row, 'award_vs_min_a_b')} | "
             f"{pct(row, 'award_vs_pgbench')} | "
             f"{pct(row, 'award_vs_typename')} | {pct(row, 'balance_vs_typename')} | "
-            f"{pct(row, 'function_vs_plain_sql')} |"
+            f"{pct(row, 'function_vs_plain_sql')} | {pct(row, 'purchase_vs_award')} |"
         )
     probe = doc.get("statements_per_request")
     if probe:

@@ -2,10 +2,10 @@
 --
 --   wrk -t1 -c32 -d10s -s bench/wrk.lua http://127.0.0.1:PORT/graphql -- MODE CONFIG NONCE
 --
--- MODE    typename | award | balance
+-- MODE    typename | award | balance | purchase
 -- CONFIG  a file written by bench/run.py:
 --           typename: one line, a bearer token (a merchant client's)
---           award:    one line per merchant: TOKEN <tab> FIRST_MEMBERSHIP_ID <tab> LAST_MEMBERSHIP_ID
+--           award, purchase: one line per merchant: TOKEN <tab> FIRST_MEMBERSHIP_ID <tab> LAST_MEMBERSHIP_ID
 --           balance:  one line per member token
 -- NONCE   makes idempotency keys unique across wrk invocations (warm-up, cases, profile)
 --
@@ -18,10 +18,14 @@ local BALANCE_BODY = '{"query":"{ viewer { membership { balance { points held } 
 local AWARD_PREFIX = '{"query":"mutation Award($input: MovePointsInput!) { awardPoints(input: $input)'
   .. ' { entry { id points balanceAfter createdAt } replayed userErrors { code message field } } }",'
   .. '"variables":{"input":{"membershipId":"'
+local PURCHASE_PREFIX = '{"query":"mutation Purchase($input: RecordPurchaseInput!) { recordPurchase(input: $input)'
+  .. ' { entry { id points balanceAfter } breakdown { points } replayed userErrors { code message field } } }",'
+  .. '"variables":{"input":{"membershipId":"'
 local EXPECTED = {
   typename = '"__typename":"Query"',
   award = '"balanceAfter":',
   balance = '"points":',
+  purchase = '"balanceAfter":',
 }
 
 -- ---------------------------------------------------------------- main state
@@ -79,7 +83,7 @@ function init(args)
   math.randomseed(os.time() * 1000 + (thread_no or 1) * 7919 + (tonumber(nonce:match("%d+$")) or 0))
   for line in io.lines(args[2]) do
     if #line > 0 then
-      if mode == "award" then
+      if mode == "award" or mode == "purchase" then
         local f = split_tabs(line)
         merchants[#merchants + 1] = { headers = headers_for(f[1]), lo = tonumber(f[2]), hi = tonumber(f[3]) }
       elseif mode == "typename" then
@@ -93,12 +97,23 @@ function init(args)
 end
 
 function request()
-  if mode ~= "award" then
+  if mode ~= "award" and mode ~= "purchase" then
     return fixed[math.random(#fixed)]
   end
   counter = counter + 1
   local m = merchants[math.random(#merchants)]
   local membership = math.random(m.lo, m.hi)
+  if mode == "purchase" then
+    -- Three order lines that hit several rules; the amount is their sum.
+    local food, wine, gift = math.random(10, 300), math.random(0, 200), math.random(0, 50)
+    local body = PURCHASE_PREFIX .. base64("Membership:" .. membership)
+      .. '","orderId":"' .. nonce .. "-" .. thread_no .. "-" .. counter
+      .. '","amount":"' .. (food + wine + gift) .. '.50","channel":"app","lines":['
+      .. '{"sku":"dish","category":"food","amount":"' .. food .. '.50"},'
+      .. '{"sku":"bottle","category":"wine","amount":"' .. wine .. '"},'
+      .. '{"sku":"card","category":"gift-card","amount":"' .. gift .. '"}]}}}'
+    return wrk.format("POST", nil, m.headers, body)
+  end
   local body = AWARD_PREFIX .. base64("Membership:" .. membership)
     .. '","points":' .. math.random(1, 500)
     .. ',"reason":"bench award","idempotencyKey":"' .. nonce .. "-" .. thread_no .. "-" .. counter
@@ -115,7 +130,7 @@ function response(status, headers, body)
   elseif body:find('"errors"', 1, true) then
     graphql_errors = graphql_errors + 1
     bad = true
-  elseif mode == "award" and not body:find('"userErrors":[]', 1, true) then
+  elseif (mode == "award" or mode == "purchase") and not body:find('"userErrors":[]', 1, true) then
     user_errors = user_errors + 1
     bad = true
   elseif not body:find(expected, 1, true) then

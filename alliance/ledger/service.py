@@ -157,7 +157,7 @@ async def run_movement(
         "reason": reason,
         "tz": db.settings.time_zone,
         "kind": kind,
-        "details": None if details is None else Jsonb(details),
+        "details": None if details is None else Jsonb(details, dumps=_dumps),
     }
     try:
         row = await db.fetch_one(_SQL["award" if kind in _CREDITS else "spend"], parameters)
@@ -173,6 +173,10 @@ async def run_movement(
         transaction_id, entry_id, membership_id, program_id, kind, reason, signed,
         balance_after, created_at, replayed,
     )  # fmt: skip
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _message(error: psycopg.Error) -> str:

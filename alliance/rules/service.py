@@ -27,7 +27,15 @@ from alliance.db.errors import constraint_name
 from alliance.errors import AlreadyExists, InvalidInput, NotFound
 from alliance.ledger.service import Movement, request_fingerprint, run_movement
 from alliance.programs.models import Program
-from alliance.rules.engine import Breakdown, Contribution, Purchase, Stacking, evaluate
+from alliance.rules.engine import (
+    Breakdown,
+    Contribution,
+    Promotion,
+    Purchase,
+    PurchaseRule,
+    Stacking,
+    evaluate,
+)
 from alliance.rules.models import EarningRule, RuleKind
 from alliance.rules.terms import TermsInput, load_promotion, load_purchase_rule, terms_json
 from alliance.validation import check_decimal, clean_code, clean_text
@@ -233,23 +241,38 @@ class ProgramRules:
     merchant_id: int
     stacking: Stacking
     versions: tuple[RuleRecord, ...]
+    """Ordered by valid_from, then version."""
+    terms: dict[int, PurchaseRule | Promotion]
+    """Each version's terms, parsed once when loaded."""
     loaded_at: float
 
-    def in_force(self, at: datetime) -> tuple[list[Any], list[Any]]:
+    @classmethod
+    def load(cls, program: Program, versions: tuple[RuleRecord, ...]) -> ProgramRules:
+        terms: dict[int, PurchaseRule | Promotion] = {}
+        for rule in versions:
+            args = (rule.id, rule.code, rule.version, rule.name, rule.priority, rule.params)
+            terms[rule.id] = (load_purchase_rule(*args) if rule.kind == RuleKind.PURCHASE
+                              else load_promotion(*args))  # fmt: skip
+        return cls(program.id, program.merchant_id, Stacking(program.promotion_stacking),
+                   versions, terms, time.monotonic())  # fmt: skip
+
+    def in_force(self, at: datetime) -> tuple[list[PurchaseRule], list[Promotion]]:
         """Purchase rules and promotions in force at `at`."""
         latest: dict[str, RuleRecord] = {}
-        for version in self.versions:  # ordered by valid_from, version
-            if version.valid_from <= at:
-                latest[version.code] = version
-        purchase, promotions = [], []
+        for version in self.versions:
+            if version.valid_from > at:
+                break
+            latest[version.code] = version
+        purchase: list[PurchaseRule] = []
+        promotions: list[Promotion] = []
         for rule in latest.values():
             if rule.status != "active" or (rule.valid_until and rule.valid_until <= at):
                 continue
-            args = (rule.id, rule.code, rule.version, rule.name, rule.priority, rule.params)
-            if rule.kind == RuleKind.PURCHASE:
-                purchase.append(load_purchase_rule(*args))
+            terms = self.terms[rule.id]
+            if isinstance(terms, PurchaseRule):
+                purchase.append(terms)
             else:
-                promotions.append(load_promotion(*args))
+                promotions.append(terms)
         return purchase, promotions
 
 
@@ -282,8 +305,7 @@ async def program_rules(db: Database, program_id: int) -> ProgramRules:
                 .order_by(table.c.valid_from, table.c.version)
             )
         ).all()
-    loaded = ProgramRules(program_id, program.merchant_id, Stacking(program.promotion_stacking),
-                          tuple(RuleRecord(*row) for row in rows), time.monotonic())  # fmt: skip
+    loaded = ProgramRules.load(program, tuple(RuleRecord(*row) for row in rows))
     _cache[program_id] = loaded
     _cache.move_to_end(program_id)
     while len(_cache) > _CACHE_PROGRAMS:
