@@ -7,6 +7,8 @@ can run any number of times against the same database.
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -19,11 +21,15 @@ from alliance.auth.models import Role
 from alliance.auth.oauth import member_actor
 from alliance.auth.tokens import issue_access_token
 from alliance.db.engine import Database
+from alliance.errors import AlreadyExists
 from alliance.ledger.service import award_points, spend_points
 from alliance.members.models import Member, Membership
 from alliance.members.service import open_membership
 from alliance.programs.models import ExpiryPolicy, Merchant, Program
 from alliance.programs.service import create_merchant, create_program
+from alliance.rules.models import RuleKind
+from alliance.rules.service import create_rule
+from alliance.rules.terms import ConditionsInput, TermsInput
 
 DEMO_TOKEN_TTL = 24 * 3600
 """`alliance serve --demo` raises the token lifetime to this unless configured."""
@@ -100,6 +106,22 @@ MEMBERS = (
 )
 
 
+# Earning rules per program: (code, name, kind, terms). Weekend double points at the café.
+RULES: tuple[tuple[tuple[str, str, RuleKind, TermsInput], ...], ...] = (
+    (("base", "1 积分 per CNY", RuleKind.PURCHASE, TermsInput(points_per_unit=Decimal(1))),
+     ("wine", "Wine: 2 extra per CNY", RuleKind.PURCHASE, TermsInput(
+         points_per_unit=Decimal(2), conditions=ConditionsInput(categories=["wine"])))),
+    (("base", "1 点 per 2 CNY", RuleKind.PURCHASE, TermsInput(
+        points_per_unit=Decimal("0.5"), conditions=ConditionsInput(
+            excluded_categories=["gift-card"]))),
+     ("big-basket", "满 300 送 100", RuleKind.PROMOTION, TermsInput(
+         bonus_points=100, conditions=ConditionsInput(minimum_amount=Decimal(300))))),
+    (("base", "1 星 per 10 CNY", RuleKind.PURCHASE, TermsInput(points_per_unit=Decimal("0.1"))),
+     ("weekend", "周末双倍 weekend double", RuleKind.PROMOTION, TermsInput(
+         multiplier=Decimal(2), conditions=ConditionsInput(weekdays=[6, 7])))),
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class DemoSeed:
     tokens: dict[str, str]
@@ -122,6 +144,8 @@ async def seed_demo(db: Database) -> DemoSeed:
                 merchant_id,
             )
         )
+    for program, actor, rules in zip(programs, merchant_actors, RULES, strict=True):
+        await _ensure_rules(db, actor, program.id, rules)
     finance = await _ensure_client(db, "demo-finance", "Demo finance team", Role.FINANCE)
     auditor = await _ensure_client(db, "demo-auditor", "Demo auditor", Role.AUDITOR)
 
@@ -175,6 +199,18 @@ def print_demo(seed: DemoSeed, base_url: str, console: Console) -> None:
         "{ name pointValue } } } } } } }",
         soft_wrap=True,
     )
+
+
+async def _ensure_rules(
+    db: Database,
+    actor: Actor,
+    program_id: int,
+    rules: tuple[tuple[str, str, RuleKind, TermsInput], ...],
+) -> None:
+    for code, name, kind, terms in rules:
+        with contextlib.suppress(AlreadyExists):  # seeded by an earlier run
+            await create_rule(db, actor, program_id=program_id, code=code, kind=kind, name=name,
+                              terms=terms)  # fmt: skip
 
 
 async def _ensure_client(
