@@ -8,7 +8,6 @@ can run any number of times against the same database.
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass
 from decimal import Decimal
 
