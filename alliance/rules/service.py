@@ -9,6 +9,7 @@ from the database on every earn.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -16,12 +17,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import BigInteger, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from alliance.audit.service import record_audit
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
+from alliance.db.compiled import Compiled
 from alliance.db.engine import Database
 from alliance.db.errors import constraint_name
 from alliance.errors import AlreadyExists, InvalidInput, NotFound
@@ -247,14 +249,15 @@ class ProgramRules:
     loaded_at: float
 
     @classmethod
-    def load(cls, program: Program, versions: tuple[RuleRecord, ...]) -> ProgramRules:
+    def load(
+        cls, program_id: int, merchant_id: int, stacking: Stacking, versions: tuple[RuleRecord, ...]
+    ) -> ProgramRules:
         terms: dict[int, PurchaseRule | Promotion] = {}
         for rule in versions:
             args = (rule.id, rule.code, rule.version, rule.name, rule.priority, rule.params)
             terms[rule.id] = (load_purchase_rule(*args) if rule.kind == RuleKind.PURCHASE
                               else load_promotion(*args))  # fmt: skip
-        return cls(program.id, program.merchant_id, Stacking(program.promotion_stacking),
-                   versions, terms, time.monotonic())  # fmt: skip
+        return cls(program_id, merchant_id, stacking, versions, terms, time.monotonic())
 
     def in_force(self, at: datetime) -> tuple[list[PurchaseRule], list[Promotion]]:
         """Purchase rules and promotions in force at `at`."""
@@ -289,23 +292,62 @@ def forget_cached() -> None:
     _membership_programs.clear()
 
 
+_program_query = Compiled(
+    lambda: select(Program.id, Program.merchant_id, Program.promotion_stacking).where(
+        Program.id == bindparam("program_id", type_=BigInteger)
+    )
+)
+_versions_query = Compiled(
+    lambda: (
+        select(*_rule_columns)
+        .where(EarningRule.__table__.c.program_id == bindparam("program_id", type_=BigInteger))
+        .order_by(EarningRule.__table__.c.valid_from, EarningRule.__table__.c.version)
+    )
+)
+_loading: dict[int, asyncio.Future[ProgramRules]] = {}
+
+
 async def program_rules(db: Database, program_id: int) -> ProgramRules:
+    """The program's rule versions, from this process's copy while it is fresh."""
     cached = _cache.get(program_id)
     if cached is not None and time.monotonic() - cached.loaded_at < CACHE_TTL:
         return cached
-    table = EarningRule.__table__
-    async with db.transaction() as session:
-        program = await session.get(Program, program_id)
-        if program is None:
-            raise NotFound("program not found", field=("programId",))
-        rows = (
-            await session.execute(
-                select(*_rule_columns)
-                .where(table.c.program_id == program_id)
-                .order_by(table.c.valid_from, table.c.version)
-            )
-        ).all()
-    loaded = ProgramRules.load(program, tuple(RuleRecord(*row) for row in rows))
+    # One reload per program at a time: the requests that find the copy stale together
+    # wait for the same read instead of each reading the rules again.
+    pending = _loading.get(program_id)
+    if pending is not None:
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if pending.cancelled():  # the request reading them went away: read them here
+                return await program_rules(db, program_id)
+            raise
+    future: asyncio.Future[ProgramRules] = asyncio.get_running_loop().create_future()
+    _loading[program_id] = future
+    try:
+        loaded = await _load_program_rules(db, program_id)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except Exception as error:
+        future.set_exception(error)
+        future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+        raise
+    else:
+        future.set_result(loaded)
+        return loaded
+    finally:
+        del _loading[program_id]
+
+
+async def _load_program_rules(db: Database, program_id: int) -> ProgramRules:
+    program = await db.fetch_one(*_program_query.bind(program_id=program_id))
+    if program is None:
+        raise NotFound("program not found", field=("programId",))
+    rows = await db.fetch_all(*_versions_query.bind(program_id=program_id))
+    loaded = ProgramRules.load(
+        program[0], program[1], Stacking(program[2]), tuple(RuleRecord(*row) for row in rows)
+    )
     _cache[program_id] = loaded
     _cache.move_to_end(program_id)
     while len(_cache) > _CACHE_PROGRAMS:

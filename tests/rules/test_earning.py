@@ -282,3 +282,24 @@ class TestGraphQL:
                         {"p": gid("Program", program.id)})  # fmt: skip
         assert data["createEarningRule"]["userErrors"] == [
             {"code": "INVALID_INPUT", "field": ["input", "pointsPerUnit"]}]  # fmt: skip
+
+
+async def test_concurrent_earns_read_the_rules_once(db: Database) -> None:
+    import asyncio
+
+    from alliance.rules.service import forget_cached
+
+    program, actor = await _program_with_rules(db)
+    memberships = [await make_membership(db, program) for _ in range(3)]
+    forget_cached()
+    at = soon()
+    with db.count_statements() as counter:
+        results = await asyncio.gather(*(
+            preview_earn(db, actor, membership_id=m.id, purchase=purchase("10", at),
+                         currency="CNY")
+            for m in memberships * 5
+        ))  # fmt: skip
+    assert {result.points for result in results} == {20}
+    # The program and its rule versions are read once for all 15 concurrent earns.
+    assert sum("FROM earning_rule" in sql for sql in counter.statements) == 1
+    assert sum("FROM program" in sql for sql in counter.statements) == 1
