@@ -138,7 +138,10 @@ async def revise_rule(
     """A new version of the rule `rule_id` belongs to; what is not given carries over."""
     actor.require(Role.MERCHANT)
     latest = await _latest_version(db, actor, rule_id)
-    start = _check_window(valid_from, valid_until)
+    # An end date carries over like everything else; one that would fall before this
+    # version starts must be restated, not silently dropped.
+    ends = latest.valid_until if valid_until is None else valid_until
+    start = _check_window(valid_from, ends)
     kind = RuleKind(latest.kind)
     return await _write_version(
         db, actor, program_id=latest.program_id, code=latest.code, version=latest.version + 1,
@@ -146,9 +149,7 @@ async def revise_rule(
         name=latest.name if name is None else clean_text(name, "name", max_length=200),
         params=latest.params if terms is None else terms_json(kind, terms),
         priority=latest.priority if priority is None else priority,
-        status="disabled" if disable else "active", valid_from=start,
-        valid_until=valid_until if terms is not None or valid_until is not None
-        else latest.valid_until if latest.valid_until and latest.valid_until > start else None,
+        status="disabled" if disable else "active", valid_from=start, valid_until=ends,
     )  # fmt: skip
 
 

@@ -303,3 +303,18 @@ async def test_concurrent_earns_read_the_rules_once(db: Database) -> None:
     # The program and its rule versions are read once for all 15 concurrent earns.
     assert sum("FROM earning_rule" in sql for sql in counter.statements) == 1
     assert sum("FROM program" in sql for sql in counter.statements) == 1
+
+
+async def test_revision_keeps_the_end_date(db: Database) -> None:
+    program = await make_program(db)
+    actor = merchant_actor(program.merchant_id)
+    campaign = await create_rule(
+        db, actor, program_id=program.id, code="launch", kind=RuleKind.PROMOTION, name="l",
+        terms=TermsInput(bonus_points=10), valid_until=soon(3600),
+    )  # fmt: skip
+    revised = await revise_rule(db, actor, rule_id=campaign.id,
+                                terms=TermsInput(bonus_points=20))  # fmt: skip
+    assert revised.valid_until == campaign.valid_until
+    with pytest.raises(InvalidInput) as late:
+        await revise_rule(db, actor, rule_id=campaign.id, valid_from=soon(7200))
+    assert late.value.field == ("validUntil",)
