@@ -20,7 +20,7 @@ from schema.context import Info
 from schema.errors import UserError, mutate
 from schema.permissions import IsAuthenticated
 from schema.scalars import BigInt
-from schema.types import LedgerEntry, Membership, Program, _load_nodes, node_pk
+from schema.types import LedgerEntry, Membership, Program, load_nodes, node_pk
 
 strawberry.enum(RuleKind, name="RuleKind")
 strawberry.enum(Rounding, name="Rounding")
@@ -98,7 +98,7 @@ class EarningRule(relay.Node):
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await _load_nodes(info.context.loaders.rule, node_ids, cls.from_record)
+        return await load_nodes(info.context.loaders.rule, node_ids, cls.from_record)
 
 
 @strawberry.type(name="EarningRuleConnection")

@@ -76,7 +76,7 @@ def node_pk(global_id: relay.GlobalID, node_type: type[relay.Node], field: str) 
     return int(global_id.node_id)
 
 
-async def _load_nodes(loader: Any, node_ids: Iterable[str], make: Any) -> list[Any]:
+async def load_nodes(loader: Any, node_ids: Iterable[str], make: Any) -> list[Any]:
     keys = _pks(node_ids)
     found = await loader.load_many([key for key in keys if key is not None])
     by_key = dict(zip([key for key in keys if key is not None], found, strict=True))
@@ -126,7 +126,7 @@ class Merchant(relay.Node):
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await _load_nodes(info.context.loaders.merchant, node_ids, cls.from_record)
+        return await load_nodes(info.context.loaders.merchant, node_ids, cls.from_record)
 
     @strawberry.field(description="The merchant's programs, oldest first.")
     async def programs(
@@ -183,7 +183,7 @@ class Program(relay.Node):
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await _load_nodes(info.context.loaders.program, node_ids, cls.from_record)
+        return await load_nodes(info.context.loaders.program, node_ids, cls.from_record)
 
     @strawberry.field
     async def merchant(self, info: Info) -> Merchant:
@@ -243,7 +243,7 @@ class Member(relay.Node):
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await _load_nodes(info.context.loaders.member, node_ids, cls.from_record)
+        return await load_nodes(info.context.loaders.member, node_ids, cls.from_record)
 
     @strawberry.field(description="The memberships you may see, oldest first.")
     async def memberships(
@@ -321,7 +321,7 @@ class Membership(relay.Node):
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await _load_nodes(info.context.loaders.membership, node_ids, cls.from_record)
+        return await load_nodes(info.context.loaders.membership, node_ids, cls.from_record)
 
     @strawberry.field
     async def program(self, info: Info) -> Program:
@@ -460,7 +460,7 @@ class LedgerEntry(relay.Node):
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
-        return await _load_nodes(info.context.loaders.entry, node_ids, cls.from_entry)
+        return await load_nodes(info.context.loaders.entry, node_ids, cls.from_entry)
 
     @strawberry.field
     async def program(self, info: Info) -> Program:

@@ -39,6 +39,3 @@ class Actor:
         if self.role not in roles:
             allowed = ", ".join(role.value for role in roles)
             raise Forbidden(f"role {self.role.value} may not do this (allowed: {allowed})")
-
-    def may_see_merchant(self, merchant_id: int) -> bool:
-        return self.is_alliance_wide or self.merchant_id == merchant_id

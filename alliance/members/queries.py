@@ -69,11 +69,6 @@ class MembershipRecord:
     balance: int
     held: int
 
-    @property
-    def available(self) -> int:
-        """Balance not reserved by holds (pending or expired lots may still be unspendable)."""
-        return self.balance - self.held
-
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
