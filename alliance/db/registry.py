@@ -7,13 +7,16 @@ from alliance.events.models import OutboxEvent
 from alliance.ledger.models import Account, LedgerTransaction, Lot, LotConsumption, Posting
 from alliance.members.models import Member, Membership
 from alliance.programs.models import Merchant, Program
+from alliance.rules.claims import ActionClaim, EarnCounter, Referral
 from alliance.rules.models import EarningRule
 
 metadata = Base.metadata
 
 __all__ = [
     "Account",
+    "ActionClaim",
     "AuditRecord",
+    "EarnCounter",
     "EarningRule",
     "LedgerTransaction",
     "Lot",
@@ -25,6 +28,7 @@ __all__ = [
     "OutboxEvent",
     "Posting",
     "Program",
+    "Referral",
     "SigningKey",
     "metadata",
 ]

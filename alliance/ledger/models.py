@@ -38,6 +38,8 @@ class AccountKind(enum.StrEnum):
     EXCHANGED_IN = "exchanged_in"
     ADJUSTMENT = "adjustment"
     HELD = "held"
+    CLAWBACK = "clawback"
+    """Points clawed back from members who had already spent them: the mirror of their debts."""
 
 
 SYSTEM_ACCOUNT_KINDS = tuple(kind for kind in AccountKind if kind is not AccountKind.MEMBER)
@@ -50,6 +52,10 @@ class TransactionKind(enum.StrEnum):
     """Points computed by the program's earning rules (a purchase); `details` explains them."""
     SPEND = "spend"
     EXPIRE = "expire"
+    REVERSE = "reverse"
+    """Claws back what an earn gave, for a refunded purchase (`reverses_id` names the earn)."""
+    OPENING = "opening"
+    """An opening balance imported from a merchant's previous system."""
 
 
 class Account(Base):
@@ -71,12 +77,14 @@ class Account(Base):
     member_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("member.id"))
     balance: Mapped[int | None] = mapped_column(BigInteger)
     held: Mapped[int | None] = mapped_column(BigInteger)
+    debt: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """Points clawed back after the member had spent them, repaid first by future credits."""
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (
         CheckConstraint(
             "kind IN ('member', 'issued', 'redeemed', 'expired', 'exchanged_out',"
-            " 'exchanged_in', 'adjustment', 'held')",
+            " 'exchanged_in', 'adjustment', 'held', 'clawback')",
             name="kind",
         ),
         CheckConstraint(
@@ -86,6 +94,7 @@ class Account(Base):
         ),
         CheckConstraint("balance >= 0", name="balance_not_negative"),
         CheckConstraint("held >= 0 AND held <= balance", name="held_within_balance"),
+        CheckConstraint("debt >= 0", name="debt_not_negative"),
         Index(
             "uq_account_system_kind",
             "program_id",
@@ -110,6 +119,8 @@ class LedgerTransaction(Base):
     request_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
     """SHA-256 of the canonical request: a replay must match it exactly."""
     reason: Mapped[str | None] = mapped_column(Text)
+    reverses_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("ledger_transaction.id"))
+    """For reversals: the earn being clawed back."""
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     """For earns: the breakdown by rule version (what a member sees as "why these points")."""
     created_at: Mapped[datetime] = created_at_column()
@@ -118,7 +129,14 @@ class LedgerTransaction(Base):
         UniqueConstraint(
             "idempotency_scope", "idempotency_key", name="uq_ledger_transaction_idempotency"
         ),
-        CheckConstraint("kind IN ('award', 'earn', 'spend', 'expire')", name="kind"),
+        CheckConstraint(
+            "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening')", name="kind"
+        ),
+        Index(
+            "ix_ledger_transaction_reverses",
+            "reverses_id",
+            postgresql_where=text("reverses_id IS NOT NULL"),
+        ),
         CheckConstraint(
             "(idempotency_key IS NULL) = (idempotency_scope IS NULL)", name="idempotency_pair"
         ),

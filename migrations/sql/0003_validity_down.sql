@@ -1,0 +1,2 @@
+-- Undo migrations/sql/0003_validity.sql.
+SELECT 1;
