@@ -19,6 +19,7 @@ class ErrorCode(enum.StrEnum):
     INSUFFICIENT_POINTS = "INSUFFICIENT_POINTS"
     INACTIVE = "INACTIVE"
     RETRY = "RETRY"
+    ALREADY_REWARDED = "ALREADY_REWARDED"
 
 
 class DomainError(Exception):
@@ -77,3 +78,9 @@ class RetryLater(DomainError):
     """A transient conflict: the same request may simply be sent again."""
 
     code = ErrorCode.RETRY
+
+
+class AlreadyRewarded(DomainError):
+    """The action was already rewarded in its period, or the member already referred."""
+
+    code = ErrorCode.ALREADY_REWARDED

@@ -11,6 +11,7 @@ import strawberry
 from strawberry import relay
 from strawberry.permission import BasePermission
 
+from alliance.rules import earning
 from alliance.rules import service as rules
 from alliance.rules.engine import Breakdown, Contribution, OrderLine, Purchase, Rounding, Stacking
 from alliance.rules.models import RuleKind
@@ -108,11 +109,13 @@ class EarningRuleConnection(relay.Connection[EarningRule]):
 
 @strawberry.type(description="One contribution to an earn: which rule version gave what.")
 class EarnLine:
-    rule_id: strawberry.Private[int]
-    code: str
-    version: int
+    rule_id: strawberry.Private[int | None]
+    code: str = strawberry.field(description="The rule's code, or `program` for a program cap.")
+    version: int | None
     name: str
-    kind: str = strawberry.field(description="purchase, multiplier or bonus.")
+    kind: str = strawberry.field(
+        description="purchase, multiplier, bonus, action, or cap (negative: what a cap cut)."
+    )
     points: BigInt
     detail: str
 
@@ -123,6 +126,8 @@ class EarnLine:
 
     @strawberry.field
     async def rule(self, info: Info) -> EarningRule | None:
+        if self.rule_id is None:
+            return None
         record = await info.context.loaders.rule.load(self.rule_id)
         return None if record is None else EarningRule.from_record(record)
 
@@ -259,7 +264,7 @@ class RuleQueries:
         description="What a purchase would earn now, by the rules in force; nothing is posted.",
     )
     async def preview_earn(self, info: Info, input: PurchaseInput) -> EarnBreakdown:
-        breakdown = await rules.preview_earn(
+        breakdown = await earning.preview_earn(
             info.context.db, info.context.actor,
             membership_id=node_pk(input.membership_id, Membership, "membershipId"),
             purchase=input.to_domain(), currency=input.currency,
@@ -334,7 +339,7 @@ class RuleMutations:
         self, info: Info, input: RecordPurchaseInput
     ) -> RecordPurchasePayload:
         async def run() -> RecordPurchasePayload:
-            result = await rules.record_purchase(
+            result = await earning.record_purchase(
                 info.context.db, info.context.actor,
                 membership_id=node_pk(input.membership_id, Membership, "membershipId"),
                 order_id=input.order_id, purchase=input.to_domain(), currency=input.currency,

@@ -30,8 +30,8 @@ from alliance.members.queries import (
 )
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.queries import MerchantRecord, ProgramRecord
+from alliance.rules.earning import breakdown_from_json
 from alliance.rules.engine import Stacking
-from alliance.rules.service import breakdown_from_json
 from schema.context import Info
 from schema.loaders import PageArgs
 from schema.pagination import DEFAULT_PAGE_SIZE, build_connection, check_first, decode_cursor

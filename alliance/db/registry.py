@@ -4,7 +4,14 @@ from alliance.audit.models import AuditRecord
 from alliance.auth.models import OAuthClient, SigningKey
 from alliance.db.base import Base
 from alliance.events.models import OutboxEvent
-from alliance.ledger.models import Account, LedgerTransaction, Lot, LotConsumption, Posting
+from alliance.ledger.models import (
+    Account,
+    LedgerTransaction,
+    Lot,
+    LotConsumption,
+    Posting,
+    PurchaseRefund,
+)
 from alliance.members.models import Member, Membership
 from alliance.programs.models import Merchant, Program
 from alliance.rules.claims import ActionClaim, EarnCounter, Referral
@@ -28,6 +35,7 @@ __all__ = [
     "OutboxEvent",
     "Posting",
     "Program",
+    "PurchaseRefund",
     "Referral",
     "SigningKey",
     "metadata",

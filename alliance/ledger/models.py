@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     LargeBinary,
+    Numeric,
     Text,
     UniqueConstraint,
     text,
@@ -222,4 +224,46 @@ class LotConsumption(Base):
     __table_args__ = (
         CheckConstraint("points > 0", name="points_positive"),
         Index("ix_lot_consumption_lot", "lot_id"),
+    )
+
+
+class PurchaseRefund(Base):
+    """A refund of (part of) a purchase, and the points it clawed back.
+
+    Recorded even when it claws back nothing (a small partial refund rounds to 0
+    points), so later refunds of the same order see how much was refunded before."""
+
+    __tablename__ = "purchase_refund"
+
+    id: Mapped[int] = id_column()
+    merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchant.id"))
+    refund_id: Mapped[str] = mapped_column(Text)
+    """The merchant's refund id: the idempotency key of the refund."""
+    earn_transaction_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("ledger_transaction.id")
+    )
+    request_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    amount: Mapped[Decimal] = mapped_column(Numeric(18, 2))
+    clawback: Mapped[int] = mapped_column(BigInteger)
+    """Points the refund takes back: taken + debt + written_off."""
+    taken: Mapped[int] = mapped_column(BigInteger)
+    """From the member's balance (the order's own lots first)."""
+    debt: Mapped[int] = mapped_column(BigInteger)
+    """Added to the member's clawback debt (policy `debt`)."""
+    written_off: Mapped[int] = mapped_column(BigInteger)
+    """Absorbed by the program's adjustment account (policy `write_off`)."""
+    transaction_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("ledger_transaction.id")
+    )
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "refund_id", name="uq_purchase_refund_refund_id"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint(
+            "taken >= 0 AND debt >= 0 AND written_off >= 0"
+            " AND clawback = taken + debt + written_off",
+            name="clawback_split",
+        ),
+        Index("ix_purchase_refund_earn", "earn_transaction_id"),
     )

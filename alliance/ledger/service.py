@@ -21,10 +21,12 @@ from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
 from alliance.errors import (
+    AlreadyRewarded,
     DomainError,
     IdempotencyKeyReused,
     Inactive,
     InsufficientPoints,
+    InvalidInput,
     NotFound,
     RetryLater,
 )
@@ -53,6 +55,12 @@ _SQL = {
     "award": "SELECT * FROM ledger_award(%(scope)s, %(key)s, %(hash)s, %(client)s,"
     " %(merchant)s::bigint, %(member)s::bigint, %(membership)s::bigint, %(points)s::bigint,"
     " %(reason)s, %(tz)s, %(kind)s, %(details)s)",
+    "earn": "SELECT * FROM ledger_earn(%(scope)s, %(key)s, %(hash)s, %(client)s,"
+    " %(merchant)s::bigint, %(member)s::bigint, %(membership)s::bigint, %(reason)s, %(tz)s,"
+    " %(at)s, %(breakdown)s, %(details)s, %(action)s, %(period)s)",
+    "referral": "SELECT * FROM ledger_referral(%(scope)s, %(key)s, %(hash)s, %(client)s,"
+    " %(merchant)s::bigint, %(referee)s::bigint, %(referrer)s::bigint, %(reason)s, %(tz)s,"
+    " %(at)s, %(referee_breakdown)s, %(referrer_breakdown)s, %(details)s)",
     "spend": "SELECT * FROM ledger_spend(%(scope)s, %(key)s, %(hash)s, %(client)s,"
     " %(merchant)s::bigint, %(member)s::bigint, %(membership)s::bigint, %(points)s::bigint,"
     " %(reason)s, %(tz)s)",
@@ -76,6 +84,12 @@ def _domain_error(error: psycopg.Error) -> DomainError | None:
             return IdempotencyKeyReused(_message(error), field=("idempotencyKey",))
         case "LA423":
             return Inactive(_message(error), field=("membershipId",))
+        case "LA410":
+            return AlreadyRewarded(_message(error), field=("action",))
+        case "LA422":
+            return InvalidInput(_message(error))
+        case "LA414":
+            return NotFound(_message(error), field=("orderId",))
         case "40001" | "40P01":
             return RetryLater("the request conflicted with another; send it again")
     return None
@@ -173,6 +187,101 @@ async def run_movement(
         transaction_id, entry_id, membership_id, program_id, kind, reason, signed,
         balance_after, created_at, replayed,
     )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Earn:
+    """An earn by rules: what was posted (None when caps left nothing) and why."""
+
+    movement: Movement | None
+    breakdown: dict[str, Any]
+    """The final breakdown as stored: {"points", "lines"}, cap cuts included."""
+
+
+def _earn(row: Any, membership_id: int, reason: str) -> Earn:
+    transaction_id, entry_id, program_id, balance_after, created_at, replayed, final = row[-7:]
+    movement = None
+    if transaction_id is not None:
+        movement = Movement(
+            transaction_id, entry_id, membership_id, program_id, "earn", reason,
+            int(final["points"]), balance_after, created_at, replayed,
+        )  # fmt: skip
+    return Earn(movement, final)
+
+
+def _raise_mapped(error: psycopg.Error) -> None:
+    mapped = _domain_error(error)
+    if mapped is not None:
+        raise mapped from None
+
+
+async def run_earn(
+    db: Database,
+    actor: Actor,
+    membership_id: int,
+    reason: str,
+    *,
+    scope: str,
+    key: str,
+    fingerprint: bytes,
+    at: datetime,
+    breakdown: dict[str, Any],
+    details: dict[str, Any],
+    action: str | None = None,
+    period_key: str | None = None,
+) -> Earn:
+    """Post an earn by rules (ledger_earn): caps applied under the account's lock, an
+    action's once-per-period claim taken in the same transaction."""
+    parameters = {
+        "scope": scope, "key": key, "hash": fingerprint, "client": actor.client_id,
+        "merchant": actor.merchant_id, "member": None, "membership": membership_id,
+        "reason": reason, "tz": db.settings.time_zone, "at": at,
+        "breakdown": Jsonb(breakdown, dumps=_dumps), "details": Jsonb(details, dumps=_dumps),
+        "action": action, "period": period_key,
+    }  # fmt: skip
+    try:
+        row = await db.fetch_one(_SQL["earn"], parameters)
+    except psycopg.Error as error:
+        _raise_mapped(error)
+        raise
+    assert row is not None, "ledger_earn always returns its row"
+    return _earn(row, membership_id, reason)
+
+
+async def run_referral(
+    db: Database,
+    actor: Actor,
+    *,
+    referee_membership_id: int,
+    referrer_membership_id: int,
+    reason: str,
+    scope: str,
+    key: str,
+    fingerprint: bytes,
+    at: datetime,
+    referee_breakdown: dict[str, Any],
+    referrer_breakdown: dict[str, Any],
+    details: dict[str, Any],
+) -> tuple[Earn, Earn]:
+    """Both sides of a referral and the referral itself, in one transaction."""
+    parameters = {
+        "scope": scope, "key": key, "hash": fingerprint, "client": actor.client_id,
+        "merchant": actor.merchant_id, "referee": referee_membership_id,
+        "referrer": referrer_membership_id, "reason": reason, "tz": db.settings.time_zone,
+        "at": at, "referee_breakdown": Jsonb(referee_breakdown, dumps=_dumps),
+        "referrer_breakdown": Jsonb(referrer_breakdown, dumps=_dumps),
+        "details": Jsonb(details, dumps=_dumps),
+    }  # fmt: skip
+    try:
+        rows = await db.fetch_all(_SQL["referral"], parameters)
+    except psycopg.Error as error:
+        _raise_mapped(error)
+        raise
+    sides = {row[0]: row for row in rows}
+    return (
+        _earn(sides["referee"], referee_membership_id, reason),
+        _earn(sides["referrer"], referrer_membership_id, reason),
+    )
 
 
 def _dumps(value: Any) -> str:

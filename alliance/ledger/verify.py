@@ -110,15 +110,32 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check(
         "debits_consume_lots",
-        "each spend and expiry consumed exactly the points it debited from lots",
-        """SELECT 'transaction ' || t.id || ' debited ' || -p.amount || ' but consumed '
-                  || coalesce(c.total, 0)
-             FROM ledger_transaction t
-             JOIN posting p ON p.transaction_id = t.id AND p.balance_after IS NOT NULL
+        "each transaction consumed from lots exactly the points it debited from member accounts",
+        """SELECT 'transaction ' || d.transaction_id || ' debited ' || d.debited
+                  || ' but consumed ' || coalesce(c.total, 0)
+             FROM (SELECT transaction_id, -sum(amount) FILTER (WHERE amount < 0) AS debited
+                     FROM posting WHERE balance_after IS NOT NULL GROUP BY transaction_id) d
              LEFT JOIN (SELECT transaction_id, sum(points) AS total
                           FROM lot_consumption GROUP BY transaction_id) c
-                    ON c.transaction_id = t.id
-            WHERE t.kind IN ('spend', 'expire') AND -p.amount <> coalesce(c.total, 0)""",
+                    ON c.transaction_id = d.transaction_id
+            WHERE coalesce(d.debited, 0) <> coalesce(c.total, 0)""",
+    ),
+    Check(
+        "debt_equals_clawback_postings",
+        "each member account's clawback debt equals what the program's clawback account"
+        " holds against that member",
+        """SELECT 'account ' || a.id || ' debt ' || a.debt || ' but clawback postings say '
+                  || coalesce(-c.total, 0)
+             FROM account a
+             LEFT JOIN (SELECT p.program_id, p.member_id, sum(p.amount) AS total
+                          FROM posting p JOIN account s ON s.id = p.account_id
+                         WHERE s.kind = 'clawback'
+                         GROUP BY p.program_id, p.member_id) c
+                    ON c.program_id = a.program_id AND c.member_id = a.member_id
+            WHERE a.kind = 'member' AND a.debt <> coalesce(-c.total, 0)
+            UNION ALL
+           SELECT 'system account ' || id || ' carries a debt of ' || debt
+             FROM account WHERE kind <> 'member' AND debt <> 0""",
     ),
     Check(
         "program_system_accounts",

@@ -51,7 +51,10 @@ class ActionClaim(Base):
     )
     action: Mapped[str] = mapped_column(Text, primary_key=True)
     period_key: Mapped[str] = mapped_column(Text, primary_key=True)
-    transaction_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_transaction.id"))
+    transaction_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("ledger_transaction.id")
+    )
+    """None when caps left nothing to post: the claim (or referral) still counts."""
     created_at: Mapped[datetime] = created_at_column()
 
 
@@ -64,7 +67,10 @@ class Referral(Base):
         BigInteger, ForeignKey("membership.id"), primary_key=True
     )
     referrer_membership_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("membership.id"))
-    transaction_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_transaction.id"))
+    transaction_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("ledger_transaction.id")
+    )
+    """None when caps left nothing to post: the claim (or referral) still counts."""
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (

@@ -31,6 +31,60 @@ _ROUNDING = {
 }
 
 
+class CapPeriod(enum.StrEnum):
+    """Cap periods, cut in the alliance time zone."""
+
+    DAY = "day"
+    MONTH = "month"
+    YEAR = "year"
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """At most `points` per member per period, from one rule or from the whole program."""
+
+    period: CapPeriod
+    points: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"period": self.period.value, "points": self.points}
+
+
+class Action(enum.StrEnum):
+    SIGN_UP = "sign_up"
+    FIRST_LOGIN = "first_login"
+    DAILY_CHECK_IN = "daily_check_in"
+    SHARE = "share"
+    REFERRAL = "referral"
+    SURVEY = "survey"
+    BIRTHDAY = "birthday"
+    CUSTOM = "custom"
+    """A merchant-defined action, named by the rule's `custom_action`."""
+
+
+class Frequency(enum.StrEnum):
+    """How often a member is rewarded for an action (periods in the alliance time zone)."""
+
+    ONCE = "once"
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    YEAR = "year"
+    PER_REFERENCE = "per_reference"
+    """Once per reference given with the action: per survey, per shared item."""
+    EVERY_TIME = "every_time"
+
+
+FIXED_FREQUENCY = {
+    Action.SIGN_UP: Frequency.ONCE,
+    Action.FIRST_LOGIN: Frequency.ONCE,
+    Action.DAILY_CHECK_IN: Frequency.DAY,
+    Action.BIRTHDAY: Frequency.YEAR,
+    Action.REFERRAL: Frequency.EVERY_TIME,  # each referee only once: the referral table
+}
+"""Actions whose frequency is part of their meaning."""
+
+
 class Stacking(enum.StrEnum):
     """How several applicable multipliers combine."""
 
@@ -104,6 +158,7 @@ class PurchaseRule:
     rounding: Rounding = Rounding.FLOOR
     conditions: Conditions = field(default_factory=Conditions)
     priority: int = 0
+    caps: tuple[Cap, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,18 +173,42 @@ class Promotion:
     """Fixed points added when the promotion applies."""
     conditions: Conditions = field(default_factory=Conditions)
     priority: int = 0
+    caps: tuple[Cap, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRule:
+    id: int
+    code: str
+    version: int
+    name: str
+    action: Action
+    custom_action: str | None
+    points: int
+    """For the member who did the action (for a referral: the referrer)."""
+    referee_points: int = 0
+    """Referrals: for the member who was referred."""
+    frequency: Frequency = Frequency.EVERY_TIME
+    priority: int = 0
+    caps: tuple[Cap, ...] = ()
+
+    @property
+    def claim(self) -> str:
+        """The action as claims name it: `sign_up`, or `custom:<name>`."""
+        return f"custom:{self.custom_action}" if self.action is Action.CUSTOM else self.action.value
 
 
 @dataclass(frozen=True, slots=True)
 class Contribution:
     """One line of a breakdown: which rule version gave how many points, and how."""
 
-    rule_id: int
+    rule_id: int | None
+    """None on a program cap line."""
     code: str
-    version: int
+    version: int | None
     name: str
     kind: str
-    """`purchase`, `multiplier` or `bonus`."""
+    """`purchase`, `multiplier`, `bonus`, `action`, or `cap` (negative: what a cap cut)."""
     points: int
     detail: str
 
@@ -190,6 +269,46 @@ def evaluate(
             ))  # fmt: skip
             extra += promotion.bonus_points
     return Breakdown(base + extra, tuple(lines))
+
+
+def find_action_rule(
+    rules: Sequence[ActionRule], action: Action, custom_action: str | None
+) -> ActionRule | None:
+    """The rule in force for an action: the highest priority one if several match."""
+    matching = [r for r in rules if r.action is action and r.custom_action == custom_action]
+    return min(matching, key=lambda r: (-r.priority, r.id), default=None)
+
+
+def action_breakdown(rule: ActionRule, points: int, side: str = "") -> Breakdown:
+    if points <= 0:
+        return Breakdown(0, ())
+    detail = f"{rule.claim}{' ' + side if side else ''}: {points} points"
+    return Breakdown(
+        points,
+        (Contribution(rule.id, rule.code, rule.version, rule.name, "action", points, detail),),
+    )
+
+
+def period_key(frequency: Frequency, at: datetime, zone: ZoneInfo, reference: str | None) -> str:
+    """Which claim an action at `at` takes: at most one reward per key."""
+    local = at.astimezone(zone)
+    match frequency:
+        case Frequency.ONCE:
+            return "once"
+        case Frequency.DAY:
+            return f"day:{local.date().isoformat()}"
+        case Frequency.WEEK:
+            year, week, _ = local.isocalendar()
+            return f"week:{year}-W{week:02d}"
+        case Frequency.MONTH:
+            return f"month:{local.year}-{local.month:02d}"
+        case Frequency.YEAR:
+            return f"year:{local.year}"
+        case Frequency.PER_REFERENCE:
+            assert reference is not None, "checked by the caller"
+            return f"ref:{reference}"
+        case Frequency.EVERY_TIME:
+            raise ValueError("every-time actions take no claim")
 
 
 def _multiply(base: int, promotions: Sequence[Promotion], stacking: Stacking) -> list[Contribution]:

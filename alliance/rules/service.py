@@ -10,11 +10,12 @@ from the database on every earn.
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, bindparam, insert, select
@@ -27,29 +28,30 @@ from alliance.db.compiled import Compiled
 from alliance.db.engine import Database
 from alliance.db.errors import constraint_name
 from alliance.errors import AlreadyExists, InvalidInput, NotFound
-from alliance.ledger.service import Movement, request_fingerprint, run_movement
 from alliance.programs.models import Program
 from alliance.rules.engine import (
+    ActionRule,
     Breakdown,
-    Contribution,
+    Cap,
     Promotion,
-    Purchase,
     PurchaseRule,
     Stacking,
-    evaluate,
 )
 from alliance.rules.models import EarningRule, RuleKind
-from alliance.rules.terms import TermsInput, load_promotion, load_purchase_rule, terms_json
-from alliance.validation import check_decimal, clean_code, clean_text
+from alliance.rules.terms import (
+    TermsInput,
+    caps_json,
+    load_action_rule,
+    load_promotion,
+    load_purchase_rule,
+    terms_json,
+)
+from alliance.validation import clean_code, clean_text
 
 LEAD = timedelta(seconds=5)
 """How far ahead of its writing a rule version takes effect, at the earliest."""
 CACHE_TTL = 2.0
 """Seconds a process trusts its copy of a program's rule versions (must be < LEAD)."""
-MAX_LATE = timedelta(days=30)
-"""How old a purchase may be when it is recorded."""
-MAX_LINES = 200
-CLOCK_SKEW = timedelta(minutes=5)
 
 assert timedelta(seconds=CACHE_TTL) < LEAD
 
@@ -235,6 +237,39 @@ async def set_promotion_stacking(
     _cache.pop(program_id, None)
 
 
+class ClawbackPolicy(enum.StrEnum):
+    DEBT = "debt"
+    WRITE_OFF = "write_off"
+
+
+async def set_earning_policy(
+    db: Database,
+    actor: Actor,
+    *,
+    program_id: int,
+    caps: Iterable[Cap] | None = None,
+    clawback_policy: ClawbackPolicy | None = None,
+) -> None:
+    """The program's per member earning caps and what a refund does with spent points;
+    what is not given stays. A new cap counts the earns from its setting on."""
+    actor.require(Role.MERCHANT)
+    stored_caps = None if caps is None else caps_json(caps)
+    async with db.transaction() as session:
+        program = await session.get(Program, program_id, with_for_update=True)
+        if program is None or program.merchant_id != actor.merchant_id:
+            raise NotFound("program not found", field=("programId",))
+        before = {"earn_caps": program.earn_caps, "clawback_policy": program.clawback_policy}
+        if stored_caps is not None:
+            program.earn_caps = stored_caps
+        if clawback_policy is not None:
+            program.clawback_policy = clawback_policy.value
+        await record_audit(
+            session, actor, action="program.earning_policy", target=f"program:{program_id}",
+            before=before,
+            after={"earn_caps": program.earn_caps, "clawback_policy": program.clawback_policy},
+        )  # fmt: skip
+
+
 # -- rules in force, cached per process ----------------------------------------------
 
 
@@ -245,7 +280,7 @@ class ProgramRules:
     stacking: Stacking
     versions: tuple[RuleRecord, ...]
     """Ordered by valid_from, then version."""
-    terms: dict[int, PurchaseRule | Promotion]
+    terms: dict[int, PurchaseRule | Promotion | ActionRule]
     """Each version's terms, parsed once when loaded."""
     loaded_at: float
 
@@ -253,31 +288,53 @@ class ProgramRules:
     def load(
         cls, program_id: int, merchant_id: int, stacking: Stacking, versions: tuple[RuleRecord, ...]
     ) -> ProgramRules:
-        terms: dict[int, PurchaseRule | Promotion] = {}
+        loaders: dict[RuleKind, Callable[..., PurchaseRule | Promotion | ActionRule]] = {
+            RuleKind.PURCHASE: load_purchase_rule, RuleKind.PROMOTION: load_promotion,
+            RuleKind.ACTION: load_action_rule,
+        }  # fmt: skip
+        terms: dict[int, PurchaseRule | Promotion | ActionRule] = {}
         for rule in versions:
             args = (rule.id, rule.code, rule.version, rule.name, rule.priority, rule.params)
-            terms[rule.id] = (load_purchase_rule(*args) if rule.kind == RuleKind.PURCHASE
-                              else load_promotion(*args))  # fmt: skip
+            terms[rule.id] = loaders[RuleKind(rule.kind)](*args)
         return cls(program_id, merchant_id, stacking, versions, terms, time.monotonic())
 
-    def in_force(self, at: datetime) -> tuple[list[PurchaseRule], list[Promotion]]:
-        """Purchase rules and promotions in force at `at`."""
+    def in_force(self, at: datetime) -> InForce:
+        """The rule versions in force at `at`, by kind."""
         latest: dict[str, RuleRecord] = {}
         for version in self.versions:
             if version.valid_from > at:
                 break
             latest[version.code] = version
-        purchase: list[PurchaseRule] = []
-        promotions: list[Promotion] = []
+        found = InForce([], [], [])
         for rule in latest.values():
             if rule.status != "active" or (rule.valid_until and rule.valid_until <= at):
                 continue
             terms = self.terms[rule.id]
             if isinstance(terms, PurchaseRule):
-                purchase.append(terms)
+                found.purchase.append(terms)
+            elif isinstance(terms, Promotion):
+                found.promotions.append(terms)
             else:
-                promotions.append(terms)
-        return purchase, promotions
+                found.actions.append(terms)
+        return found
+
+    def lines_json(self, breakdown: Breakdown) -> dict[str, Any]:
+        """The breakdown as ledger_earn takes it: each line with its rule's caps."""
+        lines = []
+        for line in breakdown.contributions:
+            stored = line.as_json()
+            terms = self.terms.get(line.rule_id) if line.rule_id is not None else None
+            if terms is not None and terms.caps:
+                stored["caps"] = [cap.as_json() for cap in terms.caps]
+            lines.append(stored)
+        return {"points": breakdown.points, "lines": lines}
+
+
+@dataclass(frozen=True, slots=True)
+class InForce:
+    purchase: list[PurchaseRule]
+    promotions: list[Promotion]
+    actions: list[ActionRule]
 
 
 _cache: OrderedDict[int, ProgramRules] = OrderedDict()
@@ -356,7 +413,7 @@ async def _load_program_rules(db: Database, program_id: int) -> ProgramRules:
     return loaded
 
 
-async def _program_of_membership(db: Database, membership_id: int) -> int:
+async def program_of_membership(db: Database, membership_id: int) -> int:
     """A membership's program never changes, so the answer is cached for good."""
     program_id = _membership_programs.get(membership_id)
     if program_id is None:
@@ -369,120 +426,3 @@ async def _program_of_membership(db: Database, membership_id: int) -> int:
         if len(_membership_programs) > _CACHE_MEMBERSHIPS:
             _membership_programs.popitem(last=False)
     return program_id
-
-
-# -- earning ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EarnResult:
-    breakdown: Breakdown
-    movement: Movement | None
-    """None when the purchase earns nothing (nothing is posted)."""
-
-
-def check_purchase(purchase: Purchase, currency: str, program_currency: str) -> None:
-    if currency != program_currency:
-        raise InvalidInput(f"the program earns on {program_currency} amounts", field=("currency",))
-    check_decimal(purchase.amount, "amount", minimum_exclusive=Decimal(0),
-                  maximum=Decimal(10**9), places=2)  # fmt: skip
-    if purchase.occurred_at.tzinfo is None:
-        raise InvalidInput("occurredAt needs a time zone", field=("occurredAt",))
-    now = datetime.now(UTC)
-    if purchase.occurred_at > now + CLOCK_SKEW:
-        raise InvalidInput("occurredAt is in the future", field=("occurredAt",))
-    if purchase.occurred_at < now - MAX_LATE:
-        raise InvalidInput(
-            f"purchases older than {MAX_LATE.days} days cannot be recorded", field=("occurredAt",)
-        )
-    if len(purchase.lines) > MAX_LINES:
-        raise InvalidInput(f"at most {MAX_LINES} order lines", field=("lines",))
-    for line in purchase.lines:
-        clean_text(line.sku, "sku", max_length=64)
-        check_decimal(line.amount, "amount", minimum=Decimal(0), maximum=Decimal(10**9),
-                      places=2)  # fmt: skip
-        if line.category is not None:
-            clean_text(line.category, "category", max_length=64)
-    if purchase.lines and sum(line.amount for line in purchase.lines) != purchase.amount:
-        raise InvalidInput("the order lines must add up to the amount", field=("lines",))
-
-
-async def _breakdown(
-    db: Database, actor: Actor, membership_id: int, purchase: Purchase, currency: str
-) -> tuple[ProgramRules, Breakdown]:
-    actor.require(Role.MERCHANT)
-    program_id = await _program_of_membership(db, membership_id)
-    rules = await program_rules(db, program_id)
-    if rules.merchant_id != actor.merchant_id:
-        raise NotFound("membership not found", field=("membershipId",))
-    check_purchase(purchase, currency, db.settings.currency)
-    purchase_rules, promotions = rules.in_force(purchase.occurred_at)
-    breakdown = evaluate(purchase, purchase_rules, promotions, stacking=rules.stacking,
-                         zone=db.settings.zone)  # fmt: skip
-    return rules, breakdown
-
-
-async def preview_earn(
-    db: Database, actor: Actor, *, membership_id: int, purchase: Purchase, currency: str
-) -> Breakdown:
-    """What recording this purchase would earn now, without posting anything."""
-    _, breakdown = await _breakdown(db, actor, membership_id, purchase, currency)
-    return breakdown
-
-
-async def record_purchase(
-    db: Database,
-    actor: Actor,
-    *,
-    membership_id: int,
-    order_id: str,
-    purchase: Purchase,
-    currency: str,
-) -> EarnResult:
-    """Earn on a purchase by the rules in force when it happened; idempotent per order.
-
-    The merchant's order id is the idempotency key across all the merchant's apps: the
-    same order recorded twice earns once, and the same order id with another purchase
-    is refused. A purchase that earns nothing posts nothing.
-    """
-    order_id = clean_text(order_id, "orderId", max_length=64)
-    _, breakdown = await _breakdown(db, actor, membership_id, purchase, currency)
-    if breakdown.points == 0:
-        return EarnResult(breakdown, None)
-    fingerprint = request_fingerprint(
-        "purchase", membership=membership_id, amount=str(purchase.amount), currency=currency,
-        channel=purchase.channel, occurred_at=purchase.occurred_at.isoformat(),
-        lines=[[line.sku, line.category, str(line.amount)] for line in purchase.lines],
-    )  # fmt: skip
-    details = {"order_id": order_id, "amount": str(purchase.amount), "currency": currency,
-               "occurred_at": purchase.occurred_at.isoformat(), **breakdown.as_json()}  # fmt: skip
-    movement = await run_movement(
-        db, actor, "earn", membership_id, breakdown.points, f"purchase {order_id}",
-        scope=f"order:{actor.merchant_id}", key=order_id, fingerprint=fingerprint,
-        details=details,
-    )  # fmt: skip
-    if movement.replayed:
-        # The first recording's breakdown is the one that was posted.
-        stored = await db.fetch_one(
-            "SELECT details FROM ledger_transaction WHERE id = %(id)s",
-            {"id": movement.transaction_id},
-        )
-        if stored is not None and stored[0]:
-            breakdown = breakdown_from_json(stored[0])
-    return EarnResult(breakdown, movement)
-
-
-def breakdown_from_json(stored: dict[str, Any]) -> Breakdown:
-    lines = tuple(
-        Contribution(
-            line["rule_id"],
-            line["code"],
-            line["version"],
-            line["name"],
-            line["kind"],
-            line["points"],
-            line["detail"],
-        )
-        for line in stored["lines"]
-    )
-    return Breakdown(int(stored["points"]), lines)

@@ -8,9 +8,20 @@ from decimal import Decimal
 from typing import Any
 
 from alliance.errors import InvalidInput
-from alliance.rules.engine import Conditions, Promotion, PurchaseRule, Rounding
+from alliance.rules.engine import (
+    FIXED_FREQUENCY,
+    Action,
+    ActionRule,
+    Cap,
+    CapPeriod,
+    Conditions,
+    Frequency,
+    Promotion,
+    PurchaseRule,
+    Rounding,
+)
 from alliance.rules.models import RuleKind
-from alliance.validation import check_decimal, check_range, clean_text
+from alliance.validation import check_decimal, check_range, clean_code, clean_text
 
 MAX_LIST = 100
 
@@ -33,6 +44,14 @@ class TermsInput:
     multiplier: Decimal | None = None
     bonus_points: int = 0
     conditions: ConditionsInput = ConditionsInput()
+    caps: Iterable[Cap] = ()
+    """Per member per period, on this rule's points (any kind)."""
+    action: Action | None = None
+    """Action rules: which action, its points, and how often it is rewarded."""
+    custom_action: str | None = None
+    points: int = 0
+    referee_points: int = 0
+    frequency: Frequency | None = None
 
 
 def _names(values: Iterable[str] | None, field: str) -> list[str] | None:
@@ -67,9 +86,64 @@ def conditions_json(conditions: ConditionsInput) -> dict[str, Any]:
     }
 
 
+def caps_json(caps: Iterable[Cap], field: str = "caps") -> list[dict[str, Any]]:
+    """Valid caps, one per period at most, in day-month-year order."""
+    by_period: dict[CapPeriod, Cap] = {}
+    for cap in caps:
+        check_range(cap.points, "points", minimum=1, maximum=10**12)
+        if cap.period in by_period:
+            raise InvalidInput(f"one {cap.period.value} cap at most", field=(field,))
+        by_period[cap.period] = cap
+    return [by_period[period].as_json() for period in CapPeriod if period in by_period]
+
+
+def load_caps(stored: list[dict[str, Any]] | None) -> tuple[Cap, ...]:
+    return tuple(Cap(CapPeriod(cap["period"]), int(cap["points"])) for cap in stored or ())
+
+
+def _action_terms(terms: TermsInput) -> dict[str, Any]:
+    if terms.action is None:
+        raise InvalidInput("an action rule needs the action", field=("action",))
+    if terms.points_per_unit is not None or terms.multiplier is not None or terms.bonus_points:
+        raise InvalidInput("an action rule gives fixed points", field=("points",))
+    custom = None
+    if terms.action is Action.CUSTOM:
+        if terms.custom_action is None:
+            raise InvalidInput("a custom action needs its name", field=("customAction",))
+        custom = clean_code(terms.custom_action, "customAction")
+    elif terms.custom_action is not None:
+        raise InvalidInput("customAction names CUSTOM actions only", field=("customAction",))
+    check_range(terms.points, "points", minimum=0, maximum=1_000_000)
+    check_range(terms.referee_points, "refereePoints", minimum=0, maximum=1_000_000)
+    if terms.referee_points and terms.action is not Action.REFERRAL:
+        raise InvalidInput("refereePoints belong to referrals", field=("refereePoints",))
+    if terms.points == 0 and terms.referee_points == 0:
+        raise InvalidInput("an action rule must give points", field=("points",))
+    fixed = FIXED_FREQUENCY.get(terms.action)
+    if fixed is not None and terms.frequency not in (None, fixed):
+        raise InvalidInput(
+            f"{terms.action.value} is rewarded {fixed.value.replace('_', ' ')}",
+            field=("frequency",),
+        )
+    return {
+        "action": terms.action.value,
+        "custom_action": custom,
+        "points": terms.points,
+        "referee_points": terms.referee_points,
+        "frequency": (fixed or terms.frequency or Frequency.EVERY_TIME).value,
+        "caps": caps_json(terms.caps),
+    }
+
+
 def terms_json(kind: RuleKind, terms: TermsInput) -> dict[str, Any]:
     """The stored form of valid terms; InvalidInput names the field at fault."""
+    if kind is RuleKind.ACTION:
+        return _action_terms(terms)
+    if terms.action is not None or terms.points or terms.referee_points:
+        raise InvalidInput("action, points and refereePoints belong to action rules",
+                           field=("action",))  # fmt: skip
     conditions = conditions_json(terms.conditions)
+    caps = caps_json(terms.caps)
     if kind is RuleKind.PURCHASE:
         if terms.points_per_unit is None:
             raise InvalidInput("a purchase rule needs pointsPerUnit", field=("pointsPerUnit",))
@@ -79,7 +153,7 @@ def terms_json(kind: RuleKind, terms: TermsInput) -> dict[str, Any]:
             raise InvalidInput("multiplier and bonusPoints belong to promotions",
                                field=("multiplier",))  # fmt: skip
         return {"points_per_unit": str(terms.points_per_unit), "rounding": terms.rounding.value,
-                "conditions": conditions}  # fmt: skip
+                "conditions": conditions, "caps": caps}  # fmt: skip
     if terms.points_per_unit is not None:
         raise InvalidInput("pointsPerUnit belongs to purchase rules", field=("pointsPerUnit",))
     if terms.multiplier is not None:
@@ -93,6 +167,7 @@ def terms_json(kind: RuleKind, terms: TermsInput) -> dict[str, Any]:
         "multiplier": None if terms.multiplier is None else str(terms.multiplier),
         "bonus_points": terms.bonus_points,
         "conditions": conditions,
+        "caps": caps,
     }
 
 
@@ -117,6 +192,7 @@ def load_purchase_rule(
     return PurchaseRule(
         rule_id, code, version, name, Decimal(params["points_per_unit"]),
         Rounding(params["rounding"]), load_conditions(params["conditions"]), priority,
+        load_caps(params.get("caps")),
     )  # fmt: skip
 
 
@@ -127,4 +203,15 @@ def load_promotion(
     return Promotion(
         rule_id, code, version, name, None if multiplier is None else Decimal(multiplier),
         int(params.get("bonus_points") or 0), load_conditions(params["conditions"]), priority,
+        load_caps(params.get("caps")),
+    )  # fmt: skip
+
+
+def load_action_rule(
+    rule_id: int, code: str, version: int, name: str, priority: int, params: dict[str, Any]
+) -> ActionRule:
+    return ActionRule(
+        rule_id, code, version, name, Action(params["action"]), params.get("custom_action"),
+        int(params["points"]), int(params.get("referee_points") or 0),
+        Frequency(params["frequency"]), priority, load_caps(params.get("caps")),
     )  # fmt: skip

@@ -98,7 +98,7 @@ def upgrade() -> None:
         sa.Column("membership_id", sa.BigInteger(), nullable=False),
         sa.Column("action", sa.Text(), nullable=False),
         sa.Column("period_key", sa.Text(), nullable=False),
-        sa.Column("transaction_id", sa.BigInteger(), nullable=False),
+        sa.Column("transaction_id", sa.BigInteger(), nullable=True),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -123,7 +123,7 @@ def upgrade() -> None:
         "referral",
         sa.Column("referee_membership_id", sa.BigInteger(), nullable=False),
         sa.Column("referrer_membership_id", sa.BigInteger(), nullable=False),
-        sa.Column("transaction_id", sa.BigInteger(), nullable=False),
+        sa.Column("transaction_id", sa.BigInteger(), nullable=True),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -151,8 +151,50 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("referee_membership_id", name=op.f("pk_referral")),
     )
     op.create_index("ix_referral_referrer", "referral", ["referrer_membership_id"])
+    op.create_table(
+        "purchase_refund",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("merchant_id", sa.BigInteger(), nullable=False),
+        sa.Column("refund_id", sa.Text(), nullable=False),
+        sa.Column("earn_transaction_id", sa.BigInteger(), nullable=False),
+        sa.Column("request_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("amount", sa.Numeric(18, 2), nullable=False),
+        sa.Column("clawback", sa.BigInteger(), nullable=False),
+        sa.Column("taken", sa.BigInteger(), nullable=False),
+        sa.Column("debt", sa.BigInteger(), nullable=False),
+        sa.Column("written_off", sa.BigInteger(), nullable=False),
+        sa.Column("transaction_id", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("amount > 0", name=op.f("ck_purchase_refund_amount_positive")),
+        sa.CheckConstraint(
+            "taken >= 0 AND debt >= 0 AND written_off >= 0"
+            " AND clawback = taken + debt + written_off",
+            name=op.f("ck_purchase_refund_clawback_split"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"], ["merchant.id"], name=op.f("fk_purchase_refund_merchant_id_merchant")
+        ),
+        sa.ForeignKeyConstraint(
+            ["earn_transaction_id"],
+            ["ledger_transaction.id"],
+            name=op.f("fk_purchase_refund_earn_transaction_id_ledger_transaction"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["transaction_id"],
+            ["ledger_transaction.id"],
+            name=op.f("fk_purchase_refund_transaction_id_ledger_transaction"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_purchase_refund")),
+        sa.UniqueConstraint("merchant_id", "refund_id", name="uq_purchase_refund_refund_id"),
+    )
+    op.create_index("ix_purchase_refund_earn", "purchase_refund", ["earn_transaction_id"])
     # Claims and referrals are facts the once-only rules rest on.
-    for table in ("action_claim", "referral"):
+    for table in ("action_claim", "referral", "purchase_refund"):
         op.execute(
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}"
             " FOR EACH ROW EXECUTE FUNCTION ledger_reject_change()"
@@ -164,6 +206,8 @@ def downgrade() -> None:
     op.get_bind().connection.driver_connection.execute(
         SQL.with_name("0003_validity_down.sql").read_text()
     )
+    op.drop_index("ix_purchase_refund_earn", table_name="purchase_refund")
+    op.drop_table("purchase_refund")
     op.drop_index("ix_referral_referrer", table_name="referral")
     op.drop_table("referral")
     op.drop_table("action_claim")

@@ -12,15 +12,10 @@ from hypothesis import strategies as st
 
 from alliance.db.engine import Database
 from alliance.errors import AlreadyExists, IdempotencyKeyReused, InvalidInput, NotFound
+from alliance.rules.earning import preview_earn, record_purchase
 from alliance.rules.engine import OrderLine, Purchase, Stacking
 from alliance.rules.models import RuleKind
-from alliance.rules.service import (
-    create_rule,
-    preview_earn,
-    record_purchase,
-    revise_rule,
-    set_promotion_stacking,
-)
+from alliance.rules.service import create_rule, revise_rule, set_promotion_stacking
 from alliance.rules.terms import ConditionsInput, TermsInput
 from tests.factories import make_membership, make_merchant, make_program, merchant_actor
 from tests.graphql.helpers import gid, ok
