@@ -18,6 +18,7 @@ from alliance.members.service import enroll_member
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.service import create_merchant, create_program
 from schema.context import Info
+from schema.earning import EarningMutations
 from schema.errors import UserError, mutate
 from schema.permissions import IsAuthenticated
 from schema.rules import RuleMutations
@@ -119,7 +120,7 @@ class MovePointsPayload:
 
 
 @strawberry.type
-class Mutation(RuleMutations):
+class Mutation(RuleMutations, EarningMutations):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."
     )

@@ -31,7 +31,8 @@ from alliance.members.queries import (
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.queries import MerchantRecord, ProgramRecord
 from alliance.rules.earning import breakdown_from_json
-from alliance.rules.engine import Stacking
+from alliance.rules.engine import CapPeriod, Stacking
+from alliance.rules.service import ClawbackPolicy
 from schema.context import Info
 from schema.loaders import PageArgs
 from schema.pagination import DEFAULT_PAGE_SIZE, build_connection, check_first, decode_cursor
@@ -48,6 +49,18 @@ class EntryKind(enum.Enum):
     EARN = "earn"
     SPEND = "spend"
     EXPIRE = "expire"
+    REVERSE = "reverse"
+    OPENING = "opening"
+
+
+strawberry.enum(CapPeriod, name="CapPeriod")
+strawberry.enum(ClawbackPolicy, name="ClawbackPolicy")
+
+
+@strawberry.type(description="At most `points` per member per period (alliance time zone).")
+class EarnCap:
+    period: CapPeriod
+    points: BigInt
 
 
 if TYPE_CHECKING:
@@ -160,6 +173,12 @@ class Program(relay.Node):
     status: str
     created_at: datetime
     stacking: strawberry.Private[str]
+    clawback_policy: ClawbackPolicy = strawberry.field(
+        description="What a refund does with points already spent."
+    )
+    earn_caps: list[EarnCap] = strawberry.field(
+        description="Per member caps on all rule-based earning."
+    )
 
     @classmethod
     def from_record(cls, r: ProgramRecord) -> Self:
@@ -177,6 +196,11 @@ class Program(relay.Node):
             status=r.status,
             created_at=r.created_at,
             stacking=r.promotion_stacking,
+            clawback_policy=ClawbackPolicy(r.clawback_policy),
+            earn_caps=[
+                EarnCap(period=CapPeriod(c["period"]), points=BigInt(c["points"]))
+                for c in r.earn_caps
+            ],
         )
 
     @classmethod
@@ -382,6 +406,10 @@ class Balance:
         description="All points in the account, including held, pending and not yet swept."
     )
     held: BigInt = strawberry.field(description="Reserved by open holds.")
+    clawback_debt: BigInt = strawberry.field(
+        description="Points refunds took back after they were spent; future credits repay "
+        "this first."
+    )
 
     @classmethod
     def from_membership(cls, r: MembershipRecord) -> Self:
@@ -390,6 +418,7 @@ class Balance:
             program_id=r.program_id,
             points=BigInt(r.balance),
             held=BigInt(r.held),
+            clawback_debt=BigInt(r.debt),
         )
 
     @strawberry.field(description="Points spendable now: available, unexpired lots minus holds.")

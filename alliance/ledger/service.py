@@ -209,7 +209,8 @@ def _earn(row: Any, membership_id: int, reason: str) -> Earn:
     return Earn(movement, final)
 
 
-def _raise_mapped(error: psycopg.Error) -> None:
+def raise_domain_error(error: psycopg.Error) -> None:
+    """Raise the domain error a ledger function's SQLSTATE stands for, if any."""
     mapped = _domain_error(error)
     if mapped is not None:
         raise mapped from None
@@ -242,7 +243,7 @@ async def run_earn(
     try:
         row = await db.fetch_one(_SQL["earn"], parameters)
     except psycopg.Error as error:
-        _raise_mapped(error)
+        raise_domain_error(error)
         raise
     assert row is not None, "ledger_earn always returns its row"
     return _earn(row, membership_id, reason)
@@ -275,7 +276,7 @@ async def run_referral(
     try:
         rows = await db.fetch_all(_SQL["referral"], parameters)
     except psycopg.Error as error:
-        _raise_mapped(error)
+        raise_domain_error(error)
         raise
     sides = {row[0]: row for row in rows}
     return (

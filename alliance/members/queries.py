@@ -68,6 +68,8 @@ class MembershipRecord:
     created_at: datetime
     balance: int
     held: int
+    debt: int
+    """Clawback debt: points refunded purchases took back after they were spent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ _membership_columns = (
     membership_table.c.created_at,
     account_table.c.balance,
     account_table.c.held,
+    account_table.c.debt,
 )
 _memberships = membership_table.join(
     account_table, account_table.c.membership_id == membership_table.c.id

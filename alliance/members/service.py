@@ -86,6 +86,7 @@ async def enroll_member(
             membership.created_at,
             0,
             0,
+            0,
         )
 
 

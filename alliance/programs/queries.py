@@ -68,6 +68,8 @@ class ProgramRecord:
     status: str
     created_at: datetime
     promotion_stacking: str
+    clawback_policy: str
+    earn_caps: list[dict[str, Any]]
 
     @classmethod
     def from_row(cls, row: Any) -> ProgramRecord:
