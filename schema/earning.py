@@ -17,6 +17,7 @@ from alliance.rules.engine import Action, Cap, CapPeriod, Frequency
 from alliance.rules.service import ClawbackPolicy
 from schema.context import Info
 from schema.errors import UserError, mutate
+from schema.loaders import forget
 from schema.permissions import IsAuthenticated
 from schema.rules import EarnBreakdown
 from schema.scalars import BigInt
@@ -195,7 +196,7 @@ class EarningMutations:
                 caps=None if input.caps is None else [cap.to_domain() for cap in input.caps],
                 clawback_policy=input.clawback_policy,
             )  # fmt: skip
-            info.context.loaders.program.clear(program_id)
+            forget(info.context.loaders.program, program_id)
             record = await info.context.loaders.program.load(program_id)
             return SetEarningPolicyPayload(
                 program=None if record is None else Program.from_record(record)

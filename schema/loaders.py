@@ -35,6 +35,13 @@ class PageArgs:
     filters: members.HistoryFilter | None = None
 
 
+def forget(loader: DataLoader[Any, Any], key: Any) -> None:
+    """Drop a cached value after a mutation changed it (DataLoader.clear raises KeyError
+    for a key it never loaded)."""
+    if loader.cache_map.get(key) is not None:
+        loader.clear(key)
+
+
 class Loaders:
     def __init__(self, db: Database, actor: Actor) -> None:
         self._db = db

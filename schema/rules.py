@@ -19,6 +19,7 @@ from alliance.rules.service import RuleRecord
 from alliance.rules.terms import ConditionsInput, TermsInput
 from schema.context import Info
 from schema.errors import UserError, mutate
+from schema.loaders import forget
 from schema.permissions import IsAuthenticated
 from schema.scalars import BigInt
 from schema.types import LedgerEntry, Membership, Program, load_nodes, node_pk
@@ -324,7 +325,7 @@ class RuleMutations:
                 info.context.db, info.context.actor, program_id=program_id,
                 stacking=input.stacking,
             )  # fmt: skip
-            info.context.loaders.program.clear(program_id)
+            forget(info.context.loaders.program, program_id)
             record = await info.context.loaders.program.load(program_id)
             return SetPromotionStackingPayload(
                 program=None if record is None else Program.from_record(record)

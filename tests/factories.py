@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+from sqlalchemy import insert
 
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
@@ -15,6 +18,9 @@ from alliance.members.service import enroll_member
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.queries import MerchantRecord, ProgramRecord
 from alliance.programs.service import create_merchant, create_program
+from alliance.rules.models import EarningRule, RuleKind
+from alliance.rules.service import forget_cached
+from alliance.rules.terms import TermsInput, terms_json
 
 _sequence = itertools.count(1)
 
@@ -89,3 +95,31 @@ async def give_points(
         reason="test award",
         idempotency_key=f"give-{next(_sequence)}",
     )
+
+
+async def backdated_rule(
+    db: Database,
+    program: ProgramRecord,
+    code: str,
+    kind: RuleKind,
+    terms: TermsInput,
+    *,
+    days: int = 40,
+    priority: int = 0,
+) -> int:
+    """A rule version in force since `days` ago, for tests of earns in the past.
+
+    The domain only writes versions that take effect ahead (history is never
+    rewritten); tests of past days and periods write one directly, as a migration
+    of an old system's rules would."""
+    async with db.transaction() as session:
+        rule_id = await session.scalar(
+            insert(EarningRule)
+            .values(program_id=program.id, code=code, version=1, kind=kind.value, name=code,
+                    params=terms_json(kind, terms), priority=priority,
+                    valid_from=datetime.now(UTC) - timedelta(days=days), created_by="test")
+            .returning(EarningRule.id)
+        )  # fmt: skip
+    forget_cached()
+    assert rule_id is not None
+    return rule_id

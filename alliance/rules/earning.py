@@ -203,7 +203,9 @@ async def record_action(
         raise NotFound("no rule of this program rewards this action", field=("action",))
     fingerprint = request_fingerprint(
         "action", membership=membership_id, action=rule.claim, reference=reference,
-        referrer=referrer_membership_id, occurred_at=at.isoformat(),
+        referrer=referrer_membership_id,
+        # As sent: a retry without occurredAt is the same request a moment later.
+        occurred_at=None if occurred_at is None else occurred_at.isoformat(),
     )  # fmt: skip
     details = {"action": rule.claim, "occurred_at": at.isoformat(), "reference": reference}
     reason = f"action {rule.claim}"

@@ -175,7 +175,7 @@ BEGIN
     END IF;
 
     -- Each rule's share (its lines added up) and what of it fits under the rule's caps.
-    SELECT jsonb_agg(to_jsonb(kept)), coalesce(sum(kept.kept), 0)
+    SELECT jsonb_agg(to_jsonb(share)), coalesce(sum(share.kept), 0)
       INTO v_shares, v_total
       FROM (SELECT s.*,
                    CASE WHEN s.caps IS NULL THEN s.points
@@ -188,7 +188,7 @@ BEGIN
                            (array_agg(line ORDER BY ord))[1] AS line
                       FROM jsonb_array_elements(p_breakdown -> 'lines')
                            WITH ORDINALITY AS l (line, ord)
-                     GROUP BY line ->> 'code') s) kept;
+                     GROUP BY line ->> 'code') s) share;
     v_room := earn_cap_room(p_account_id, 'program', p_program_caps, p_at, p_time_zone);
     v_cut := CASE WHEN v_room IS NULL THEN 0 ELSE greatest(v_total - v_room, 0) END;
 
@@ -218,9 +218,9 @@ BEGIN
         -- program cut, taken from the last rules first.
         FOR r IN
             SELECT x.code, x.caps,
-                   x.kept - least(x.kept, greatest(v_cut - coalesce(sum(x.kept) OVER (
+                   (x.kept - least(x.kept, greatest(v_cut - coalesce(sum(x.kept) OVER (
                        ORDER BY x.ord DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0),
-                       0)) AS posted
+                       0)))::bigint AS posted
               FROM jsonb_to_recordset(v_shares)
                    AS x (code text, ord bigint, points bigint, kept bigint, caps jsonb)
         LOOP

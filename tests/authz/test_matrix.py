@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
+from alliance.rules.earning import record_purchase
+from alliance.rules.engine import Action, Purchase
+from alliance.rules.models import RuleKind
+from alliance.rules.terms import TermsInput
 from tests.factories import (
     ALLIANCE_FINANCE,
     AUDITOR,
     OPERATOR,
+    backdated_rule,
     finance_actor,
     give_points,
     make_membership,
@@ -50,6 +57,15 @@ async def world(db: Database) -> World:
     membership_b = await make_membership(db, program_b)
     await give_points(db, membership_a, program_a, 100)
     await give_points(db, membership_b, program_b, 100)
+    for program, membership in ((program_a, membership_a), (program_b, membership_b)):
+        await backdated_rule(db, program, "base", RuleKind.PURCHASE,
+                             TermsInput(points_per_unit=Decimal(1)))  # fmt: skip
+        await backdated_rule(db, program, "share", RuleKind.ACTION,
+                             TermsInput(action=Action.SHARE, points=1))  # fmt: skip
+        await record_purchase(
+            db, merchant_actor(program.merchant_id), membership_id=membership.id,
+            order_id="order", purchase=Purchase(Decimal(100), datetime.now(UTC)), currency="CNY",
+        )  # fmt: skip
     return World(
         actors={
             "operator": OPERATOR,
@@ -136,6 +152,31 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         """query($m: ID!) { previewEarn(input: {membershipId: $m, amount: "10"}) { points } }""",
         lambda ids: {"m": ids["membership_a"]},
     ),
+    **{
+        f"recordAction({side})": (
+            """mutation($m: ID!, $k: String!) { recordAction(input: {membershipId: $m,
+            action: SHARE, idempotencyKey: $k}) { earned { replayed } userErrors { code } } }""",
+            lambda ids, side=side: {"m": ids[f"membership_{side.lower()}"], "k": f"a{next(_keys)}"},
+        )
+        for side in "AB"
+    },
+    **{
+        f"reversePurchase({side})": (
+            """mutation($r: String!) { reversePurchase(input: {orderId: "order", refundId: $r,
+            amount: "1"}) { reversal { clawback } userErrors { code } } }""",
+            lambda ids: {"r": f"r{next(_keys)}"},
+        )
+        for side in "A"
+    },
+    **{
+        f"setEarningPolicy({side})": (
+            """mutation($p: ID!) { setEarningPolicy(input: {programId: $p,
+            caps: [{period: DAY, points: 100}], clawbackPolicy: WRITE_OFF}) {
+            program { id } userErrors { code } } }""",
+            lambda ids, side=side: {"p": ids[f"program_{side.lower()}"]},
+        )
+        for side in "AB"
+    },
     "read merchants": ("{ merchants { edges { node { id } } } }", lambda ids: None),
     "read programs": ("{ programs { edges { node { id } } } }", lambda ids: None),
     "read membership(A)": (
@@ -190,6 +231,11 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "recordPurchase(A)":      (F, F, F, F, "ok", F),
     "recordPurchase(B)":      (F, F, F, F, N, F),
     "previewEarn(A)":         (F, F, F, F, "ok", F),
+    "recordAction(A)":        (F, F, F, F, "ok", F),
+    "recordAction(B)":        (F, F, F, F, N, F),
+    "reversePurchase(A)":     (F, F, F, F, "ok", F),
+    "setEarningPolicy(A)":    (F, F, F, F, "ok", F),
+    "setEarningPolicy(B)":    (F, F, F, F, N, F),
     "read merchants":         ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read programs":          ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read membership(A)":     ("ok", "ok", H, H, "ok", "ok"),
