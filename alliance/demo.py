@@ -26,6 +26,7 @@ from alliance.members.models import Member, Membership
 from alliance.members.service import open_membership
 from alliance.programs.models import ExpiryPolicy, Merchant, Program
 from alliance.programs.service import create_merchant, create_program
+from alliance.rules.engine import Action
 from alliance.rules.models import RuleKind
 from alliance.rules.service import create_rule
 from alliance.rules.terms import ConditionsInput, TermsInput
@@ -109,7 +110,11 @@ MEMBERS = (
 RULES: tuple[tuple[tuple[str, str, RuleKind, TermsInput], ...], ...] = (
     (("base", "1 积分 per CNY", RuleKind.PURCHASE, TermsInput(points_per_unit=Decimal(1))),
      ("wine", "Wine: 2 extra per CNY", RuleKind.PURCHASE, TermsInput(
-         points_per_unit=Decimal(2), conditions=ConditionsInput(categories=["wine"])))),
+         points_per_unit=Decimal(2), conditions=ConditionsInput(categories=["wine"]))),
+     ("check-in", "每日签到 daily check-in", RuleKind.ACTION, TermsInput(
+         action=Action.DAILY_CHECK_IN, points=5)),
+     ("referral", "推荐有礼 refer a friend", RuleKind.ACTION, TermsInput(
+         action=Action.REFERRAL, points=100, referee_points=50))),
     (("base", "1 点 per 2 CNY", RuleKind.PURCHASE, TermsInput(
         points_per_unit=Decimal("0.5"), conditions=ConditionsInput(
             excluded_categories=["gift-card"]))),
