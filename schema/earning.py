@@ -13,7 +13,7 @@ from alliance.ledger.reversal import reverse_purchase
 from alliance.rules import earning
 from alliance.rules import service as rules
 from alliance.rules.earning import EarnResult
-from alliance.rules.engine import Action, Cap, CapPeriod, Frequency
+from alliance.rules.engine import Action
 from alliance.rules.service import ClawbackPolicy
 from schema.context import Info
 from schema.errors import UserError, mutate
@@ -21,21 +21,9 @@ from schema.loaders import forget
 from schema.permissions import IsAuthenticated
 from schema.rules import EarnBreakdown
 from schema.scalars import BigInt
-from schema.types import LedgerEntry, Membership, Program, node_pk
-
-strawberry.enum(Action, name="EarnAction")
-strawberry.enum(Frequency, name="ActionFrequency")
+from schema.types import CapInput, LedgerEntry, Membership, Program, node_pk
 
 authenticated: list[type[BasePermission]] = [IsAuthenticated]
-
-
-@strawberry.input(description="At most `points` per member per period (alliance time zone).")
-class CapInput:
-    period: CapPeriod
-    points: int
-
-    def to_domain(self) -> Cap:
-        return Cap(self.period, self.points)
 
 
 @strawberry.type(description="What a member earned: the entry posted, and why.")

@@ -14,7 +14,7 @@ from strawberry import relay
 from strawberry.permission import BasePermission
 
 from alliance.ledger.service import Movement, award_points, spend_points
-from alliance.members.service import enroll_member
+from alliance.members.service import enroll_member, set_member_segments
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.service import create_merchant, create_program
 from schema.context import Info
@@ -119,6 +119,18 @@ class MovePointsPayload:
         )
 
 
+@strawberry.input
+class SetMemberSegmentsInput:
+    membership_id: relay.GlobalID
+    segments: list[str] = strawberry.field(description="Replaces the member's segments.")
+
+
+@strawberry.type
+class SetMemberSegmentsPayload:
+    membership: Membership | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
 @strawberry.type
 class Mutation(RuleMutations, EarningMutations):
     @strawberry.mutation(
@@ -176,6 +188,23 @@ class Mutation(RuleMutations, EarningMutations):
             return EnrollMemberPayload(membership=Membership.from_record(membership))
 
         return await mutate(EnrollMemberPayload, run)
+
+    @strawberry.mutation(
+        permission_classes=authenticated,
+        description="Put a member of yours in segments, for promotion audiences (merchant).",
+    )
+    async def set_member_segments(
+        self, info: Info, input: SetMemberSegmentsInput
+    ) -> SetMemberSegmentsPayload:
+        async def run() -> SetMemberSegmentsPayload:
+            membership = await set_member_segments(
+                info.context.db, info.context.actor,
+                membership_id=node_pk(input.membership_id, Membership, "membershipId"),
+                segments=input.segments,
+            )  # fmt: skip
+            return SetMemberSegmentsPayload(membership=Membership.from_record(membership))
+
+        return await mutate(SetMemberSegmentsPayload, run)
 
     @strawberry.mutation(
         permission_classes=authenticated,

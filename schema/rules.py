@@ -13,7 +13,16 @@ from strawberry.permission import BasePermission
 
 from alliance.rules import earning
 from alliance.rules import service as rules
-from alliance.rules.engine import Breakdown, Contribution, OrderLine, Purchase, Rounding, Stacking
+from alliance.rules.engine import (
+    Action,
+    Breakdown,
+    Contribution,
+    Frequency,
+    OrderLine,
+    Purchase,
+    Rounding,
+    Stacking,
+)
 from alliance.rules.models import RuleKind
 from alliance.rules.service import RuleRecord
 from alliance.rules.terms import ConditionsInput, TermsInput
@@ -22,11 +31,21 @@ from schema.errors import UserError, mutate
 from schema.loaders import forget
 from schema.permissions import IsAuthenticated
 from schema.scalars import BigInt
-from schema.types import LedgerEntry, Membership, Program, load_nodes, node_pk
+from schema.types import (
+    CapInput,
+    EarnCap,
+    LedgerEntry,
+    Membership,
+    Program,
+    load_nodes,
+    node_pk,
+)
 
 strawberry.enum(RuleKind, name="RuleKind")
 strawberry.enum(Rounding, name="Rounding")
 strawberry.enum(Stacking, name="PromotionStacking")
+strawberry.enum(Action, name="EarnAction")
+strawberry.enum(Frequency, name="ActionFrequency")
 
 authenticated: list[type[BasePermission]] = [IsAuthenticated]
 
@@ -38,6 +57,10 @@ class RuleConditions:
     categories: list[str] | None
     excluded_categories: list[str]
     weekdays: list[int] | None = strawberry.field(description="ISO days, 1 Monday … 7 Sunday.")
+    tiers: list[str] | None = strawberry.field(description="Audience: members in these tiers.")
+    segments: list[str] | None = strawberry.field(
+        description="Audience: members in any of these segments."
+    )
 
 
 @strawberry.type(description="What a rule version gives.")
@@ -48,22 +71,40 @@ class RuleTerms:
     rounding: Rounding | None
     multiplier: Decimal | None = strawberry.field(description="Promotions: ×factor.")
     bonus_points: int = strawberry.field(description="Promotions: fixed points added.")
-    conditions: RuleConditions
+    conditions: RuleConditions | None = strawberry.field(
+        description="Purchase rules and promotions: when they apply."
+    )
+    caps: list[EarnCap] = strawberry.field(description="Per member caps on this rule's points.")
+    action: Action | None = strawberry.field(description="Action rules: the action rewarded.")
+    custom_action: str | None
+    points: int = strawberry.field(description="Action rules: points for the member.")
+    referee_points: int = strawberry.field(description="Referrals: points for the referee.")
+    frequency: Frequency | None = strawberry.field(description="Action rules: how often.")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
-        c = params["conditions"]
+        c = params.get("conditions")
         return cls(
             points_per_unit=_decimal(params.get("points_per_unit")),
             rounding=Rounding(params["rounding"]) if params.get("rounding") else None,
             multiplier=_decimal(params.get("multiplier")),
             bonus_points=int(params.get("bonus_points") or 0),
-            conditions=RuleConditions(
+            caps=EarnCap.from_stored(params.get("caps")),
+            action=Action(params["action"]) if params.get("action") else None,
+            custom_action=params.get("custom_action"),
+            points=int(params.get("points") or 0),
+            referee_points=int(params.get("referee_points") or 0),
+            frequency=Frequency(params["frequency"]) if params.get("frequency") else None,
+            conditions=None
+            if c is None
+            else RuleConditions(
                 minimum_amount=Decimal(c["minimum_amount"]),
                 channels=c.get("channels"),
                 categories=c.get("categories"),
                 excluded_categories=c.get("excluded_categories") or [],
                 weekdays=c.get("weekdays"),
+                tiers=c.get("tiers"),
+                segments=c.get("segments"),
             ),
         )
 
@@ -151,6 +192,12 @@ class RuleConditionsInput:
     categories: list[str] | None = None
     excluded_categories: list[str] = strawberry.field(default_factory=list)
     weekdays: list[int] | None = None
+    tiers: list[str] | None = strawberry.field(
+        default=None, description="Audience: members in these tiers (codes)."
+    )
+    segments: list[str] | None = strawberry.field(
+        default=None, description="Audience: members in any of these segments."
+    )
 
 
 @strawberry.input
@@ -160,15 +207,30 @@ class RuleTermsInput:
     multiplier: Decimal | None = None
     bonus_points: int = 0
     conditions: RuleConditionsInput | None = None
+    caps: list[CapInput] = strawberry.field(
+        default_factory=list, description="Per member caps on this rule's points."
+    )
+    action: Action | None = strawberry.field(default=None, description="Action rules.")
+    custom_action: str | None = strawberry.field(default=None, description="CUSTOM actions.")
+    points: int = strawberry.field(default=0, description="Action rules: points given.")
+    referee_points: int = strawberry.field(default=0, description="Referrals: for the referee.")
+    frequency: Frequency | None = strawberry.field(
+        default=None,
+        description="Action rules: how often (default: fixed by the action, else every time).",
+    )
 
     def to_domain(self) -> TermsInput:
         c = self.conditions or RuleConditionsInput()
         return TermsInput(
             points_per_unit=self.points_per_unit, rounding=self.rounding,
             multiplier=self.multiplier, bonus_points=self.bonus_points,
+            caps=[cap.to_domain() for cap in self.caps], action=self.action,
+            custom_action=self.custom_action, points=self.points,
+            referee_points=self.referee_points, frequency=self.frequency,
             conditions=ConditionsInput(
                 minimum_amount=c.minimum_amount, channels=c.channels, categories=c.categories,
                 excluded_categories=c.excluded_categories, weekdays=c.weekdays,
+                tiers=c.tiers, segments=c.segments,
             ),
         )  # fmt: skip
 

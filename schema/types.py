@@ -31,7 +31,7 @@ from alliance.members.queries import (
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.queries import MerchantRecord, ProgramRecord
 from alliance.rules.earning import breakdown_from_json
-from alliance.rules.engine import CapPeriod, Stacking
+from alliance.rules.engine import Cap, CapPeriod, Stacking
 from alliance.rules.service import ClawbackPolicy
 from schema.context import Info
 from schema.loaders import PageArgs
@@ -61,6 +61,20 @@ strawberry.enum(ClawbackPolicy, name="ClawbackPolicy")
 class EarnCap:
     period: CapPeriod
     points: BigInt
+
+    @classmethod
+    def from_stored(cls, stored: list[dict[str, Any]] | None) -> list[EarnCap]:
+        return [EarnCap(period=CapPeriod(c["period"]), points=BigInt(c["points"]))
+                for c in stored or ()]  # fmt: skip
+
+
+@strawberry.input(description="At most `points` per member per period (alliance time zone).")
+class CapInput:
+    period: CapPeriod
+    points: int
+
+    def to_domain(self) -> Cap:
+        return Cap(self.period, self.points)
 
 
 if TYPE_CHECKING:
@@ -197,10 +211,7 @@ class Program(relay.Node):
             created_at=r.created_at,
             stacking=r.promotion_stacking,
             clawback_policy=ClawbackPolicy(r.clawback_policy),
-            earn_caps=[
-                EarnCap(period=CapPeriod(c["period"]), points=BigInt(c["points"]))
-                for c in r.earn_caps
-            ],
+            earn_caps=EarnCap.from_stored(r.earn_caps),
         )
 
     @classmethod
@@ -328,6 +339,9 @@ class Membership(relay.Node):
     member_number: str = strawberry.field(description="The merchant's own number for the member.")
     status: str
     created_at: datetime
+    segments: list[str] = strawberry.field(
+        description="The merchant's segments for this member, named by promotion audiences."
+    )
 
     @classmethod
     def from_record(cls, r: MembershipRecord) -> Self:
@@ -339,6 +353,7 @@ class Membership(relay.Node):
             member_number=r.member_number,
             status=r.status,
             created_at=r.created_at,
+            segments=r.segments,
         )
 
     @classmethod

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from alliance.db.base import Base, created_at_column, id_column
@@ -27,6 +28,8 @@ class Membership(Base):
     member_number: Mapped[str] = mapped_column(Text)
     """The merchant's own number for this member, unique within the program."""
     status: Mapped[str] = mapped_column(Text, server_default="active")
+    segments: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    """The merchant's member segments (e.g. `students`), which promotion audiences name."""
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (

@@ -70,6 +70,7 @@ class MembershipRecord:
     held: int
     debt: int
     """Clawback debt: points refunded purchases took back after they were spent."""
+    segments: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ _membership_columns = (
     account_table.c.balance,
     account_table.c.held,
     account_table.c.debt,
+    membership_table.c.segments,
 )
 _memberships = membership_table.join(
     account_table, account_table.c.membership_id == membership_table.c.id

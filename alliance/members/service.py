@@ -11,12 +11,14 @@ from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
 from alliance.db.errors import constraint_name
-from alliance.errors import AlreadyExists, Inactive, NotFound
+from alliance.errors import AlreadyExists, Inactive, InvalidInput, NotFound
 from alliance.ledger.models import Account, AccountKind
 from alliance.members.models import Member, Membership
-from alliance.members.queries import MembershipRecord
+from alliance.members.queries import MembershipRecord, memberships_by_id
 from alliance.programs.models import Program
-from alliance.validation import clean_text
+from alliance.validation import clean_code, clean_text
+
+MAX_SEGMENTS = 20
 
 
 async def enroll_member(
@@ -87,6 +89,7 @@ async def enroll_member(
             0,
             0,
             0,
+            [],
         )
 
 
@@ -122,3 +125,26 @@ async def open_membership(
     )
     await session.refresh(membership)
     return membership
+
+
+async def set_member_segments(
+    db: Database, actor: Actor, *, membership_id: int, segments: list[str]
+) -> MembershipRecord:
+    """The merchant's segments for one of its memberships (what promotion audiences name)."""
+    actor.require(Role.MERCHANT)
+    cleaned = sorted({clean_code(segment, "segments") for segment in segments})
+    if len(cleaned) > MAX_SEGMENTS:
+        raise InvalidInput(f"at most {MAX_SEGMENTS} segments", field=("segments",))
+    async with db.transaction() as session:
+        membership = await session.get(Membership, membership_id, with_for_update=True)
+        program = None if membership is None else await session.get(Program, membership.program_id)
+        if membership is None or program is None or program.merchant_id != actor.merchant_id:
+            raise NotFound("membership not found", field=("membershipId",))
+        before = list(membership.segments)
+        membership.segments = cleaned
+        await record_audit(
+            session, actor, action="membership.segments", target=f"membership:{membership_id}",
+            before={"segments": before}, after={"segments": cleaned},
+        )  # fmt: skip
+    found = await memberships_by_id(db, actor, [membership_id])
+    return found[membership_id]

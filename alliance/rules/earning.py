@@ -21,11 +21,13 @@ from alliance.db.engine import Database
 from alliance.errors import InvalidInput, NotFound
 from alliance.ledger.service import Earn, Movement, request_fingerprint, run_earn, run_referral
 from alliance.rules.engine import (
+    NO_PROFILE,
     Action,
     ActionRule,
     Breakdown,
     Contribution,
     Frequency,
+    MemberProfile,
     Purchase,
     action_breakdown,
     evaluate,
@@ -100,9 +102,20 @@ async def _purchase_breakdown(
     rules = await _merchant_rules(db, actor, membership_id)
     check_purchase(purchase, currency, db.settings.currency)
     found = rules.in_force(purchase.occurred_at)
+    profile = await member_profile(db, membership_id) if rules.needs_profile else NO_PROFILE
     breakdown = evaluate(purchase, found.purchase, found.promotions, stacking=rules.stacking,
-                         zone=db.settings.zone)  # fmt: skip
+                         zone=db.settings.zone, profile=profile)  # fmt: skip
     return rules, breakdown
+
+
+async def member_profile(db: Database, membership_id: int) -> MemberProfile:
+    """The member's segments (and tier) now: one read, only for programs that need it."""
+    row = await db.fetch_one(
+        "SELECT segments FROM membership WHERE id = %(id)s", {"id": membership_id}
+    )
+    if row is None:
+        raise NotFound("membership not found", field=("membershipId",))
+    return MemberProfile(segments=frozenset(row[0]))
 
 
 async def _capped_preview(

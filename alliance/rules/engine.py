@@ -112,6 +112,26 @@ class Purchase:
 
 
 @dataclass(frozen=True, slots=True)
+class TierFactor:
+    """The member's tier and its earning multiplier."""
+
+    code: str
+    name: str
+    multiplier: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class MemberProfile:
+    """What audiences and tier multipliers look at: read at the earn, when a rule needs it."""
+
+    tier: TierFactor | None = None
+    segments: frozenset[str] = frozenset()
+
+
+NO_PROFILE = MemberProfile()
+
+
+@dataclass(frozen=True, slots=True)
 class Conditions:
     """When a rule applies; None means no restriction."""
 
@@ -121,9 +141,23 @@ class Conditions:
     excluded_categories: frozenset[str] = frozenset()
     weekdays: frozenset[int] | None = None
     """ISO weekdays (1 Monday … 7 Sunday) in the alliance time zone, e.g. {6, 7}."""
+    tiers: frozenset[str] | None = None
+    """Audience: members in one of these tiers (codes)."""
+    segments: frozenset[str] | None = None
+    """Audience: members in at least one of these segments."""
 
-    def admits(self, purchase: Purchase, zone: ZoneInfo) -> bool:
+    @property
+    def has_audience(self) -> bool:
+        return self.tiers is not None or self.segments is not None
+
+    def admits(
+        self, purchase: Purchase, zone: ZoneInfo, profile: MemberProfile = NO_PROFILE
+    ) -> bool:
         if purchase.amount < self.minimum_amount:
+            return False
+        if self.tiers is not None and (profile.tier is None or profile.tier.code not in self.tiers):
+            return False
+        if self.segments is not None and not self.segments & profile.segments:
             return False
         if self.channels is not None and purchase.channel not in self.channels:
             return False
@@ -235,12 +269,17 @@ def evaluate(
     *,
     stacking: Stacking,
     zone: ZoneInfo,
+    profile: MemberProfile = NO_PROFILE,
 ) -> Breakdown:
-    """The points `purchase` earns under the given rule versions (all assumed in force)."""
+    """The points `purchase` earns under the given rule versions (all assumed in force).
+
+    The member's tier multiplier is one more factor, combined with the promotions'
+    multipliers by the same stacking policy (best-of: a ×2 weekend and a ×1.5 tier give ×2).
+    """
     lines: list[Contribution] = []
     base = 0
     for rule in sorted(rules, key=lambda r: (-r.priority, r.id)):
-        if not rule.conditions.admits(purchase, zone):
+        if not rule.conditions.admits(purchase, zone, profile):
             continue
         eligible = rule.conditions.eligible_amount(purchase)
         points = int((eligible * rule.points_per_unit).to_integral_value(_ROUNDING[rule.rounding]))
@@ -253,9 +292,18 @@ def evaluate(
 
     applicable = [
         p for p in sorted(promotions, key=lambda p: (-p.priority, p.id))
-        if p.conditions.admits(purchase, zone) and p.conditions.eligible_amount(purchase) > 0
+        if p.conditions.admits(purchase, zone, profile)
+        and p.conditions.eligible_amount(purchase) > 0
     ]  # fmt: skip
-    multiplied = [p for p in applicable if p.multiplier is not None and p.multiplier > 1]
+    multiplied = [
+        _Factor(p.id, p.code, p.version, p.name, "multiplier", p.multiplier)
+        for p in applicable if p.multiplier is not None and p.multiplier > 1
+    ]  # fmt: skip
+    tier = profile.tier
+    if tier is not None and tier.multiplier > 1:
+        multiplied.append(
+            _Factor(None, f"tier:{tier.code}", None, tier.name, "tier", tier.multiplier)
+        )
     extra = 0
     if base and multiplied:
         extra_lines = _multiply(base, multiplied, stacking)
@@ -311,32 +359,43 @@ def period_key(frequency: Frequency, at: datetime, zone: ZoneInfo, reference: st
             raise ValueError("every-time actions take no claim")
 
 
-def _multiply(base: int, promotions: Sequence[Promotion], stacking: Stacking) -> list[Contribution]:
-    """Extra points from multipliers on `base`, rounded down, one line per promotion applied."""
+@dataclass(frozen=True, slots=True)
+class _Factor:
+    """A multiplier: a promotion's, or the member's tier's."""
 
-    def line(promotion: Promotion, points: int, detail: str) -> Contribution:
-        return Contribution(promotion.id, promotion.code, promotion.version, promotion.name,
-                            "multiplier", points, detail)  # fmt: skip
+    rule_id: int | None
+    code: str
+    version: int | None
+    name: str
+    kind: str
+    factor: Decimal
 
-    factors = [(p, p.multiplier) for p in promotions if p.multiplier is not None]
+
+def _multiply(base: int, factors: Sequence[_Factor], stacking: Stacking) -> list[Contribution]:
+    """Extra points from multipliers on `base`, rounded down, one line per factor applied."""
+
+    def line(f: _Factor, points: int, detail: str) -> Contribution:
+        return Contribution(f.rule_id, f.code, f.version, f.name, f.kind, points, detail)
+
     if stacking is Stacking.BEST_OF:
-        best, factor = max(factors, key=lambda pair: pair[1])  # first max: highest priority
-        points = int((base * (factor - 1)).to_integral_value(ROUND_FLOOR))
-        return [line(best, points, f"×{factor} on {base} (best of {len(factors)})")]
+        best = max(factors, key=lambda f: f.factor)  # first max: highest priority
+        points = int((base * (best.factor - 1)).to_integral_value(ROUND_FLOOR))
+        return [line(best, points, f"×{best.factor} on {base} (best of {len(factors)})")]
     if stacking is Stacking.ADDITIVE:
         return [
-            line(p, int((base * (f - 1)).to_integral_value(ROUND_FLOOR)), f"+{f - 1}× on {base}")
-            for p, f in factors
-        ]
+            line(f, int((base * (f.factor - 1)).to_integral_value(ROUND_FLOOR)),
+                 f"+{f.factor - 1}× on {base}")
+            for f in factors
+        ]  # fmt: skip
     # Multiplicative: each factor applies on top of the previous ones; each line is the
     # increase it brings, so the lines still sum to the total.
     lines = []
     running = Decimal(base)
-    for promotion, factor in factors:
-        after = running * factor
+    for f in factors:
+        after = running * f.factor
         increase = int(after.to_integral_value(ROUND_FLOOR)) - int(
             running.to_integral_value(ROUND_FLOOR)
         )
-        lines.append(line(promotion, increase, f"×{factor} on {running.normalize()}"))
+        lines.append(line(f, increase, f"×{f.factor} on {running.normalize()}"))
         running = after
     return lines

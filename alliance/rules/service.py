@@ -283,6 +283,8 @@ class ProgramRules:
     terms: dict[int, PurchaseRule | Promotion | ActionRule]
     """Each version's terms, parsed once when loaded."""
     loaded_at: float
+    needs_profile: bool = False
+    """Some version has an audience: earns must read the member's tier and segments."""
 
     @classmethod
     def load(
@@ -296,7 +298,11 @@ class ProgramRules:
         for rule in versions:
             args = (rule.id, rule.code, rule.version, rule.name, rule.priority, rule.params)
             terms[rule.id] = loaders[RuleKind(rule.kind)](*args)
-        return cls(program_id, merchant_id, stacking, versions, terms, time.monotonic())
+        needs_profile = any(
+            not isinstance(t, ActionRule) and t.conditions.has_audience for t in terms.values()
+        )
+        return cls(program_id, merchant_id, stacking, versions, terms, time.monotonic(),
+                   needs_profile)  # fmt: skip
 
     def in_force(self, at: datetime) -> InForce:
         """The rule versions in force at `at`, by kind."""

@@ -33,6 +33,8 @@ class ConditionsInput:
     categories: Iterable[str] | None = None
     excluded_categories: Iterable[str] = ()
     weekdays: Iterable[int] | None = None
+    tiers: Iterable[str] | None = None
+    segments: Iterable[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +79,19 @@ def conditions_json(conditions: ConditionsInput) -> dict[str, Any]:
     if categories is not None and set(categories) & set(excluded):
         raise InvalidInput("a category cannot be both included and excluded",
                            field=("excludedCategories",))  # fmt: skip
+    tiers = _names(conditions.tiers, "tiers")
+    segments = _names(conditions.segments, "segments")
+    for audience, field in ((tiers, "tiers"), (segments, "segments")):
+        if audience is not None and not audience:
+            raise InvalidInput(f"an empty {field} audience admits nobody", field=(field,))
     return {
         "minimum_amount": str(conditions.minimum_amount),
         "channels": _names(conditions.channels, "channels"),
         "categories": categories,
         "excluded_categories": excluded,
         "weekdays": weekdays,
+        "tiers": tiers,
+        "segments": segments,
     }
 
 
@@ -183,6 +192,8 @@ def load_conditions(stored: dict[str, Any]) -> Conditions:
         categories=names("categories"),
         excluded_categories=frozenset(stored.get("excluded_categories") or ()),
         weekdays=None if weekdays is None else frozenset(weekdays),
+        tiers=names("tiers"),
+        segments=names("segments"),
     )
 
 

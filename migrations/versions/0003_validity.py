@@ -74,6 +74,12 @@ def upgrade() -> None:
         ),
     )
     _replace_check("earning_rule", "kind", "kind IN ('purchase', 'promotion', 'action')")
+    op.add_column(
+        "membership",
+        sa.Column(
+            "segments", postgresql.ARRAY(sa.Text()), server_default=sa.text("'{}'"), nullable=False
+        ),
+    )
 
     op.create_table(
         "earn_counter",
@@ -213,6 +219,7 @@ def downgrade() -> None:
     op.drop_table("action_claim")
     op.drop_table("earn_counter")
     _replace_check("earning_rule", "kind", "kind IN ('purchase', 'promotion')")
+    op.drop_column("membership", "segments")
     op.drop_constraint(op.f("ck_program_clawback_policy"), "program", type_="check")
     op.drop_column("program", "earn_caps")
     op.drop_column("program", "clawback_policy")

@@ -177,6 +177,14 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         )
         for side in "AB"
     },
+    **{
+        f"setMemberSegments({side})": (
+            """mutation($m: ID!) { setMemberSegments(input: {membershipId: $m,
+            segments: ["students"]}) { membership { segments } userErrors { code } } }""",
+            lambda ids, side=side: {"m": ids[f"membership_{side.lower()}"]},
+        )
+        for side in "AB"
+    },
     "read merchants": ("{ merchants { edges { node { id } } } }", lambda ids: None),
     "read programs": ("{ programs { edges { node { id } } } }", lambda ids: None),
     "read membership(A)": (
@@ -236,6 +244,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "reversePurchase(A)":     (F, F, F, F, "ok", F),
     "setEarningPolicy(A)":    (F, F, F, F, "ok", F),
     "setEarningPolicy(B)":    (F, F, F, F, N, F),
+    "setMemberSegments(A)":   (F, F, F, F, "ok", F),
+    "setMemberSegments(B)":   (F, F, F, F, N, F),
     "read merchants":         ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read programs":          ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read membership(A)":     ("ok", "ok", H, H, "ok", "ok"),

@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 
 from alliance.rules.engine import (
     Conditions,
+    MemberProfile,
     OrderLine,
     Promotion,
     Purchase,
     PurchaseRule,
     Rounding,
     Stacking,
+    TierFactor,
     evaluate,
 )
 
@@ -176,3 +178,56 @@ def test_points_never_decrease_with_the_amount(
                         zone=SHANGHAI).points  # fmt: skip
 
     assert 0 <= points(amount) <= points(amount + extra)
+
+
+GOLD = MemberProfile(tier=TierFactor("gold", "黄金", Decimal("1.5")), segments=frozenset({"vip"}))
+
+
+@pytest.mark.parametrize(
+    ("stacking", "points", "kinds"),
+    [
+        (Stacking.BEST_OF, 200, ["purchase", "multiplier"]),  # ×2 beats the tier's ×1.5
+        (Stacking.ADDITIVE, 250, ["purchase", "multiplier", "tier"]),  # 1 + 1 + 0.5
+        (Stacking.MULTIPLICATIVE, 300, ["purchase", "multiplier", "tier"]),  # ×2 ×1.5
+    ],
+)
+def test_tier_multiplier_stacks_with_promotions(
+    stacking: Stacking, points: int, kinds: list[str]
+) -> None:
+    purchase = Purchase(Decimal("100"), WEDNESDAY)
+    breakdown = evaluate(purchase, [rule()], [promo(10, "2")], stacking=stacking, zone=SHANGHAI,
+                         profile=GOLD)  # fmt: skip
+    assert breakdown.points == points
+    assert [line.kind for line in breakdown.contributions] == kinds
+    assert breakdown.points == sum(line.points for line in breakdown.contributions)
+
+
+def test_tier_multiplier_alone() -> None:
+    purchase = Purchase(Decimal("100"), WEDNESDAY)
+    breakdown = evaluate(purchase, [rule()], [], stacking=Stacking.BEST_OF, zone=SHANGHAI,
+                         profile=GOLD)  # fmt: skip
+    tier_line = breakdown.contributions[-1]
+    assert (breakdown.points, tier_line.code, tier_line.rule_id) == (150, "tier:gold", None)
+
+
+GOLD_NO_BONUS = MemberProfile(tier=TierFactor("gold", "黄金", Decimal(1)),
+                              segments=frozenset({"vip"}))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("conditions", "profile", "points"),
+    [
+        ({"tiers": frozenset({"gold"})}, GOLD_NO_BONUS, 150),
+        ({"tiers": frozenset({"gold"})}, MemberProfile(), 100),
+        ({"segments": frozenset({"vip", "staff"})}, GOLD_NO_BONUS, 150),
+        ({"segments": frozenset({"staff"})}, GOLD_NO_BONUS, 100),
+        ({"segments": frozenset({"vip"})}, MemberProfile(segments=frozenset({"vip"})), 150),
+    ],
+)
+def test_promotion_audiences(
+    conditions: dict[str, Any], profile: MemberProfile, points: int
+) -> None:
+    purchase = Purchase(Decimal("100"), WEDNESDAY)
+    breakdown = evaluate(purchase, [rule()], [promo(10, bonus=50, **conditions)],
+                         stacking=Stacking.BEST_OF, zone=SHANGHAI, profile=profile)  # fmt: skip
+    assert breakdown.points == points
