@@ -7,22 +7,21 @@
 --   LA414 order not found (no earn recorded for it)
 
 -- The member account a credit goes to, with what crediting needs: the program's issued
--- and clawback accounts, its lot policy and its earning caps. Scoped like
--- ledger_member_account (NULL merchant or member: any).
+-- account, its lot policy and its earning caps. Scoped like ledger_member_account
+-- (NULL merchant or member: any).
 CREATE FUNCTION ledger_credit_account(p_membership_id bigint, p_merchant_id bigint,
                                       p_member_id bigint)
 RETURNS TABLE (account_id bigint, member_id bigint, program_id bigint, merchant_id bigint,
                active boolean, expiry_policy text, expiry_value integer, pending_days integer,
-               issued_id bigint, clawback_id bigint, earn_caps jsonb)
+               issued_id bigint, earn_caps jsonb)
 LANGUAGE sql STABLE AS $$
     SELECT a.id, a.member_id, a.program_id, p.merchant_id,
            p.status = 'active' AND m.status = 'active',
-           p.expiry_policy, p.expiry_value, p.pending_days, i.id, c.id, p.earn_caps
+           p.expiry_policy, p.expiry_value, p.pending_days, i.id, p.earn_caps
       FROM membership m
       JOIN program p ON p.id = m.program_id
       JOIN account a ON a.membership_id = m.id
       JOIN account i ON i.program_id = p.id AND i.kind = 'issued' AND i.membership_id IS NULL
-      JOIN account c ON c.program_id = p.id AND c.kind = 'clawback' AND c.membership_id IS NULL
      WHERE m.id = p_membership_id
        AND (p_merchant_id IS NULL OR p.merchant_id = p_merchant_id)
        AND (p_member_id IS NULL OR m.member_id = p_member_id)
@@ -33,7 +32,7 @@ $$;
 -- (-repaid) that consumes it from the new lot straight away; the clawback account
 -- takes back the repaid part. Returns the +points leg (the history entry).
 CREATE FUNCTION ledger_credit(
-    p_tx bigint, p_account_id bigint, p_issued_id bigint, p_clawback_id bigint,
+    p_tx bigint, p_account_id bigint, p_issued_id bigint,
     p_program_id bigint, p_member_id bigint, p_points bigint,
     p_available_at timestamptz, p_expires_at timestamptz)
 RETURNS TABLE (entry_id bigint, balance_after bigint, repaid bigint)
@@ -63,7 +62,10 @@ BEGIN
                     v_balance + v_repaid),
                    (p_tx, p_account_id, p_program_id, p_member_id, -v_repaid, v_balance),
                    (p_tx, p_issued_id, p_program_id, p_member_id, -p_points, NULL),
-                   (p_tx, p_clawback_id, p_program_id, p_member_id, v_repaid, NULL)
+                   (p_tx, (SELECT c.id FROM account c
+                            WHERE c.program_id = p_program_id AND c.kind = 'clawback'
+                              AND c.membership_id IS NULL),
+                    p_program_id, p_member_id, v_repaid, NULL)
             RETURNING id, account_id, amount
         )
         SELECT min(legs.id) INTO v_entry
@@ -111,7 +113,7 @@ BEGIN
     END IF;
 
     SELECT * INTO c FROM ledger_credit(
-        v_tx, v.account_id, v.issued_id, v.clawback_id, v.program_id, v.member_id, p_points,
+        v_tx, v.account_id, v.issued_id, v.program_id, v.member_id, p_points,
         now() + make_interval(days => v.pending_days),
         lot_expiry(v.expiry_policy, v.expiry_value, now(), p_time_zone));
 
@@ -270,28 +272,35 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'membership not found' USING ERRCODE = 'LA404';
     END IF;
-    -- Caps read and count per account: its lock serialises this member's earns.
-    PERFORM 1 FROM account WHERE id = v.account_id FOR UPDATE;
-    IF EXISTS (SELECT 1 FROM ledger_transaction t
-                WHERE t.idempotency_scope = p_scope AND t.idempotency_key = p_key) THEN
-        RETURN QUERY SELECT r.*, t.details -> 'breakdown'
-                       FROM ledger_replay(p_scope, p_key, p_request_hash) r
-                       JOIN ledger_transaction t ON t.id = r.transaction_id;
-        RETURN;
+    IF v.earn_caps <> '[]'::jsonb OR jsonb_path_exists(p_breakdown, '$.lines[*].caps[*]') THEN
+        -- Caps read and count per account: its lock serialises this member's earns, and
+        -- the replay is found before anything is counted again.
+        PERFORM 1 FROM account WHERE id = v.account_id FOR UPDATE;
+        IF EXISTS (SELECT 1 FROM ledger_transaction t
+                    WHERE t.idempotency_scope = p_scope AND t.idempotency_key = p_key) THEN
+            RETURN QUERY SELECT r.*, t.details -> 'breakdown'
+                           FROM ledger_replay(p_scope, p_key, p_request_hash) r
+                           JOIN ledger_transaction t ON t.id = r.transaction_id;
+            RETURN;
+        END IF;
+        v_final := earn_capped(v.account_id, v.earn_caps, p_breakdown, p_at, p_time_zone, true);
+    ELSE
+        v_final := p_breakdown;
     END IF;
-    IF NOT v.active THEN
-        RAISE EXCEPTION 'program or membership is not active' USING ERRCODE = 'LA423';
-    END IF;
-
-    v_final := earn_capped(v.account_id, v.earn_caps, p_breakdown, p_at, p_time_zone, true);
     v_points := (v_final ->> 'points')::bigint;
     IF v_points > 0 THEN
         v_tx := ledger_claim('earn', p_scope, p_key, p_request_hash, p_client_id, v.member_id,
                              p_reason, p_details || jsonb_build_object('breakdown', v_final));
-        IF v_tx IS NULL THEN  -- a concurrent earn with this key committed meanwhile
-            RAISE EXCEPTION 'concurrent request with the same idempotency key; retry'
-                USING ERRCODE = '40001';
+        IF v_tx IS NULL THEN  -- the key is taken: a replay, or a reuse for another request
+            RETURN QUERY SELECT r.*, t.details -> 'breakdown'
+                           FROM ledger_replay(p_scope, p_key, p_request_hash) r
+                           JOIN ledger_transaction t ON t.id = r.transaction_id;
+            RETURN;
         END IF;
+    END IF;
+    -- Replays have returned: they answer even after the membership closed.
+    IF NOT v.active THEN
+        RAISE EXCEPTION 'program or membership is not active' USING ERRCODE = 'LA423';
     END IF;
     IF p_action IS NOT NULL THEN
         INSERT INTO action_claim (membership_id, action, period_key, transaction_id)
@@ -309,7 +318,7 @@ BEGIN
     END IF;
 
     SELECT * INTO c FROM ledger_credit(
-        v_tx, v.account_id, v.issued_id, v.clawback_id, v.program_id, v.member_id, v_points,
+        v_tx, v.account_id, v.issued_id, v.program_id, v.member_id, v_points,
         now() + make_interval(days => v.pending_days),
         lot_expiry(v.expiry_policy, v.expiry_value, now(), p_time_zone));
 

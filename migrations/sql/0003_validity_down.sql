@@ -7,7 +7,7 @@ DROP FUNCTION earn_capped(bigint, jsonb, jsonb, timestamptz, text, boolean);
 DROP FUNCTION earn_cap_count(bigint, text, jsonb, timestamptz, text, bigint);
 DROP FUNCTION earn_cap_room(bigint, text, jsonb, timestamptz, text);
 DROP FUNCTION ledger_award(text, text, bytea, text, bigint, bigint, bigint, bigint, text, text, text, jsonb);
-DROP FUNCTION ledger_credit(bigint, bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, timestamptz);
+DROP FUNCTION ledger_credit(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, timestamptz);
 DROP FUNCTION ledger_credit_account(bigint, bigint, bigint);
 
 -- As in 0001_ledger.sql:
