@@ -16,7 +16,7 @@ import psycopg
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
-from alliance.errors import InvalidInput
+from alliance.errors import IdempotencyKeyReused, InvalidInput
 from alliance.ledger.service import raise_domain_error, request_fingerprint
 from alliance.validation import check_decimal, clean_text
 
@@ -80,7 +80,10 @@ async def reverse_purchase(
     try:
         row = await db.fetch_one(_SQL, parameters)
     except psycopg.Error as error:
-        raise_domain_error(error)
+        try:
+            raise_domain_error(error)
+        except IdempotencyKeyReused as reused:  # the refund id is this request's key
+            raise IdempotencyKeyReused(str(reused), field=("refundId",)) from None
         raise
     assert row is not None, "ledger_reverse always returns its row"
     return Reversal(*row)

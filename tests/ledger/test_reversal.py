@@ -110,8 +110,9 @@ class TestRefunds:
         assert not first.replayed
         assert (again.transaction_id, again.clawback, again.entry_id) == (
             first.transaction_id, first.clawback, first.entry_id)  # fmt: skip
-        with pytest.raises(IdempotencyKeyReused):
+        with pytest.raises(IdempotencyKeyReused) as reused:
             await _refund(db, actor, "D", "D1", "41.00")
+        assert reused.value.field == ("refundId",)
         assert await _account(db, membership) == (40, 0)
 
     async def test_concurrent_refunds_of_one_order_never_overshoot(self, db: Database) -> None:
