@@ -9,6 +9,7 @@ from alliance.members.models import Member, Membership
 from alliance.programs.models import Merchant, Program
 from alliance.rules.claims import ActionClaim, EarnCounter, Referral
 from alliance.rules.models import EarningRule
+from alliance.tiers.models import MembershipTier, QualifyingActivity, Tier, TierChange, TierLadder
 
 metadata = Base.metadata
 
@@ -23,12 +24,17 @@ __all__ = [
     "LotConsumption",
     "Member",
     "Membership",
+    "MembershipTier",
     "Merchant",
     "OAuthClient",
     "OutboxEvent",
     "Posting",
     "Program",
+    "QualifyingActivity",
     "Referral",
     "SigningKey",
+    "Tier",
+    "TierChange",
+    "TierLadder",
     "metadata",
 ]
