@@ -22,6 +22,7 @@ from schema.errors import UserError, mutate
 from schema.permissions import IsAuthenticated
 from schema.rules import RuleMutations
 from schema.scalars import BigInt
+from schema.tiers import TierMutations
 from schema.types import (
     LedgerEntry,
     Member,
@@ -119,7 +120,7 @@ class MovePointsPayload:
 
 
 @strawberry.type
-class Mutation(RuleMutations):
+class Mutation(RuleMutations, TierMutations):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."
     )
