@@ -43,6 +43,7 @@ from alliance.db.engine import Database
 from alliance.errors import Unauthenticated
 from alliance.ledger.expiry import run_expiry_schedule
 from alliance.logs import AccessLog, configure_logging, new_request_id, request_id_var
+from alliance.tiers.review import run_tier_review_schedule
 from schema import create_schema
 from schema.context import Context
 from schema.errors import UNAVAILABLE, with_code
@@ -373,6 +374,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                         services.db, interval_seconds=settings.expiry_interval_seconds
                     ),
                     name="expiry schedule",
+                )
+            )
+            jobs.append(
+                asyncio.create_task(
+                    run_tier_review_schedule(
+                        services.db, interval_seconds=settings.tier_review_interval_seconds
+                    ),
+                    name="tier review schedule",
                 )
             )
         _tune_garbage_collector()

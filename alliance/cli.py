@@ -229,20 +229,45 @@ def keys_list() -> None:
 
 class Job(enum.StrEnum):
     EXPIRE = "expire"
+    TIERS = "tiers"
 
 
 @jobs_app.command("run")
 def jobs_run(
-    job: Annotated[Job, typer.Argument(help="expire: post every due lot remainder.")],
-    batch_size: Annotated[int, typer.Option(help="Lots per transaction.")] = 1000,
+    job: Annotated[
+        Job,
+        typer.Argument(
+            help="expire: post every due lot remainder. tiers: start grace periods, move "
+            "members down whose grace has passed, carry members onto a new ladder version."
+        ),
+    ],
+    batch_size: Annotated[
+        int | None, typer.Option(help="Lots or memberships per transaction.")
+    ] = None,
 ) -> None:
     """Run a background job once, now (the server also runs it on a schedule)."""
-    from alliance.ledger.expiry import ExpiryRun, expire_points
+    if batch_size is not None and batch_size < 1:
+        err.print("--batch-size must be at least 1")
+        raise typer.Exit(2)
+    if job is Job.TIERS:
+        from alliance.tiers import review as tiers
 
-    async def work(db: Database) -> ExpiryRun:
-        return await expire_points(db, batch_size=batch_size)
+        async def review(db: Database) -> tiers.TierReview:
+            return await tiers.review_tiers(db, batch_size=batch_size or tiers.BATCH_SIZE)
 
-    run = _with_database(Settings.from_env(), work)
+        done = _with_database(Settings.from_env(), review)
+        console.print(
+            f"reviewed {done.reviewed} memberships in {done.batches} batches: {done.moved} tier"
+            f" changes, {done.graced} grace periods started, {done.cancelled} cancelled,"
+            f" {done.busy} busy (next run)"
+        )
+        return
+    from alliance.ledger import expiry
+
+    async def expire(db: Database) -> expiry.ExpiryRun:
+        return await expiry.expire_points(db, batch_size=batch_size or expiry.BATCH_SIZE)
+
+    run = _with_database(Settings.from_env(), expire)
     console.print(f"expired {run.lots} lots, {run.points} points, in {run.batches} batches")
 
 

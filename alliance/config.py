@@ -67,8 +67,9 @@ class Settings:
     max_tokens: int = 3000
     access_log: bool = True
     jobs: bool = True
-    """Run scheduled jobs (points expiry) inside `alliance serve`."""
+    """Run scheduled jobs (points expiry, tier review) inside `alliance serve`."""
     expiry_interval_seconds: int = 900
+    tier_review_interval_seconds: int = 3600
     log_level: str = "INFO"
 
     @property
@@ -101,5 +102,8 @@ class Settings:
             access_log=_env_bool("ACCESS_LOG", defaults.access_log),
             jobs=_env_bool("JOBS", defaults.jobs),
             expiry_interval_seconds=_env_int("EXPIRY_INTERVAL", defaults.expiry_interval_seconds),
+            tier_review_interval_seconds=_env_int(
+                "TIER_REVIEW_INTERVAL", defaults.tier_review_interval_seconds
+            ),
             log_level=_env("LOG_LEVEL", defaults.log_level) or defaults.log_level,
         )

@@ -30,6 +30,9 @@ from alliance.rules.engine import Action
 from alliance.rules.models import RuleKind
 from alliance.rules.service import create_rule
 from alliance.rules.terms import ConditionsInput, TermsInput
+from alliance.tiers.ladder import TierInput
+from alliance.tiers.models import TierBasis
+from alliance.tiers.service import record_activity, set_tier_ladder
 
 DEMO_TOKEN_TTL = 24 * 3600
 """`alliance serve --demo` raises the token lifetime to this unless configured."""
@@ -126,6 +129,17 @@ RULES: tuple[tuple[tuple[str, str, RuleKind, TermsInput], ...], ...] = (
 )  # fmt: skip
 
 
+# Golden Wok's tier ladder: by spend (CNY) over a rolling year, a month's grace.
+TIERS = (
+    TierInput("regular", "普通 Regular", Decimal(0)),
+    TierInput("gold", "黄金 Gold", Decimal(500), Decimal("1.5"), ("生日双倍 double on birthday",)),
+    TierInput("platinum", "白金 Platinum", Decimal(3000), Decimal(2),
+              ("生日双倍 double on birthday", "包间优先 private room priority")),
+)  # fmt: skip
+# Spend behind demo history entries (person, step): Wang Wei's dinner makes him 黄金.
+QUALIFYING_SPEND = {(1, 0): Decimal("640")}
+
+
 @dataclass(frozen=True)
 class DemoSeed:
     tokens: dict[str, str]
@@ -150,6 +164,11 @@ async def seed_demo(db: Database) -> DemoSeed:
         )
     for program, actor, rules in zip(programs, merchant_actors, RULES, strict=True):
         await _ensure_rules(db, actor, program.id, rules)
+    # Setting the ladder in force again writes nothing, so this is idempotent too.
+    await set_tier_ladder(
+        db, merchant_actors[0], program_id=programs[0].id, basis=TierBasis.SPEND,
+        window_days=365, grace_days=30, tiers=TIERS,
+    )  # fmt: skip
     finance = await _ensure_client(db, "demo-finance", "Demo finance team", Role.FINANCE)
     auditor = await _ensure_client(db, "demo-auditor", "Demo auditor", Role.AUDITOR)
 
@@ -162,7 +181,7 @@ async def seed_demo(db: Database) -> DemoSeed:
             membership_id = memberships[index]
             assert membership_id is not None, "history only in programs the person belongs to"
             move = award_points if points > 0 else spend_points
-            await move(
+            movement = await move(
                 db,
                 merchant_actors[index],
                 membership_id=membership_id,
@@ -170,6 +189,11 @@ async def seed_demo(db: Database) -> DemoSeed:
                 reason=reason,
                 idempotency_key=f"demo-{person}-{step}",
             )
+            spend = QUALIFYING_SPEND.get((person, step))
+            if spend is not None:  # recorded once per transaction, however often seeded
+                await record_activity(db, membership_id=membership_id,
+                                      transaction_id=movement.transaction_id,
+                                      occurred_at=movement.created_at, spend=spend)  # fmt: skip
     assert first_membership is not None
     app, membership_id = first_membership
     app_client = await get_client(db, app.client_id)

@@ -22,6 +22,8 @@ from alliance.members import queries as members
 from alliance.programs import queries as programs
 from alliance.rules import queries as rule_queries
 from alliance.rules.service import RuleRecord
+from alliance.tiers import queries as tier_queries
+from alliance.tiers.ladder import Ladder, TierRecord
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -116,6 +118,24 @@ class Loaders:
     def earn_details(self) -> DataLoader[int, dict[str, Any] | None]:
         """Stored breakdowns by transaction, for entries already loaded (so visible)."""
         return self._by_id("earn_details", rule_queries.details_by_transaction)
+
+    @property
+    def tier(self) -> DataLoader[int, TierRecord | None]:
+        return self._by_id("tier", tier_queries.tiers_by_id)
+
+    @property
+    def tier_policy(self) -> DataLoader[int, Ladder | None]:
+        """The ladder in force per program."""
+        return self._by_id("tier_policy", tier_queries.ladders_by_program)
+
+    @property
+    def held_tier(self) -> DataLoader[int, TierRecord | None]:
+        """The tier each membership holds now."""
+        return self._by_id("held_tier", tier_queries.held_tiers_by_membership)
+
+    @property
+    def tier_standing(self) -> DataLoader[int, tier_queries.TierStanding | None]:
+        return self._by_id("tier_standing", tier_queries.standings_by_membership)
 
     # -- scalars computed per parent ----------------------------------------------
 
@@ -215,6 +235,26 @@ class Loaders:
         return self._pages(
             "rules_of_program",
             lambda db, actor, ids, args: rule_queries.rule_pages_by_program(
+                db, actor, ids, first=args.first, after=args.after
+            ),
+        )
+
+    @property
+    def tiers_of_program(self) -> DataLoader[tuple[int, PageArgs], Page[TierRecord]]:
+        return self._pages(
+            "tiers_of_program",
+            lambda db, actor, ids, args: tier_queries.tier_pages_by_program(
+                db, actor, ids, first=args.first, after=args.after
+            ),
+        )
+
+    @property
+    def tier_history_of_membership(
+        self,
+    ) -> DataLoader[tuple[int, PageArgs], Page[tier_queries.TierChangeRecord]]:
+        return self._pages(
+            "tier_history_of_membership",
+            lambda db, actor, ids, args: tier_queries.tier_change_pages_by_membership(
                 db, actor, ids, first=args.first, after=args.after
             ),
         )

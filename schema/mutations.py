@@ -23,6 +23,7 @@ from schema.errors import UserError, mutate
 from schema.permissions import IsAuthenticated
 from schema.rules import RuleMutations
 from schema.scalars import BigInt
+from schema.tiers import TierMutations
 from schema.types import (
     LedgerEntry,
     Member,
@@ -132,7 +133,7 @@ class SetMemberSegmentsPayload:
 
 
 @strawberry.type
-class Mutation(RuleMutations, EarningMutations):
+class Mutation(RuleMutations, EarningMutations, TierMutations):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."
     )

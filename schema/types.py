@@ -79,6 +79,7 @@ class CapInput:
 
 if TYPE_CHECKING:
     from schema.rules import EarnBreakdown, EarningRuleConnection
+    from schema.tiers import Tier, TierChangeConnection, TierConnection, TierPolicy, TierProgress
 
 C = TypeVar("C", bound=relay.Connection[Any])
 
@@ -116,6 +117,7 @@ def _page_args(first: int, after: str | None, filters: HistoryFilter | None = No
 
 _BY_ID = attrgetter("id")
 _BY_POSTING = attrgetter("posting_id")
+_BY_RANK = attrgetter("rank")
 
 
 async def _connection(
@@ -248,6 +250,27 @@ class Program(relay.Node):
             loader, self.id, _page_args(first, after), EarningRuleConnection,
             EarningRule.from_record, _BY_ID,
         )  # fmt: skip
+
+    @strawberry.field(description="The tier ladder in force, from the entry tier up.")
+    async def tiers(
+        self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Annotated[TierConnection, strawberry.lazy("schema.tiers")]:
+        from schema.tiers import Tier, TierConnection
+
+        loader = info.context.loaders.tiers_of_program
+        return await _connection(
+            loader, self.id, _page_args(first, after), TierConnection, Tier.from_record,
+            _BY_RANK,
+        )  # fmt: skip
+
+    @strawberry.field(description="How members qualify for tiers; null without a tier ladder.")
+    async def tier_policy(
+        self, info: Info
+    ) -> Annotated[TierPolicy, strawberry.lazy("schema.tiers")] | None:
+        from schema.tiers import TierPolicy
+
+        ladder = await info.context.loaders.tier_policy.load(self.id)
+        return None if ladder is None else TierPolicy.from_ladder(ladder)
 
     @strawberry.field(description="Memberships of this program you may see, oldest first.")
     async def memberships(
@@ -392,6 +415,36 @@ class Membership(relay.Node):
             loader, self.id, _page_args(first, after), PointsLotConnection,
             PointsLot.from_record, _BY_ID,
         )  # fmt: skip
+
+    @strawberry.field(description="The tier held now; null when the program has no tiers.")
+    async def tier(self, info: Info) -> Annotated[Tier, strawberry.lazy("schema.tiers")] | None:
+        from schema.tiers import Tier
+
+        record = await info.context.loaders.held_tier.load(self.id)
+        return None if record is None else Tier.from_record(record)
+
+    @strawberry.field(description="Changes of this membership's tier, newest first.")
+    async def tier_history(
+        self, info: Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Annotated[TierChangeConnection, strawberry.lazy("schema.tiers")]:
+        from schema.tiers import TierChange, TierChangeConnection
+
+        loader = info.context.loaders.tier_history_of_membership
+        return await _connection(
+            loader, self.id, _page_args(first, after), TierChangeConnection,
+            TierChange.from_record, _BY_ID,
+        )  # fmt: skip
+
+    @strawberry.field(
+        description="What the membership has and needs on the tier ladder; null without one."
+    )
+    async def tier_progress(
+        self, info: Info
+    ) -> Annotated[TierProgress, strawberry.lazy("schema.tiers")] | None:
+        from schema.tiers import TierProgress
+
+        standing = await info.context.loaders.tier_standing.load(self.id)
+        return None if standing is None else TierProgress.from_standing(standing)
 
     @strawberry.field(description="Points history of this membership, newest first.")
     async def transactions(

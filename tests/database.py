@@ -8,6 +8,7 @@ from alliance.db.engine import Database
 from alliance.db.registry import metadata
 from alliance.ledger.verify import verify_ledger
 from alliance.rules.service import forget_cached
+from alliance.tiers.service import forget_cached as forget_cached_ladders
 
 _TABLES = ", ".join(f'"{table.name}"' for table in reversed(metadata.sorted_tables))
 
@@ -18,6 +19,7 @@ async def verify_and_reset(db: Database) -> None:
     async with db.autocommit() as conn:
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
     forget_cached()
+    forget_cached_ladders()
     assert not violations, "ledger invariants broken by this test:\n" + "\n".join(
         f"  {v.check}: {v.detail}" for v in violations
     )

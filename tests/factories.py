@@ -21,6 +21,9 @@ from alliance.programs.service import create_merchant, create_program
 from alliance.rules.models import EarningRule, RuleKind
 from alliance.rules.service import forget_cached
 from alliance.rules.terms import TermsInput, terms_json
+from alliance.tiers.ladder import Ladder, TierInput
+from alliance.tiers.models import TierBasis
+from alliance.tiers.service import TierMove, record_activity, set_tier_ladder
 
 _sequence = itertools.count(1)
 
@@ -123,3 +126,44 @@ async def backdated_rule(
     forget_cached()
     assert rule_id is not None
     return rule_id
+
+
+# -- tiers -----------------------------------------------------------------------------
+
+STANDARD_TIERS = (
+    TierInput("regular", "普通", Decimal(0)),
+    TierInput("gold", "黄金", Decimal(1000), Decimal("1.5"), ("priority seating",)),
+    TierInput("platinum", "白金", Decimal(5000), Decimal(2), ("priority seating", "free dessert")),
+)
+
+
+async def make_ladder(
+    db: Database,
+    program: ProgramRecord,
+    *,
+    tiers: tuple[TierInput, ...] = STANDARD_TIERS,
+    basis: TierBasis = TierBasis.SPEND,
+    window_days: int = 365,
+    grace_days: int = 30,
+) -> Ladder:
+    return await set_tier_ladder(
+        db, merchant_actor(program.merchant_id), program_id=program.id, basis=basis,
+        window_days=window_days, grace_days=grace_days, tiers=tiers,
+    )  # fmt: skip
+
+
+async def qualify(
+    db: Database,
+    membership: MembershipRecord,
+    program: ProgramRecord,
+    *,
+    spend: Decimal | int = 0,
+    points: int = 0,
+    occurred_at: datetime | None = None,
+) -> list[TierMove]:
+    """Qualifying activity on a ledger transaction of its own (a 1-point award)."""
+    movement = await give_points(db, membership, program, 1)
+    return await record_activity(
+        db, membership_id=membership.id, transaction_id=movement.transaction_id,
+        occurred_at=occurred_at or datetime.now(UTC), spend=Decimal(spend), points=points,
+    )  # fmt: skip

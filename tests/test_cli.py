@@ -14,7 +14,15 @@ from alliance.db.engine import Database
 from alliance.demo import seed_demo
 from alliance.ledger.models import LedgerTransaction
 from alliance.members.models import Membership
-from tests.factories import make_merchant
+from tests.factories import (
+    OPERATOR,
+    make_ladder,
+    make_membership,
+    make_merchant,
+    make_program,
+    qualify,
+)
+from tests.graphql.helpers import ok
 
 
 async def _alliance(db: Database, *args: str) -> subprocess.CompletedProcess[str]:
@@ -50,6 +58,24 @@ async def test_demo_seed_is_idempotent(db: Database) -> None:
     verifier = TokenVerifier(db, db.settings)
     roles = {(await verifier.verify(token)).role.value for token in second.tokens.values()}
     assert roles == {"operator", "merchant", "finance", "auditor", "member"}
+
+
+async def test_demo_has_a_tier_ladder(db: Database) -> None:
+    await seed_demo(db)
+    data = await ok(
+        db,
+        OPERATOR,
+        """{ programs { edges { node { code
+        tiers { edges { node { name multiplier } } }
+        memberships { edges { node { memberNumber tier { code } } } } } } } }""",
+    )
+    programs = {edge["node"]["code"]: edge["node"] for edge in data["programs"]["edges"]}
+    wok = programs["wok-rewards"]
+    assert [edge["node"]["multiplier"] for edge in wok["tiers"]["edges"]] == ["1", "1.5", "2"]
+    tiers = {
+        e["node"]["memberNumber"]: e["node"]["tier"]["code"] for e in wok["memberships"]["edges"]
+    }
+    assert tiers == {"W-8812": "regular", "W-8813": "gold"}
 
 
 async def test_client_create_then_token(db: Database) -> None:
@@ -129,3 +155,17 @@ async def test_serve_runs_workers_and_stops_cleanly(db: Database) -> None:
         output, _ = await asyncio.to_thread(server.communicate, timeout=60)
     assert server.returncode == 0, output.decode()[-2000:]
     assert output.decode().count("Application startup complete") == 2
+
+
+async def test_jobs_run_tiers(db: Database) -> None:
+    program = await make_program(db)
+    await make_ladder(db, program, grace_days=0)
+    membership = await make_membership(db, program)
+    await qualify(db, membership, program, spend=1500)
+    await qualify(db, membership, program, spend=-1000)
+    result = await _alliance(db, "jobs", "run", "tiers", "--batch-size", "10")
+    assert result.returncode == 0, result.stderr
+    assert "reviewed 1 memberships in 1 batches: 1 tier changes" in result.stdout
+    refused = await _alliance(db, "jobs", "run", "tiers", "--batch-size", "0")
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr

@@ -16,6 +16,7 @@ from alliance.members.models import Member, Membership
 from alliance.programs.models import Merchant, Program
 from alliance.rules.claims import ActionClaim, EarnCounter, Referral
 from alliance.rules.models import EarningRule
+from alliance.tiers.models import MembershipTier, QualifyingActivity, Tier, TierChange, TierLadder
 
 metadata = Base.metadata
 
@@ -30,13 +31,18 @@ __all__ = [
     "LotConsumption",
     "Member",
     "Membership",
+    "MembershipTier",
     "Merchant",
     "OAuthClient",
     "OutboxEvent",
     "Posting",
     "Program",
     "PurchaseRefund",
+    "QualifyingActivity",
     "Referral",
     "SigningKey",
+    "Tier",
+    "TierChange",
+    "TierLadder",
     "metadata",
 ]

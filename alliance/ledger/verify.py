@@ -146,6 +146,52 @@ CHECKS: tuple[Check, ...] = (
             GROUP BY p.id HAVING count(a.id) <> """
         + str(len(SYSTEM_ACCOUNT_KINDS)),
     ),
+    Check(
+        "tier_ladders_ordered",
+        "each tier ladder version ranks its tiers 0, 1, 2… with thresholds rising strictly",
+        """SELECT 'ladder ' || ladder_id || ' tier ' || code || ' rank ' || rank
+                  || ' threshold ' || threshold
+             FROM (SELECT t.ladder_id, t.code, t.rank, t.threshold,
+                          row_number() OVER w - 1 AS position, lag(t.threshold) OVER w AS below
+                     FROM tier t WINDOW w AS (PARTITION BY t.ladder_id ORDER BY t.rank)) r
+            WHERE rank <> position OR threshold <= below""",
+    ),
+    Check(
+        "tiers_of_own_program",
+        "memberships hold and change tiers of their own program's ladder only",
+        """SELECT 'membership ' || m.id || ' of program ' || m.program_id || ' refers to tier '
+                  || t.id || ' of program ' || t.program_id
+             FROM membership m
+             JOIN (SELECT membership_id, tier_id FROM membership_tier
+                   UNION ALL SELECT membership_id, from_tier_id FROM tier_change
+                   UNION ALL SELECT membership_id, to_tier_id FROM tier_change) r
+                  ON r.membership_id = m.id
+             JOIN tier t ON t.id = r.tier_id
+             JOIN tier_ladder l ON l.id = t.ladder_id
+            WHERE t.program_id <> m.program_id OR l.program_id <> m.program_id
+            UNION ALL
+           SELECT 'membership ' || m.id || ' of program ' || m.program_id
+                  || ' has its tier state under program ' || mt.program_id
+             FROM membership_tier mt JOIN membership m ON m.id = mt.membership_id
+            WHERE mt.program_id <> m.program_id""",
+    ),
+    Check(
+        "tier_matches_history",
+        "each membership holds the tier its tier history ends in (the entry tier without one)",
+        # A tier carried onto a new ladder version keeps its code; a renamed entry tier is
+        # still the entry tier.
+        """SELECT 'membership ' || mt.membership_id || ' holds '
+                  || coalesce(t.code, 'the entry tier') || ' but its history ends in '
+                  || coalesce(h.code, 'nothing')
+             FROM membership_tier mt
+             LEFT JOIN tier t ON t.id = mt.tier_id
+             LEFT JOIN LATERAL (SELECT e.code, e.rank FROM tier_change c
+                                  JOIN tier e ON e.id = c.to_tier_id
+                                 WHERE c.membership_id = mt.membership_id
+                                 ORDER BY c.id DESC LIMIT 1) h ON true
+            WHERE CASE WHEN h.code IS NULL THEN coalesce(t.rank, 0) <> 0
+                       ELSE t.code <> h.code AND NOT (t.rank = 0 AND h.rank = 0) END""",
+    ),
 )
 
 

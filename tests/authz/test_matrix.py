@@ -32,11 +32,13 @@ from tests.factories import (
     backdated_rule,
     finance_actor,
     give_points,
+    make_ladder,
     make_membership,
     make_merchant,
     make_program,
     member_actor,
     merchant_actor,
+    qualify,
 )
 from tests.graphql.helpers import gid, run
 
@@ -66,6 +68,8 @@ async def world(db: Database) -> World:
             db, merchant_actor(program.merchant_id), membership_id=membership.id,
             order_id="order", purchase=Purchase(Decimal(100), datetime.now(UTC)), currency="CNY",
         )  # fmt: skip
+        await make_ladder(db, program)
+        await qualify(db, membership, program, spend=1000)  # into gold: a tier history
     return World(
         actors={
             "operator": OPERATOR,
@@ -101,6 +105,27 @@ def _move(kind: str, membership: str) -> tuple[str, Any]:
             "idempotencyKey": f"m{next(_keys)}",
         }
     }
+
+
+def _set_ladder(program: str) -> tuple[str, Any]:
+    query = """mutation($input: SetTierLadderInput!) { setTierLadder(input: $input) {
+        policy { version } userErrors { code } } }"""
+    return query, lambda ids: {
+        "input": {
+            "programId": ids[program],
+            "basis": "POINTS",
+            "windowDays": 90,
+            "graceDays": 0,
+            "tiers": [{"code": "member", "name": "Member", "threshold": "0"}],
+        }
+    }
+
+
+def _read_tier(membership: str) -> tuple[str, Any]:
+    query = """query($id: ID!) { membership(id: $id) { tier { code }
+        tierProgress { qualifyingTotal current { code } }
+        tierHistory { edges { node { reason } } } } }"""
+    return query, lambda ids: {"id": ids[membership]}
 
 
 OPERATIONS: dict[str, tuple[str, Any]] = {
@@ -213,6 +238,15 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         " memberships { edges { node { id } } } } } }",
         lambda ids: {"id": ids["program_a"]},
     ),
+    "setTierLadder(A)": _set_ladder("program_a"),
+    "setTierLadder(B)": _set_ladder("program_b"),
+    "read tiers(A)": (
+        "query($id: ID!) { node(id: $id) { ... on Program {"
+        " tierPolicy { basis } tiers { edges { node { code multiplier } } } } } }",
+        lambda ids: {"id": ids["program_a"]},
+    ),
+    "read membership(A) tier": _read_tier("membership_a"),
+    "read membership(B) tier": _read_tier("membership_b"),
     "outstandingPoints(A)": (
         "query($id: ID!) { node(id: $id) { ... on Program { outstandingPoints } } }",
         lambda ids: {"id": ids["program_a"]},
@@ -254,6 +288,11 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "read member(A) history": ("ok", "ok", H, H, "ok", "ok"),
     "read member(B)":         ("ok", "ok", H, H, H, H),
     "members of program(A)":  ("ok", "ok", H, H, "ok", "ok"),
+    "setTierLadder(A)":       (F, F, F, F, "ok", F),
+    "setTierLadder(B)":       (F, F, F, F, N, F),
+    "read tiers(A)":          ("ok", "ok", "ok", "ok", "ok", "ok"),
+    "read membership(A) tier": ("ok", "ok", H, H, "ok", "ok"),
+    "read membership(B) tier": ("ok", "ok", H, H, H, H),
     "outstandingPoints(A)":   ("ok", "ok", "ok", "ok", "ok", F),
     "outstandingPoints(B)":   ("ok", "ok", "ok", H, H, F),
 }  # fmt: skip
