@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -57,7 +58,7 @@ _SQL = {
     " %(reason)s, %(tz)s, %(kind)s, %(details)s)",
     "earn": "SELECT * FROM ledger_earn(%(scope)s, %(key)s, %(hash)s, %(client)s,"
     " %(merchant)s::bigint, %(member)s::bigint, %(membership)s::bigint, %(reason)s, %(tz)s,"
-    " %(at)s, %(breakdown)s, %(details)s, %(action)s, %(period)s)",
+    " %(at)s, %(breakdown)s, %(details)s, %(action)s, %(period)s, %(spend)s::numeric)",
     "referral": "SELECT * FROM ledger_referral(%(scope)s, %(key)s, %(hash)s, %(client)s,"
     " %(merchant)s::bigint, %(referee)s::bigint, %(referrer)s::bigint, %(reason)s, %(tz)s,"
     " %(at)s, %(referee_breakdown)s, %(referrer_breakdown)s, %(details)s)",
@@ -230,6 +231,7 @@ async def run_earn(
     details: dict[str, Any],
     action: str | None = None,
     period_key: str | None = None,
+    spend: Decimal | None = None,
 ) -> Earn:
     """Post an earn by rules (ledger_earn): caps applied under the account's lock, an
     action's once-per-period claim taken in the same transaction."""
@@ -238,7 +240,7 @@ async def run_earn(
         "merchant": actor.merchant_id, "member": None, "membership": membership_id,
         "reason": reason, "tz": db.settings.time_zone, "at": at,
         "breakdown": Jsonb(breakdown, dumps=_dumps), "details": Jsonb(details, dumps=_dumps),
-        "action": action, "period": period_key,
+        "action": action, "period": period_key, "spend": spend,
     }  # fmt: skip
     try:
         row = await db.fetch_one(_SQL["earn"], parameters)

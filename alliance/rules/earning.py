@@ -29,12 +29,15 @@ from alliance.rules.engine import (
     Frequency,
     MemberProfile,
     Purchase,
+    TierFactor,
     action_breakdown,
     evaluate,
     find_action_rule,
     period_key,
 )
 from alliance.rules.service import ProgramRules, program_of_membership, program_rules
+from alliance.tiers.ladder import Ladder
+from alliance.tiers.service import tier_ladder
 from alliance.validation import check_decimal, check_idempotency_key, clean_code, clean_text
 
 MAX_LATE = timedelta(days=30)
@@ -102,20 +105,34 @@ async def _purchase_breakdown(
     rules = await _merchant_rules(db, actor, membership_id)
     check_purchase(purchase, currency, db.settings.currency)
     found = rules.in_force(purchase.occurred_at)
-    profile = await member_profile(db, membership_id) if rules.needs_profile else NO_PROFILE
+    ladder = await tier_ladder(db, rules.program_id)
+    profile = NO_PROFILE
+    if rules.needs_profile or (ladder is not None and ladder.multiplies):
+        profile = await member_profile(db, membership_id, ladder)
     breakdown = evaluate(purchase, found.purchase, found.promotions, stacking=rules.stacking,
                          zone=db.settings.zone, profile=profile)  # fmt: skip
     return rules, breakdown
 
 
-async def member_profile(db: Database, membership_id: int) -> MemberProfile:
-    """The member's segments (and tier) now: one read, only for programs that need it."""
-    row = await db.fetch_one(
-        "SELECT segments FROM membership WHERE id = %(id)s", {"id": membership_id}
-    )
+_PROFILE_SQL = """
+    SELECT m.segments, given.code, given.rank
+      FROM membership m
+      LEFT JOIN membership_tier mt ON mt.membership_id = m.id
+      LEFT JOIN tier given ON given.id = mt.tier_id
+     WHERE m.id = %(id)s"""
+
+
+async def member_profile(db: Database, membership_id: int, ladder: Ladder | None) -> MemberProfile:
+    """The member's segments and tier now: one read, only for programs that need them."""
+    row = await db.fetch_one(_PROFILE_SQL, {"id": membership_id})
     if row is None:
         raise NotFound("membership not found", field=("membershipId",))
-    return MemberProfile(segments=frozenset(row[0]))
+    segments, code, rank = row
+    tier = None
+    if ladder is not None:
+        held = ladder.held(code, rank or 0)
+        tier = TierFactor(held.code, held.name, held.multiplier)
+    return MemberProfile(tier=tier, segments=frozenset(segments))
 
 
 async def _capped_preview(
@@ -170,7 +187,7 @@ async def record_purchase(
     earn = await run_earn(
         db, actor, membership_id, f"purchase {order_id}", scope=f"order:{actor.merchant_id}",
         key=order_id, fingerprint=fingerprint, at=purchase.occurred_at,
-        breakdown=rules.lines_json(breakdown), details=details,
+        breakdown=rules.lines_json(breakdown), details=details, spend=purchase.amount,
     )  # fmt: skip
     return _result(earn)
 

@@ -78,6 +78,11 @@ class Ladder:
         assert [tier.rank for tier in self.tiers] == list(range(len(self.tiers))), self.tiers
 
     @property
+    def multiplies(self) -> bool:
+        """Whether some tier earns more than the base."""
+        return any(tier.multiplier > 1 for tier in self.tiers)
+
+    @property
     def entry(self) -> TierRecord:
         return self.tiers[0]
 

@@ -1,7 +1,4 @@
 -- Undo migrations/sql/0003_validity.sql: its functions go, the 0001 ledger_award returns.
-DROP FUNCTION ledger_reverse(bigint, text, bytea, text, text, text, numeric, text);
-DROP FUNCTION ledger_referral(text, text, bytea, text, bigint, bigint, bigint, text, text, timestamptz, jsonb, jsonb, jsonb);
-DROP FUNCTION ledger_earn(text, text, bytea, text, bigint, bigint, bigint, text, text, timestamptz, jsonb, jsonb, text, text);
 DROP FUNCTION earn_preview(bigint, jsonb, timestamptz, text);
 DROP FUNCTION earn_capped(bigint, jsonb, jsonb, timestamptz, text, boolean);
 DROP FUNCTION earn_cap_count(bigint, text, jsonb, timestamptz, text, bigint);
