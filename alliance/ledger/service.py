@@ -58,7 +58,8 @@ _SQL = {
     " %(reason)s, %(tz)s, %(kind)s, %(details)s)",
     "earn": "SELECT * FROM ledger_earn(%(scope)s, %(key)s, %(hash)s, %(client)s,"
     " %(merchant)s::bigint, %(member)s::bigint, %(membership)s::bigint, %(reason)s, %(tz)s,"
-    " %(at)s, %(breakdown)s, %(details)s, %(action)s, %(period)s, %(spend)s::numeric)",
+    " %(at)s, %(breakdown)s, %(details)s, %(action)s, %(period)s, %(spend)s::numeric,"
+    " %(program)s::bigint)",
     "referral": "SELECT * FROM ledger_referral(%(scope)s, %(key)s, %(hash)s, %(client)s,"
     " %(merchant)s::bigint, %(referee)s::bigint, %(referrer)s::bigint, %(reason)s, %(tz)s,"
     " %(at)s, %(referee_breakdown)s, %(referrer_breakdown)s, %(details)s)",
@@ -190,6 +191,10 @@ async def run_movement(
     )  # fmt: skip
 
 
+class ProgramMismatch(Exception):
+    """The membership is not in the program the earn was evaluated for (see run_earn)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Earn:
     """An earn by rules: what was posted (None when caps left nothing) and why."""
@@ -232,19 +237,24 @@ async def run_earn(
     action: str | None = None,
     period_key: str | None = None,
     spend: Decimal | None = None,
+    program_id: int | None = None,
 ) -> Earn:
     """Post an earn by rules (ledger_earn): caps applied under the account's lock, an
-    action's once-per-period claim taken in the same transaction."""
+    action's once-per-period claim taken in the same transaction. With `program_id` the
+    membership must be in that program (the rules were evaluated for it), else
+    ProgramMismatch and nothing is written."""
     parameters = {
         "scope": scope, "key": key, "hash": fingerprint, "client": actor.client_id,
         "merchant": actor.merchant_id, "member": None, "membership": membership_id,
         "reason": reason, "tz": db.settings.time_zone, "at": at,
         "breakdown": Jsonb(breakdown, dumps=_dumps), "details": Jsonb(details, dumps=_dumps),
-        "action": action, "period": period_key, "spend": spend,
+        "action": action, "period": period_key, "spend": spend, "program": program_id,
     }  # fmt: skip
     try:
         row = await db.fetch_one(_SQL["earn"], parameters)
     except psycopg.Error as error:
+        if error.sqlstate == "LA405":
+            raise ProgramMismatch from None
         raise_domain_error(error)
         raise
     assert row is not None, "ledger_earn always returns its row"

@@ -19,7 +19,14 @@ from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
 from alliance.errors import InvalidInput, NotFound
-from alliance.ledger.service import Earn, Movement, request_fingerprint, run_earn, run_referral
+from alliance.ledger.service import (
+    Earn,
+    Movement,
+    ProgramMismatch,
+    request_fingerprint,
+    run_earn,
+    run_referral,
+)
 from alliance.rules.engine import (
     NO_PROFILE,
     Action,
@@ -35,7 +42,13 @@ from alliance.rules.engine import (
     find_action_rule,
     period_key,
 )
-from alliance.rules.service import ProgramRules, program_of_membership, program_rules
+from alliance.rules.service import (
+    ProgramRules,
+    likely_program,
+    program_of_membership,
+    program_rules,
+    remember_program,
+)
 from alliance.tiers.ladder import Ladder
 from alliance.tiers.service import tier_ladder
 from alliance.validation import check_decimal, check_idempotency_key, clean_code, clean_text
@@ -91,18 +104,27 @@ def check_purchase(purchase: Purchase, currency: str, program_currency: str) -> 
         raise InvalidInput("the order lines must add up to the amount", field=("lines",))
 
 
-async def _merchant_rules(db: Database, actor: Actor, membership_id: int) -> ProgramRules:
+async def _merchant_rules(
+    db: Database, actor: Actor, membership_id: int, program_id: int | None = None
+) -> ProgramRules:
     actor.require(Role.MERCHANT)
-    rules = await program_rules(db, await program_of_membership(db, membership_id))
+    if program_id is None:
+        program_id = await program_of_membership(db, membership_id)
+    rules = await program_rules(db, program_id)
     if rules.merchant_id != actor.merchant_id:
         raise NotFound("membership not found", field=("membershipId",))
     return rules
 
 
 async def _purchase_breakdown(
-    db: Database, actor: Actor, membership_id: int, purchase: Purchase, currency: str
+    db: Database,
+    actor: Actor,
+    membership_id: int,
+    purchase: Purchase,
+    currency: str,
+    program_id: int | None = None,
 ) -> tuple[ProgramRules, Breakdown]:
-    rules = await _merchant_rules(db, actor, membership_id)
+    rules = await _merchant_rules(db, actor, membership_id, program_id)
     check_purchase(purchase, currency, db.settings.currency)
     found = rules.in_force(purchase.occurred_at)
     ladder = await tier_ladder(db, rules.program_id)
@@ -174,8 +196,37 @@ async def record_purchase(
     is refused. A purchase that earns nothing posts nothing.
     """
     order_id = clean_text(order_id, "orderId", max_length=64)
-    rules, breakdown = await _purchase_breakdown(db, actor, membership_id, purchase, currency)
+    actor.require(Role.MERCHANT)
+    assert actor.merchant_id is not None, "merchant actors are bound to their merchant"
+    program_id, certain = await likely_program(db, actor.merchant_id, membership_id)
+    if not certain:
+        try:
+            return await _record_purchase(
+                db, actor, membership_id, order_id, purchase, currency, program_id, certain
+            )
+        except ProgramMismatch:  # the merchant has more programs than this process knew
+            program_id = await program_of_membership(db, membership_id)
+    return await _record_purchase(
+        db, actor, membership_id, order_id, purchase, currency, program_id, True
+    )
+
+
+async def _record_purchase(
+    db: Database,
+    actor: Actor,
+    membership_id: int,
+    order_id: str,
+    purchase: Purchase,
+    currency: str,
+    program_id: int,
+    certain: bool,
+) -> EarnResult:
+    rules, breakdown = await _purchase_breakdown(
+        db, actor, membership_id, purchase, currency, program_id
+    )
     if breakdown.points == 0:
+        if not certain and await program_of_membership(db, membership_id) != program_id:
+            raise ProgramMismatch
         return EarnResult(breakdown, None)
     fingerprint = request_fingerprint(
         "purchase", membership=membership_id, amount=str(purchase.amount), currency=currency,
@@ -188,7 +239,10 @@ async def record_purchase(
         db, actor, membership_id, f"purchase {order_id}", scope=f"order:{actor.merchant_id}",
         key=order_id, fingerprint=fingerprint, at=purchase.occurred_at,
         breakdown=rules.lines_json(breakdown), details=details, spend=purchase.amount,
+        program_id=None if certain else program_id,
     )  # fmt: skip
+    if earn.movement is not None:
+        remember_program(membership_id, earn.movement.program_id)
     return _result(earn)
 
 

@@ -354,6 +354,7 @@ def forget_cached() -> None:
     that truncate and reuse ids, a restore). Ids are never reused otherwise."""
     _cache.clear()
     _membership_programs.clear()
+    _merchant_programs.clear()
 
 
 _program_query = Compiled(
@@ -428,7 +429,40 @@ async def program_of_membership(db: Database, membership_id: int) -> int:
         )
         if row is None:
             raise NotFound("membership not found", field=("membershipId",))
-        program_id = _membership_programs[membership_id] = int(row[0])
-        if len(_membership_programs) > _CACHE_MEMBERSHIPS:
-            _membership_programs.popitem(last=False)
+        remember_program(membership_id, int(row[0]))
+        program_id = int(row[0])
     return program_id
+
+
+def remember_program(membership_id: int, program_id: int) -> None:
+    _membership_programs[membership_id] = program_id
+    if len(_membership_programs) > _CACHE_MEMBERSHIPS:
+        _membership_programs.popitem(last=False)
+
+
+_merchant_programs: dict[int, tuple[tuple[int, ...], float]] = {}
+
+
+async def likely_program(db: Database, merchant_id: int, membership_id: int) -> tuple[int, bool]:
+    """The program of one of the merchant's memberships, and whether that is certain.
+
+    Known memberships are certain. Otherwise, when the merchant has one program (the usual
+    case) that program is the likely answer, without a read per membership: the earn
+    confirms it in SQL and the caller falls back to `program_of_membership` when not.
+    """
+    known = _membership_programs.get(membership_id)
+    if known is not None:
+        return known, True
+    cached = _merchant_programs.get(merchant_id)
+    if cached is None or time.monotonic() - cached[1] >= CACHE_TTL:
+        rows = await db.fetch_all(
+            "SELECT id FROM program WHERE merchant_id = %(m)s AND status = 'active'",
+            {"m": merchant_id},
+        )
+        cached = _merchant_programs[merchant_id] = (
+            tuple(int(row[0]) for row in rows),
+            time.monotonic(),
+        )
+    if len(cached[0]) == 1:
+        return cached[0][0], False
+    return await program_of_membership(db, membership_id), True

@@ -6,6 +6,7 @@
 --   LA410 action already rewarded in this period / member already referred
 --   LA422 request not valid against the stored facts (refund above the order, self-referral…)
 --   LA414 order not found (no earn recorded for it)
+--   LA405 the earn was evaluated for another program than the membership's (caller retries)
 
 -- Earn by rules: the breakdown computed by the caller from the rule versions in force,
 -- cut to the caps under the account's lock, posted as one `earn` transaction whose
@@ -18,7 +19,8 @@ CREATE FUNCTION ledger_earn(
     p_scope text, p_key text, p_request_hash bytea, p_client_id text,
     p_merchant_id bigint, p_member_id bigint, p_membership_id bigint,
     p_reason text, p_time_zone text, p_at timestamptz, p_breakdown jsonb, p_details jsonb,
-    p_action text DEFAULT NULL, p_period_key text DEFAULT NULL, p_spend numeric DEFAULT NULL)
+    p_action text DEFAULT NULL, p_period_key text DEFAULT NULL, p_spend numeric DEFAULT NULL,
+    p_program_id bigint DEFAULT NULL)
 RETURNS TABLE (transaction_id bigint, entry_id bigint, program_id bigint, balance_after bigint,
                created_at timestamptz, replayed boolean, breakdown jsonb)
 LANGUAGE plpgsql AS $$
@@ -32,6 +34,11 @@ BEGIN
     SELECT * INTO v FROM ledger_credit_account(p_membership_id, p_merchant_id, p_member_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'membership not found' USING ERRCODE = 'LA404';
+    END IF;
+    -- The caller evaluated the rules of p_program_id (its guess, when given): check it.
+    IF v.program_id <> p_program_id THEN
+        RAISE EXCEPTION 'membership % is in program %, not %', p_membership_id, v.program_id,
+            p_program_id USING ERRCODE = 'LA405';
     END IF;
     IF v.earn_caps <> '[]'::jsonb OR jsonb_path_exists(p_breakdown, '$.lines[*].caps[*]') THEN
         -- Caps read and count per account: its lock serialises this member's earns, and

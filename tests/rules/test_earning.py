@@ -17,7 +17,13 @@ from alliance.rules.engine import OrderLine, Purchase, Stacking
 from alliance.rules.models import RuleKind
 from alliance.rules.service import create_rule, revise_rule, set_promotion_stacking
 from alliance.rules.terms import ConditionsInput, TermsInput
-from tests.factories import make_membership, make_merchant, make_program, merchant_actor
+from tests.factories import (
+    backdated_rule,
+    make_membership,
+    make_merchant,
+    make_program,
+    merchant_actor,
+)
 from tests.graphql.helpers import gid, ok
 
 
@@ -315,3 +321,28 @@ async def test_revision_keeps_the_end_date(db: Database) -> None:
     with pytest.raises(InvalidInput) as late:
         await revise_rule(db, actor, rule_id=campaign.id, valid_from=soon(7200))
     assert late.value.field == ("validUntil",)
+
+
+async def test_a_new_program_of_the_merchant_is_earned_in_at_once(db: Database) -> None:
+    """Earns guess the program of a merchant that has one; a guess the database refutes
+    (a second program this process has not seen yet) is retried with the exact one."""
+    import time
+
+    from alliance.rules import service
+
+    merchant = await make_merchant(db)
+    first, second = await make_program(db, merchant), await make_program(db, merchant)
+    actor = merchant_actor(merchant.id)
+    for program, rate in ((first, 1), (second, 3)):
+        await backdated_rule(db, program, "base", RuleKind.PURCHASE,
+                             TermsInput(points_per_unit=Decimal(rate)))  # fmt: skip
+    late = await make_membership(db, second)
+    # This process read the merchant's programs before the second one existed.
+    service._merchant_programs[merchant.id] = ((first.id,), time.monotonic())
+    with db.count_statements() as counter:
+        result = await record_purchase(db, actor, membership_id=late.id, order_id="3",
+                                       purchase=purchase("10", datetime.now(UTC)),
+                                       currency="CNY")  # fmt: skip
+    assert result.movement is not None
+    assert (result.breakdown.points, result.movement.program_id) == (30, second.id)
+    assert sum("ledger_earn" in sql for sql in counter.statements) == 2  # refuted, then right
