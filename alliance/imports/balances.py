@@ -1,0 +1,254 @@
+"""`alliance import balances`: opening balances from a merchant's previous system.
+
+File columns (header row required, any order, names case-insensitive):
+
+- `member_number` (required): an enrolled member of the program, once per file;
+- `points` (required): a whole number from 1 to 1,000,000,000;
+- `earned_at` (optional): ISO-8601 with a time zone, not in the future; the
+  program's expiry policy counts from it (default: now);
+- `expires_at` (optional): ISO-8601 with a time zone, in the future; overrides
+  the policy.
+
+Each row becomes one ledger transaction of kind `opening` (reason "opening
+balance"): +points on the member account, -points on the program's `issued`
+account, and a lot spendable at once. Its idempotency key is
+`opening:<member_number>` in scope `import:<program_id>` with the SHA-256 of the
+canonical row as request hash, so re-running a file skips what it already
+imported; a row that differs from what was imported for that member is an error.
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+from psycopg.types.json import Jsonb
+
+from alliance.audit.service import record_audit
+from alliance.auth.actor import Actor
+from alliance.db.engine import Database
+from alliance.imports.csvfile import Layout
+from alliance.imports.errors import ErrorLog
+from alliance.imports.staging import (
+    MAX_ERRORS,
+    ImportReport,
+    authorized_program,
+    begin_import,
+    collect_errors,
+    source_name,
+    stage,
+)
+from alliance.validation import MAX_POINTS
+
+LAYOUT = Layout(required=("member_number", "points"), optional=("earned_at", "expires_at"))
+
+ISO_8601 = (
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,6})?)?"
+    "([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$"
+)
+"""Date, time and zone; PostgreSQL alone would also take `today`, `epoch` or no zone."""
+
+_STAGING = """
+CREATE TEMP TABLE import_balance_row (
+    line integer NOT NULL,
+    member_number text,
+    points text,
+    earned_at text,
+    expires_at text
+) ON COMMIT DROP
+"""
+
+# Every row parsed (NULL where a value does not parse; the casts are guarded,
+# so one bad value never aborts the statement), matched with its membership and
+# with what an earlier run imported under its key; `problems` lists what is wrong.
+# MATERIALIZED: each parse and hash runs once per row (an inlined CTE would repeat
+# its expression wherever the column is used).
+_MATCH = """
+CREATE TEMP TABLE import_balance ON COMMIT DROP AS
+WITH typed AS MATERIALIZED (
+    SELECT s.line, s.member_number,
+           s.points AS points_text, s.earned_at AS earned_text, s.expires_at AS expires_text,
+           CASE WHEN length(s.points) <= 10 AND ltrim(s.points, '0123456789') = '' THEN
+               CASE WHEN s.points::bigint BETWEEN 1 AND %(max_points)s THEN s.points::bigint END
+           END AS points,
+           CASE WHEN s.earned_at ~ %(iso)s THEN
+               CASE WHEN pg_input_is_valid(s.earned_at, 'timestamptz')
+                    THEN s.earned_at::timestamptz END
+           END AS earned_at,
+           CASE WHEN s.expires_at ~ %(iso)s THEN
+               CASE WHEN pg_input_is_valid(s.expires_at, 'timestamptz')
+                    THEN s.expires_at::timestamptz END
+           END AS expires_at
+      FROM import_balance_row s
+), matched AS MATERIALIZED (
+    SELECT t.*, m.member_id, m.status AS membership_status, a.id AS account_id,
+           coalesce(d.first_line, t.line) AS first_line,
+           coalesce(t.expires_at, lot_expiry(%(policy)s, %(policy_value)s,
+                                             coalesce(t.earned_at, now()), %(tz)s))
+               AS lot_expires_at,
+           -- The row as read, normalised (08:00+08:00 and 00:00Z hash alike); a
+           -- defaulted expiry is not part of it, so a re-run matches whatever the policy.
+           sha256(convert_to(concat_ws(E'\\x1f', 'opening', t.member_number, t.points,
+                                       coalesce(extract(epoch FROM t.earned_at)::text, ''),
+                                       coalesce(extract(epoch FROM t.expires_at)::text, '')),
+                             'UTF8')) AS request_hash,
+           x.request_hash AS imported_hash
+      FROM typed t
+      LEFT JOIN (SELECT r.member_number, min(r.line) AS first_line
+                   FROM import_balance_row r
+                  GROUP BY r.member_number HAVING count(*) > 1) d
+             ON d.member_number = t.member_number
+      LEFT JOIN membership m
+             ON m.program_id = %(program)s AND m.member_number = t.member_number
+      LEFT JOIN account a ON a.membership_id = m.id
+      LEFT JOIN ledger_transaction x
+             ON x.idempotency_scope = %(scope)s
+            AND x.idempotency_key = 'opening:' || t.member_number
+)
+SELECT m.*,
+       nullif(array_remove(ARRAY[
+           CASE WHEN m.member_number IS NULL THEN 'missing_member_number'
+                WHEN m.line > m.first_line THEN 'duplicate_member_number'
+                WHEN m.account_id IS NULL THEN 'unknown_member_number'
+                WHEN m.membership_status <> 'active' THEN 'membership_closed' END,
+           CASE WHEN m.points_text IS NULL THEN 'missing_points'
+                WHEN m.points IS NULL THEN 'invalid_points' END,
+           CASE WHEN m.earned_text IS NOT NULL AND m.earned_at IS NULL THEN 'invalid_earned_at'
+                WHEN m.earned_at > now() THEN 'earned_in_future' END,
+           CASE WHEN m.expires_text IS NOT NULL AND m.expires_at IS NULL
+                THEN 'invalid_expires_at'
+                WHEN m.expires_at <= now() THEN 'expires_in_past'
+                WHEN m.expires_text IS NULL AND m.lot_expires_at <= now()
+                THEN 'expired_by_policy' END,
+           -- Only for rows that read well: a bad value makes any hash differ.
+           CASE WHEN m.imported_hash <> m.request_hash AND m.line = m.first_line
+                     AND m.points IS NOT NULL
+                     AND (m.earned_text IS NULL OR m.earned_at IS NOT NULL)
+                     AND (m.expires_text IS NULL OR m.expires_at IS NOT NULL)
+                THEN 'already_imported' END
+       ], NULL), '{}') AS problems
+  FROM matched m
+"""
+
+_ERRORS = """
+SELECT b.line, b.member_number, p.problem,
+       CASE p.problem
+           WHEN 'duplicate_member_number' THEN b.first_line::text
+           WHEN 'invalid_points' THEN b.points_text
+           WHEN 'invalid_earned_at' THEN b.earned_text
+           WHEN 'earned_in_future' THEN b.earned_text
+           WHEN 'expired_by_policy' THEN to_char(b.lot_expires_at AT TIME ZONE %(tz)s,
+                                                 'YYYY-MM-DD HH24:MI ') || %(tz)s
+           ELSE b.expires_text
+       END,
+       count(*) OVER ()
+  FROM import_balance b
+ CROSS JOIN LATERAL unnest(b.problems) WITH ORDINALITY AS p (problem, n)
+ WHERE b.problems IS NOT NULL
+ ORDER BY b.line, p.n
+ LIMIT %(limit)s
+"""
+
+# One statement, so the balance trigger sees every posting of every transaction at
+# once. Transaction ids are drawn up front, so transactions, postings and lots need
+# no join back on the idempotency key. The account update takes each account's
+# row lock before its postings are written (a concurrent award waits, and its
+# posting follows ours) and gives the member legs' balance_after.
+_POST = """
+WITH opening AS MATERIALIZED (
+    SELECT nextval((SELECT pg_get_serial_sequence('ledger_transaction', 'id'))::regclass)
+               AS transaction_id,
+           b.member_number, b.member_id, b.account_id, b.points, b.lot_expires_at,
+           b.request_hash
+      FROM import_balance b
+     WHERE b.imported_hash IS NULL
+), credited AS (
+    UPDATE account SET balance = account.balance + o.points
+      FROM opening o
+     WHERE account.id = o.account_id
+    RETURNING o.transaction_id, o.account_id, o.member_id, o.points,
+              account.balance AS balance_after
+), transactions AS (
+    INSERT INTO ledger_transaction
+        (id, kind, member_id, client_id, idempotency_scope, idempotency_key, request_hash, reason)
+    SELECT o.transaction_id, 'opening', o.member_id, %(client)s, %(scope)s,
+           'opening:' || o.member_number, o.request_hash, 'opening balance'
+      FROM opening o
+), legs AS (
+    INSERT INTO posting (transaction_id, account_id, program_id, member_id, amount, balance_after)
+    SELECT c.transaction_id, leg.account_id, %(program)s, c.member_id, leg.amount,
+           leg.balance_after
+      FROM credited c
+     CROSS JOIN LATERAL (VALUES (c.account_id, c.points, c.balance_after),
+                                (%(issued)s::bigint, -c.points, NULL::bigint))
+           AS leg (account_id, amount, balance_after)
+), lots AS (
+    INSERT INTO lot (account_id, program_id, member_id, transaction_id, amount, remaining,
+                     available_at, expires_at)
+    SELECT o.account_id, %(program)s, o.member_id, o.transaction_id, o.points, o.points,
+           now(), o.lot_expires_at
+      FROM opening o
+)
+SELECT count(*), coalesce(sum(o.points), 0) FROM opening o
+"""
+
+_ISSUED_ACCOUNT = """
+SELECT id FROM account WHERE program_id = %(program)s AND kind = 'issued' AND membership_id IS NULL
+"""
+
+_EVENT = """
+INSERT INTO outbox_event (topic, merchant_id, payload)
+VALUES ('balances.imported', %(merchant)s, %(payload)s)
+"""
+
+
+async def import_balances(
+    db: Database,
+    actor: Actor,
+    *,
+    program_id: int,
+    source: IO[bytes],
+    max_errors: int = MAX_ERRORS,
+) -> ImportReport:
+    """Post every opening balance of the file, or none: any bad row raises `ImportRejected`."""
+    errors = ErrorLog(max_errors)
+    async with db.transaction() as session:
+        program = await authorized_program(session, actor, program_id)
+        conn = await begin_import(session, program_id)
+        await conn.execute(_STAGING)
+        rows = await stage(conn, "import_balance_row", LAYOUT, source, errors)
+        params = {
+            "program": program_id,
+            "scope": f"import:{program_id}",
+            "client": actor.client_id,
+            "max_points": MAX_POINTS,
+            "iso": ISO_8601,
+            "policy": program.expiry_policy,
+            "policy_value": program.expiry_value,
+            "tz": db.settings.time_zone,
+        }
+        await conn.execute(_MATCH, params)
+        await collect_errors(conn, _ERRORS, params, errors)
+        errors.reject_if_any()
+
+        issued = await (await conn.execute(_ISSUED_ACCOUNT, params)).fetchone()
+        assert issued is not None, "every program has its issued account"
+        posted = await (await conn.execute(_POST, params | {"issued": issued[0]})).fetchone()
+        assert posted is not None
+        created, points = int(posted[0]), int(posted[1])
+        report = ImportReport(
+            program_id, source_name(source), rows, created, rows - created, points
+        )
+        summary = {
+            "program_id": program_id,
+            "source": report.source,
+            "rows": rows,
+            "imported": created,
+            "skipped": report.skipped,
+            "points": points,
+        }
+        if created:
+            await conn.execute(_EVENT, {"merchant": program.merchant_id, "payload": Jsonb(summary)})
+        await record_audit(
+            session, actor, action="import.balances", target=f"program:{program_id}", after=summary
+        )
+    return report
