@@ -48,6 +48,8 @@ class EntryKind(enum.Enum):
     EARN = "earn"
     SPEND = "spend"
     EXPIRE = "expire"
+    OPENING = "opening"
+    """An opening balance imported from the merchant's previous system."""
 
 
 if TYPE_CHECKING:
