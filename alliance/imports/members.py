@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from typing import IO
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from alliance.audit.service import record_audit
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
+from alliance.errors import RetryLater
 from alliance.imports.csvfile import Layout
 from alliance.imports.errors import ErrorLog
 from alliance.imports.staging import (
@@ -112,15 +114,15 @@ SELECT i.line, i.member_number, i.display_name,
 _ENROL = """
 WITH members AS (
     INSERT INTO member (id, display_name)
-    SELECT n.member_id, n.display_name FROM import_member_new n ORDER BY n.member_id
+    SELECT n.member_id, n.display_name FROM import_member_new n
 ), memberships AS (
     INSERT INTO membership (id, member_id, program_id, member_number)
     SELECT n.membership_id, n.member_id, %(program)s, n.member_number
-      FROM import_member_new n ORDER BY n.membership_id
+      FROM import_member_new n
 )
 INSERT INTO account (program_id, kind, membership_id, member_id, balance, held)
 SELECT %(program)s, 'member', n.membership_id, n.member_id, 0, 0
-  FROM import_member_new n ORDER BY n.membership_id
+  FROM import_member_new n
 """
 
 _EVENT = """
@@ -151,7 +153,13 @@ async def import_members(
 
         created = (await conn.execute(_NEW)).rowcount
         if created:
-            await conn.execute(_ENROL, params)
+            try:
+                await conn.execute(_ENROL, params)
+            except psycopg.errors.UniqueViolation:
+                # Enrolled by someone else since the check: a re-run skips or reports it.
+                raise RetryLater(
+                    "a member number of the file was enrolled meanwhile; run the import again"
+                ) from None
         report = ImportReport(program_id, source_name(source), rows, created, rows - created)
         summary = {
             "program_id": program_id,

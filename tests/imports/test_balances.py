@@ -286,6 +286,52 @@ class TestExpiry:
         assert bob_expiry is None
 
 
+class TestTimestamps:
+    @pytest.mark.parametrize(
+        ("written", "instant"),
+        [
+            ("2031-01-05T10:00:00+08:00", datetime(2031, 1, 5, 2, tzinfo=UTC)),
+            ("2031-01-05 10:00Z", datetime(2031, 1, 5, 10, tzinfo=UTC)),
+            ("2031-01-05T10:00:00.5-0500", datetime(2031, 1, 5, 15, 0, 0, 500000, tzinfo=UTC)),
+            ("2031-01-05T10:00+08", datetime(2031, 1, 5, 2, tzinfo=UTC)),
+        ],
+    )
+    async def test_iso_8601_with_a_zone_is_read(
+        self, db: Database, written: str, instant: datetime
+    ) -> None:
+        program = await make_program(db)
+        [ann] = await _members(db, program, "A1")
+        await import_balances(
+            db, OPERATOR, program_id=program.id, source=csv_file(HEADER + f"A1,1,,{written}\n")
+        )
+        [(_, _, _, expires_at, _)] = await _lots(db, ann)
+        assert expires_at == instant
+
+    @pytest.mark.parametrize(
+        "written",
+        [
+            "2031-01-05T10:00:00",
+            "2031-01-05",
+            "infinity",
+            "05/01/2031 10:00+08",
+            "2031-01-05T10:00:00 Asia/Shanghai",
+            "2031-01-05T25:00Z",
+            "2031-02-30T10:00Z",
+        ],
+    )
+    async def test_anything_else_is_refused(self, db: Database, written: str) -> None:
+        program = await make_program(db)
+        await _members(db, program, "A1")
+        with pytest.raises(ImportRejected) as rejected:
+            await import_balances(
+                db,
+                OPERATOR,
+                program_id=program.id,
+                source=csv_file(HEADER + f"A1,1,,{written}\n"),
+            )
+        assert problems(rejected.value) == [(2, RowProblem.INVALID_EXPIRES_AT)]
+
+
 class TestRerun:
     async def test_the_same_file_changes_nothing(self, db: Database) -> None:
         program = await make_program(db)
