@@ -34,6 +34,7 @@ from alliance.imports.staging import (
     authorized_program,
     begin_import,
     collect_errors,
+    execute,
     source_name,
     stage,
 )
@@ -224,7 +225,7 @@ async def import_balances(
     async with db.transaction() as session:
         program = await authorized_program(session, actor, program_id)
         conn = await begin_import(session, program_id)
-        await conn.execute(_STAGING)
+        await execute(conn, _STAGING)
         rows = await stage(conn, "import_balance_row", LAYOUT, source, errors)
         params = {
             "program": program_id,
@@ -235,13 +236,13 @@ async def import_balances(
             "policy_value": program.expiry_value,
             "tz": db.settings.time_zone,
         }
-        await conn.execute(_MATCH, params)
+        await execute(conn, _MATCH, params)
         await collect_errors(conn, _ERRORS, params, errors)
         errors.reject_if_any()
 
-        issued = await (await conn.execute(_ISSUED_ACCOUNT, params)).fetchone()
+        issued = await (await execute(conn, _ISSUED_ACCOUNT, params)).fetchone()
         assert issued is not None, "every program has its issued account"
-        posted = await (await conn.execute(_POST, params | {"issued": issued[0]})).fetchone()
+        posted = await (await execute(conn, _POST, params | {"issued": issued[0]})).fetchone()
         assert posted is not None
         created, points = int(posted[0]), int(posted[1])
         report = ImportReport(
@@ -256,7 +257,9 @@ async def import_balances(
             "points": points,
         }
         if created:
-            await conn.execute(_EVENT, {"merchant": program.merchant_id, "payload": Jsonb(summary)})
+            await execute(
+                conn, _EVENT, {"merchant": program.merchant_id, "payload": Jsonb(summary)}
+            )
         await record_audit(
             session, actor, action="import.balances", target=f"program:{program_id}", after=summary
         )

@@ -32,6 +32,7 @@ from alliance.imports.staging import (
     authorized_program,
     begin_import,
     collect_errors,
+    execute,
     source_name,
     stage,
 )
@@ -144,17 +145,17 @@ async def import_members(
     async with db.transaction() as session:
         program = await authorized_program(session, actor, program_id)
         conn = await begin_import(session, program_id)
-        await conn.execute(_STAGING)
+        await execute(conn, _STAGING)
         rows = await stage(conn, "import_member_row", LAYOUT, source, errors)
         params = {"program": program_id, "refused": REFUSED_CHARACTERS}
-        await conn.execute(_MATCH, params)
+        await execute(conn, _MATCH, params)
         await collect_errors(conn, _ERRORS, params, errors)
         errors.reject_if_any()
 
-        created = (await conn.execute(_NEW)).rowcount
+        created = (await execute(conn, _NEW)).rowcount
         if created:
             try:
-                await conn.execute(_ENROL, params)
+                await execute(conn, _ENROL, params)
             except psycopg.errors.UniqueViolation:
                 # Enrolled by someone else since the check: a re-run skips or reports it.
                 raise RetryLater(
@@ -169,7 +170,9 @@ async def import_members(
             "skipped": report.skipped,
         }
         if created:
-            await conn.execute(_EVENT, {"merchant": program.merchant_id, "payload": Jsonb(summary)})
+            await execute(
+                conn, _EVENT, {"merchant": program.merchant_id, "payload": Jsonb(summary)}
+            )
         await record_audit(
             session, actor, action="import.members", target=f"program:{program_id}", after=summary
         )

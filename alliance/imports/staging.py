@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -47,6 +48,14 @@ async def authorized_program(session: AsyncSession, actor: Actor, program_id: in
     return program
 
 
+async def execute(
+    conn: Connection, sql: str, params: Mapping[str, Any] | None = None
+) -> psycopg.AsyncCursor[tuple[Any, ...]]:
+    """One statement of an import, never prepared: each import brings new temporary
+    tables and its own row counts, so a cached generic plan would fit the wrong data."""
+    return await conn.execute(sql, params, prepare=False)
+
+
 async def begin_import(session: AsyncSession, program_id: int) -> Connection:
     """The psycopg connection of the session's transaction, set up for one import.
 
@@ -60,11 +69,12 @@ async def begin_import(session: AsyncSession, program_id: int) -> Connection:
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     conn: Connection = raw.driver_connection  # type: ignore[assignment]
-    await conn.execute("SET LOCAL statement_timeout = 0")
-    await conn.execute("SET LOCAL work_mem = '256MB'")
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('alliance.import:' || %s::text, 0))",
-        (program_id,),
+    await execute(conn, "SET LOCAL statement_timeout = 0")
+    await execute(conn, "SET LOCAL work_mem = '256MB'")
+    await execute(
+        conn,
+        "SELECT pg_advisory_xact_lock(hashtextextended('alliance.import:' || %(program)s, 0))",
+        {"program": str(program_id)},
     )
     return conn
 
@@ -86,7 +96,7 @@ async def stage(
                 rows += 1
         # Temporary tables are never analysed by autovacuum: without statistics
         # the checks below would be planned for a handful of rows.
-        await cursor.execute(f"ANALYZE {table}")
+        await cursor.execute(f"ANALYZE {table}", prepare=False)
     return rows
 
 
@@ -95,7 +105,7 @@ async def collect_errors(
 ) -> None:
     """Row errors found by `sql`: rows of (line, member number, problem, detail, total)."""
     async with conn.cursor() as cursor:
-        await cursor.execute(sql, params | {"limit": errors.limit})
+        await cursor.execute(sql, params | {"limit": errors.limit}, prepare=False)
         found = await cursor.fetchall()
     if found:
         errors.merge(
