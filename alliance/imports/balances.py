@@ -11,7 +11,8 @@ File columns (header row required, any order, names case-insensitive):
 
 Each row becomes one ledger transaction of kind `opening` (reason "opening
 balance"): +points on the member account, -points on the program's `issued`
-account, and a lot spendable at once. Its idempotency key is
+account, and a lot spendable at once; a member's clawback debt is repaid from it
+first, as from every credit. Its idempotency key is
 `opening:<member_number>` in scope `import:<program_id>` with the SHA-256 of the
 canonical row as request hash, so re-running a file skips what it already
 imported; a row that differs from what was imported for that member is an error.
@@ -164,6 +165,10 @@ SELECT b.line, b.member_number, p.problem,
 # no join back on the idempotency key. The account update takes each account's
 # row lock before its postings are written (a concurrent award waits, and its
 # posting follows ours) and gives the member legs' balance_after.
+#
+# A clawback debt is repaid first, as by every credit (`account.debt`): the member
+# leg of +points is followed by one of -repaid, which the new lot gives up at once
+# (a lot consumption), and the program's clawback account takes the repaid points.
 _POST = """
 WITH opening AS MATERIALIZED (
     SELECT nextval((SELECT pg_get_serial_sequence('ledger_transaction', 'id'))::regclass)
@@ -173,11 +178,13 @@ WITH opening AS MATERIALIZED (
       FROM import_balance b
      WHERE b.imported_hash IS NULL
 ), credited AS (
-    UPDATE account SET balance = account.balance + o.points
+    UPDATE account
+       SET debt = account.debt - least(account.debt, o.points),
+           balance = account.balance + o.points - least(account.debt, o.points)
       FROM opening o
      WHERE account.id = o.account_id
-    RETURNING o.transaction_id, o.account_id, o.member_id, o.points,
-              account.balance AS balance_after
+    RETURNING o.transaction_id, o.account_id, o.member_id, o.points, o.lot_expires_at,
+              old.debt - new.debt AS repaid, new.balance AS balance_after
 ), transactions AS (
     INSERT INTO ledger_transaction
         (id, kind, member_id, client_id, idempotency_scope, idempotency_key, request_hash, reason)
@@ -185,25 +192,35 @@ WITH opening AS MATERIALIZED (
            'opening:' || o.member_number, o.request_hash, 'opening balance'
       FROM opening o
 ), legs AS (
+    -- Ordered so that posting ids follow each account's running balance.
     INSERT INTO posting (transaction_id, account_id, program_id, member_id, amount, balance_after)
     SELECT c.transaction_id, leg.account_id, %(program)s, c.member_id, leg.amount,
            leg.balance_after
       FROM credited c
-     CROSS JOIN LATERAL (VALUES (c.account_id, c.points, c.balance_after),
-                                (%(issued)s::bigint, -c.points, NULL::bigint))
-           AS leg (account_id, amount, balance_after)
+     CROSS JOIN LATERAL (VALUES (1, c.account_id, c.points, c.balance_after + c.repaid),
+                                (2, c.account_id, -c.repaid, c.balance_after),
+                                (3, %(issued)s::bigint, -c.points, NULL::bigint),
+                                (4, %(clawback)s::bigint, c.repaid, NULL::bigint))
+           AS leg (n, account_id, amount, balance_after)
+     WHERE leg.amount <> 0
+     ORDER BY c.transaction_id, leg.n
 ), lots AS (
     INSERT INTO lot (account_id, program_id, member_id, transaction_id, amount, remaining,
                      available_at, expires_at)
-    SELECT o.account_id, %(program)s, o.member_id, o.transaction_id, o.points, o.points,
-           now(), o.lot_expires_at
-      FROM opening o
+    SELECT c.account_id, %(program)s, c.member_id, c.transaction_id, c.points,
+           c.points - c.repaid, now(), c.lot_expires_at
+      FROM credited c
+    RETURNING lot.id, lot.transaction_id, lot.amount - lot.remaining AS repaid
+), consumed AS (
+    INSERT INTO lot_consumption (transaction_id, lot_id, points)
+    SELECT l.transaction_id, l.id, l.repaid FROM lots l WHERE l.repaid > 0
 )
-SELECT count(*), coalesce(sum(o.points), 0) FROM opening o
+SELECT count(*), coalesce(sum(c.points), 0), coalesce(sum(c.repaid), 0) FROM credited c
 """
 
-_ISSUED_ACCOUNT = """
-SELECT id FROM account WHERE program_id = %(program)s AND kind = 'issued' AND membership_id IS NULL
+_SYSTEM_ACCOUNTS = """
+SELECT kind, id FROM account
+ WHERE program_id = %(program)s AND membership_id IS NULL AND kind IN ('issued', 'clawback')
 """
 
 _EVENT = """
@@ -240,11 +257,10 @@ async def import_balances(
         await collect_errors(conn, _ERRORS, params, errors)
         errors.reject_if_any()
 
-        issued = await (await execute(conn, _ISSUED_ACCOUNT, params)).fetchone()
-        assert issued is not None, "every program has its issued account"
-        posted = await (await execute(conn, _POST, params | {"issued": issued[0]})).fetchone()
-        assert posted is not None
-        created, points = int(posted[0]), int(posted[1])
+        accounts = dict(await (await execute(conn, _SYSTEM_ACCOUNTS, params)).fetchall())
+        posted = await (await execute(conn, _POST, params | accounts)).fetchone()
+        assert posted is not None, "an aggregate returns one row"
+        created, points, repaid = (int(value) for value in posted)
         report = ImportReport(
             program_id, source_name(source), rows, created, rows - created, points
         )
@@ -255,6 +271,7 @@ async def import_balances(
             "imported": created,
             "skipped": report.skipped,
             "points": points,
+            "debt_repaid": repaid,
         }
         if created:
             await execute(

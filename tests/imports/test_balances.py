@@ -250,9 +250,81 @@ class TestImportBalances:
             "imported": 2,
             "skipped": 0,
             "points": 11,
+            "debt_repaid": 0,
         }
         assert tuple(audit) == (OPERATOR.subject, f"program:{program.id}", summary)
         assert [tuple(event) for event in events] == [(program.merchant_id, summary)]
+
+
+class TestClawbackDebt:
+    async def _owe(
+        self, db: Database, program: ProgramRecord, member: MembershipRecord, points: int
+    ) -> None:
+        """A clawback debt as a refund leaves it (this branch has no refund use case to
+        make one): the member's debt, mirrored on the program's clawback account."""
+        async with db.autocommit() as conn:
+            await conn.execute(
+                text(
+                    "WITH t AS (INSERT INTO ledger_transaction (kind, member_id, reason)"
+                    "           VALUES ('reverse', :member, 'refund') RETURNING id)"
+                    " INSERT INTO posting"
+                    "        (transaction_id, account_id, program_id, member_id, amount)"
+                    " SELECT t.id, a.id, :program, :member,"
+                    "        CASE a.kind WHEN 'issued' THEN :points ELSE -:points END"
+                    "   FROM t, account a"
+                    "  WHERE a.program_id = :program AND a.membership_id IS NULL"
+                    "    AND a.kind IN ('issued', 'clawback')"
+                ),
+                {"member": member.member_id, "program": program.id, "points": points},
+            )
+            await conn.execute(
+                update(Account).where(Account.membership_id == member.id).values(debt=points)
+            )
+
+    async def test_debt_is_repaid_first(self, db: Database) -> None:
+        program = await make_program(db)
+        ann, bob = await _members(db, program, "A1", "B2")
+        await give_points(db, ann, program, 10)
+        await self._owe(db, program, ann, 30)
+        await self._owe(db, program, bob, 500)
+        report = await import_balances(
+            db, OPERATOR, program_id=program.id, source=csv_file(HEADER + "A1,100,,\nB2,100,,\n")
+        )
+        assert report.points == 200
+        async with db.autocommit() as conn:
+            debts = dict(
+                (
+                    await conn.execute(
+                        select(Account.membership_id, Account.debt).where(
+                            Account.membership_id.in_([ann.id, bob.id])
+                        )
+                    )
+                ).all()
+            )
+            legs = (
+                await conn.execute(
+                    text(
+                        "SELECT a.kind, p.amount, p.balance_after FROM posting p"
+                        " JOIN account a ON a.id = p.account_id"
+                        " JOIN ledger_transaction t ON t.id = p.transaction_id"
+                        " WHERE t.idempotency_key = 'opening:A1' ORDER BY p.id"
+                    )
+                )
+            ).all()
+        assert debts == {ann.id: 0, bob.id: 400}
+        assert [tuple(leg) for leg in legs] == [
+            ("member", 100, 110),
+            ("member", -30, 80),
+            ("issued", -100, None),
+            ("clawback", 30, None),
+        ]
+        assert await _balance(db, program, "A1") == 80
+        assert await _balance(db, program, "B2") == 0
+        assert [(amount, remaining) for amount, remaining, *_ in await _lots(db, ann)] == [
+            (10, 10),
+            (100, 70),
+        ]
+        assert [(amount, remaining) for amount, remaining, *_ in await _lots(db, bob)] == [(100, 0)]
 
 
 class TestExpiry:
