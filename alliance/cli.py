@@ -1,14 +1,15 @@
-"""The `alliance` command: serve, migrate, verify, clients, tokens, keys, schema."""
+"""The `alliance` command: serve, migrate, verify, import, clients, tokens, keys, schema."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import IO, TYPE_CHECKING, Annotated, Protocol, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +21,10 @@ from alliance.db import migrate
 from alliance.db.engine import Database
 from alliance.db.runtime import database_url
 from alliance.logs import configure_logging
+
+if TYPE_CHECKING:
+    from alliance.auth.actor import Actor
+    from alliance.imports import ImportRejected, ImportReport
 
 app = typer.Typer(
     help="Points Alliance: one ledger for many merchants' points programs.",
@@ -38,6 +43,11 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(schema_app, name="schema")
 jobs_app = typer.Typer(help="Background jobs, run once now.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+import_app = typer.Typer(
+    help="Bulk import from a merchant's previous system (CSV, header row required).",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
 
 console = Console()
 err = Console(stderr=True)
@@ -269,6 +279,117 @@ def jobs_run(
 
     run = _with_database(Settings.from_env(), expire)
     console.print(f"expired {run.lots} lots, {run.points} points, in {run.batches} batches")
+
+
+ImportFile = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The CSV file (UTF-8).")
+]
+ImportProgram = Annotated[int, typer.Option("--program", help="The program's id.")]
+ShownErrors = Annotated[int, typer.Option(help="Row errors listed when the file is refused.")]
+
+
+@import_app.command("members")
+def import_members_command(
+    file: ImportFile, program: ImportProgram, show: ShownErrors = 20
+) -> None:
+    """Enrol the file's members: columns member_number, display_name (optional).
+
+    All or nothing; members already enrolled under the same number are skipped.
+    """
+    from alliance.imports import import_members
+
+    report = _run_import(file, program, show, import_members)
+    console.print(
+        f"imported {report.imported:,} members into program {program}"
+        f" ({report.skipped:,} already enrolled, skipped)"
+    )
+
+
+@import_app.command("balances")
+def import_balances_command(
+    file: ImportFile, program: ImportProgram, show: ShownErrors = 20
+) -> None:
+    """Post opening balances: columns member_number, points, earned_at and expires_at (optional).
+
+    Times are ISO-8601 with a zone; without expires_at, the program's expiry policy
+    counts from earned_at (default: now). All or nothing; rows already imported
+    are skipped.
+    """
+    from alliance.imports import import_balances
+
+    report = _run_import(file, program, show, import_balances)
+    console.print(
+        f"imported {report.imported:,} opening balances, {report.points:,} points, into program"
+        f" {program} ({report.skipped:,} already imported, skipped)"
+    )
+
+
+class _ImportUseCase(Protocol):
+    def __call__(
+        self, db: Database, actor: Actor, *, program_id: int, source: IO[bytes], max_errors: int
+    ) -> Awaitable[ImportReport]: ...
+
+
+def _run_import(file: Path, program_id: int, show: int, use_case: _ImportUseCase) -> ImportReport:
+    """Run an import as the operator acting for the program's merchant; exit 1 if refused."""
+    from alliance.errors import DomainError
+    from alliance.imports import ImportRejected
+
+    async def work(db: Database) -> ImportReport:
+        actor = await _operator_for_program(db, program_id)
+        return await use_case(
+            db, actor, program_id=program_id, source=source, max_errors=max(show, 1)
+        )
+
+    try:
+        with file.open("rb") as source:
+            return _with_database(Settings.from_env(), work)
+    except ImportRejected as rejected:
+        _print_rejected(file, rejected, show)
+    except DomainError as error:
+        err.print(f"[red]import refused[/]: {error.message}")
+    except OSError as error:
+        err.print(f"cannot read {file}: {error.strerror or error}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(1)
+
+
+def _print_rejected(file: Path, rejected: ImportRejected, show: int) -> None:
+    shown = rejected.errors[:show]
+    table = Table(
+        "line",
+        "member number",
+        "problem",
+        title=f"{rejected.error_count:,} error(s) in {file.name}: nothing was imported",
+        caption=None
+        if len(shown) == rejected.error_count
+        else f"the first {len(shown)} of {rejected.error_count:,} errors, by line",
+    )
+    for error in shown:
+        table.add_row(str(error.line), error.member_number or "", error.message)
+    err.print(table)
+
+
+async def _operator_for_program(db: Database, program_id: int) -> Actor:
+    from sqlalchemy import select
+
+    from alliance.auth.actor import Actor
+    from alliance.programs.models import Program
+
+    async with db.autocommit() as conn:
+        merchant_id = await conn.scalar(select(Program.merchant_id).where(Program.id == program_id))
+    if merchant_id is None:
+        err.print(f"no program {program_id}")
+        raise typer.Exit(2)
+    return Actor(Role.OPERATOR, f"cli:{_login()}", "alliance-cli", merchant_id=int(merchant_id))
+
+
+def _login() -> str:
+    """Who runs the command, for the audit trail."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
 
 
 @schema_app.command("export")

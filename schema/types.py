@@ -51,6 +51,7 @@ class EntryKind(enum.Enum):
     EXPIRE = "expire"
     REVERSE = "reverse"
     OPENING = "opening"
+    """An opening balance imported from the merchant's previous system."""
 
 
 strawberry.enum(CapPeriod, name="CapPeriod")
