@@ -155,7 +155,10 @@ class Posting(Base):
         BigInteger, ForeignKey("ledger_transaction.id"), index=True
     )
     account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("account.id"))
-    program_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("program.id"))
+    program_id: Mapped[int] = mapped_column(BigInteger)
+    """Its account's program, copied for the per-program sums. No foreign key of its own:
+    the account's key implies it (verify checks they agree), and a check per row would
+    cost every movement and import."""
     member_id: Mapped[int | None] = mapped_column(BigInteger)
     """The member whose account this is; on system legs, the transaction's member.
 
@@ -186,7 +189,10 @@ class Lot(Base):
 
     id: Mapped[int] = id_column()
     account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("account.id"))
-    program_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("program.id"))
+    program_id: Mapped[int] = mapped_column(BigInteger)
+    """Its account's program, copied for the per-program sums. No foreign key of its own:
+    the account's key implies it (verify checks they agree), and a check per row would
+    cost every movement and import."""
     member_id: Mapped[int] = mapped_column(BigInteger)
     transaction_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_transaction.id"))
     amount: Mapped[int] = mapped_column(BigInteger)

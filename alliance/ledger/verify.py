@@ -99,6 +99,15 @@ CHECKS: tuple[Check, ...] = (
                OR (a.kind = 'member') <> (p.balance_after IS NOT NULL)""",
     ),
     Check(
+        "lots_on_their_accounts",
+        "each lot's program and member are its account's",
+        """SELECT 'lot ' || l.id || ' says program ' || l.program_id || ' member '
+                  || l.member_id || ' but its account ' || a.id || ' is of program '
+                  || a.program_id || ' member ' || a.member_id
+             FROM lot l JOIN account a ON a.id = l.account_id
+            WHERE l.program_id <> a.program_id OR l.member_id IS DISTINCT FROM a.member_id""",
+    ),
+    Check(
         "lots_consistent",
         "each lot's consumed points plus its remainder equal its amount",
         """SELECT 'lot ' || l.id || ' amount ' || l.amount || ' but remaining ' || l.remaining

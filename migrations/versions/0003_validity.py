@@ -36,7 +36,17 @@ def _replace_check(table: str, name: str, condition: str) -> None:
     op.create_check_constraint(name, table, condition)
 
 
+# Redundant with the account's own key (the account implies the program); a check per
+# row cost every movement and import (see bench/RESULTS.md, bulk import).
+_REDUNDANT_KEYS = (
+    ("posting", "fk_posting_program_id_program"),
+    ("lot", "fk_lot_program_id_program"),
+)
+
+
 def upgrade() -> None:
+    for table, key in _REDUNDANT_KEYS:
+        op.drop_constraint(key, table, type_="foreignkey")
     _replace_check("ledger_transaction", "kind", _KINDS)
     op.add_column("ledger_transaction", sa.Column("reverses_id", sa.BigInteger(), nullable=True))
     op.create_foreign_key(
@@ -234,3 +244,5 @@ def downgrade() -> None:
     )  # fmt: skip
     op.drop_column("ledger_transaction", "reverses_id")
     _replace_check("ledger_transaction", "kind", _KINDS_BEFORE)
+    for table, key in _REDUNDANT_KEYS:
+        op.create_foreign_key(key, table, "program", ["program_id"], ["id"])

@@ -24,6 +24,9 @@ CORRUPTIONS = {
     "transactions_have_postings": "DELETE FROM posting WHERE balance_after IS NULL",
     "balance_after_on_member_legs_only": "UPDATE posting SET balance_after = NULL"
     " WHERE id = (SELECT min(id) FROM posting WHERE balance_after IS NOT NULL)",
+    "lots_on_their_accounts": "UPDATE lot SET program_id = program_id + 1000",
+    "debt_equals_clawback_postings": "UPDATE account SET debt = 3 WHERE kind = 'member'",
+    "debits_consume_lots": "INSERT INTO lot_consumption SELECT transaction_id, id, 1 FROM lot",
 }
 
 
@@ -48,7 +51,7 @@ async def _repair(db: Database) -> None:
         await conn.execute(
             text("TRUNCATE lot_consumption, lot, posting, ledger_transaction, outbox_event CASCADE")
         )
-        await conn.execute(text("UPDATE account SET balance = 0 WHERE kind = 'member'"))
+        await conn.execute(text("UPDATE account SET balance = 0, debt = 0 WHERE kind = 'member'"))
 
 
 async def test_clean_ledger_has_no_violations(db: Database) -> None:
