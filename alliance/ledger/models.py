@@ -105,6 +105,8 @@ class Account(Base):
             postgresql_where=text("membership_id IS NULL"),
         ),
         Index("ix_account_program_member", "program_id", postgresql_where=text("kind = 'member'")),
+        # Room on each page for HOT updates of the balance columns (migration 0003).
+        {"postgresql_with": {"fillfactor": 70}},
     )
 
 
