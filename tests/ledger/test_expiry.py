@@ -14,7 +14,7 @@ from alliance.errors import InsufficientPoints, InvalidInput
 from alliance.ledger.expiry import expire_points
 from alliance.ledger.models import LedgerTransaction, Lot
 from alliance.ledger.service import spend_points
-from alliance.members.queries import memberships_by_id
+from alliance.members.queries import MembershipRecord, memberships_by_id
 from alliance.programs.models import ExpiryPolicy
 from tests.factories import OPERATOR, give_points, make_membership, make_program, merchant_actor
 
@@ -178,3 +178,61 @@ class TestExpiryJob:
                 select(func.count()).where(Lot.remaining > 0, Lot.expires_at <= func.now())
             )
         assert due == 0
+
+
+async def test_a_job_killed_mid_run_and_run_again_expires_each_lot_once(db: Database) -> None:
+    """kill -9 of `alliance jobs run expire` between batches: what it committed stays, the
+    rest waits, and the next run finishes without expiring anything twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    program = await make_program(db)
+    memberships = [await make_membership(db, program) for _ in range(40)]
+
+    async def fill(membership: MembershipRecord) -> None:
+        for points in range(1, 31):
+            await give_points(db, membership, program, points)
+
+    await asyncio.gather(*(fill(m) for m in memberships))
+    lots = 40 * 30
+    async with db.autocommit() as conn:
+        await conn.execute(update(Lot).values(expires_at=datetime.now(UTC) - timedelta(days=1)))
+
+    async def expired() -> int:
+        async with db.autocommit() as conn:
+            found = await conn.scalar(
+                select(func.count()).where(LedgerTransaction.kind == "expire")
+            )
+        return int(found or 0)
+
+    job = subprocess.Popen(  # noqa: ASYNC220 - a child killed below, on purpose
+        [sys.executable, "-m", "alliance", "jobs", "run", "expire", "--batch-size", "1"],
+        env=os.environ | {"ALLIANCE_DATABASE_URL": db.url,
+                          "ALLIANCE_SECRET_KEY": db.settings.secret_key or "",
+                          "ALLIANCE_DATA_DIR": str(db.settings.data_dir)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(3000):
+            if await expired() >= 20:
+                break
+            await asyncio.sleep(0.01)
+        job.send_signal(signal.SIGKILL)
+    finally:
+        job.wait(timeout=30)
+    before = await expired()
+    assert 20 <= before < lots, "the job was killed in the middle of its run"
+
+    run = await expire_points(db)
+    assert run.lots == lots - before
+    assert await expired() == lots
+    async with db.autocommit() as conn:
+        twice = await conn.scalar(text(
+            "SELECT count(*) FROM (SELECT c.lot_id FROM lot_consumption c"
+            " JOIN ledger_transaction t ON t.id = c.transaction_id AND t.kind = 'expire'"
+            " GROUP BY c.lot_id HAVING count(*) > 1) twice"))  # fmt: skip
+    assert twice == 0
+    for membership in memberships:
+        assert await _balance(db, membership.id) == 0
