@@ -101,6 +101,11 @@ def _graphql_error(
     return _json({"errors": [{"message": message, "extensions": {"code": code}}]}, status, headers)
 
 
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+REQUEST_ERRORS = {"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED"}
+"""Codes of errors raised before execution (variable coercion counts as validation)."""
+
+
 class GraphQLView(GraphQL[Context, None]):
     def __init__(self, services: Services) -> None:
         settings = services.settings
@@ -132,16 +137,35 @@ class GraphQLView(GraphQL[Context, None]):
 
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
         # Parse failures skip the schema's error extension: every error gets its code here.
-        for error in result.errors or ():
+        errors = result.errors or ()
+        for error in errors:
             with_code(error)
-        # A database outage is not the client's fault: answer 503 so it retries.
-        if any(
-            (error.extensions or {}).get("code") == UNAVAILABLE for error in result.errors or ()
-        ):
-            sub_response = request.scope["sub_response"]
+        sub_response = request.scope["sub_response"]
+        codes = {(error.extensions or {}).get("code") for error in errors}
+        # The GraphQL-over-HTTP media type, when the client accepts it: a request that
+        # never reached execution (unparsable, invalid, bad variables) is then a 400
+        # without `data`; with plain application/json it stays a 200, as that spec says.
+        typed = GRAPHQL_RESPONSE in request.headers.get("accept", "")
+        sub_response.graphql_response_json = typed
+        rejected = typed and result.data is None and bool(errors) and codes <= REQUEST_ERRORS
+        if UNAVAILABLE in codes:
+            # A database outage is not the client's fault: answer 503 so it retries.
             sub_response.status_code = 503
             sub_response.headers["Retry-After"] = RETRY_AFTER_SECONDS
-        return await super().process_result(request, result)
+        elif rejected:
+            sub_response.status_code = 400
+        processed = await super().process_result(request, result)
+        if rejected:
+            processed.pop("data", None)
+        return processed
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Any
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        if getattr(sub_response, "graphql_response_json", False):
+            response.headers["content-type"] = f"{GRAPHQL_RESPONSE}; charset=utf-8"
+        return response
 
 
 class GraphQLEndpoint:

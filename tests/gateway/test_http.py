@@ -274,3 +274,42 @@ class TestUnavailable:
             assert answer.status_code == 503
             assert answer.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
         await down.dispose()
+
+
+class TestMediaTypes:
+    """GraphQL over HTTP: application/graphql-response+json when the client accepts it."""
+
+    GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+    async def _post(
+        self, http: httpx.AsyncClient, token: str, query: str, accept: str
+    ) -> httpx.Response:
+        return await http.post(
+            "/graphql",
+            json={"query": query},
+            headers={"Authorization": f"Bearer {token}", "Accept": accept},
+        )
+
+    @pytest.mark.parametrize("query", ["{ merchants {", "{ noSuchField }"])
+    async def test_a_rejected_request_is_400_without_data(
+        self, http: httpx.AsyncClient, operator_token: str, query: str
+    ) -> None:
+        answer = await self._post(http, operator_token, query, self.GRAPHQL_RESPONSE)
+        assert answer.status_code == 400
+        assert answer.headers["content-type"].startswith(self.GRAPHQL_RESPONSE)
+        body = answer.json()
+        assert "data" not in body
+        assert body["errors"][0]["extensions"]["code"] in {
+            "GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED"}  # fmt: skip
+        legacy = await self._post(http, operator_token, query, "application/json")
+        assert legacy.status_code == 200
+        assert legacy.headers["content-type"].startswith("application/json")
+
+    async def test_a_good_request_in_either_type(
+        self, http: httpx.AsyncClient, operator_token: str
+    ) -> None:
+        for accept in (self.GRAPHQL_RESPONSE, "application/json"):
+            answer = await self._post(http, operator_token, "{ viewer { role } }", accept)
+            assert answer.status_code == 200
+            assert answer.headers["content-type"].startswith(accept)
+            assert answer.json()["data"] == {"viewer": {"role": "OPERATOR"}}
