@@ -167,6 +167,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-duration", type=int, default=10)
     parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s (200)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="past awards per member written set-based before the run (postings: 2 each), "
+        "for the scaling curve in postings (0)",
+    )
     args = parser.parse_args(argv)
     args.client_list = [int(c) for c in args.clients.split(",") if c.strip()]
     if args.with_128 and 128 not in args.client_list:
@@ -361,6 +368,10 @@ async def seed_database(
         t0 = time.perf_counter()
         blocks, opening = bulk_members(libpq_form(url), program_ids, per, run_id)
         seconds["bulk_members"] = time.perf_counter() - t0
+        if args.history:
+            t0 = time.perf_counter()
+            bulk_history(libpq_form(url), args.history)
+            seconds["history"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         merchant_tokens, member_tokens = [], []
@@ -463,6 +474,58 @@ def bulk_members(
             " outbox_event, program, merchant, oauth_client"
         )
     return blocks, int(opening)
+
+
+def bulk_history(conninfo: str, per_member: int) -> None:
+    """`per_member` past awards on every member account, written set-based in the ledger's
+    exact shape (two postings with running balances, a lot each, balances updated), so
+    that the run measures on a ledger of that size. Verify checks it after the run."""
+    with psycopg.connect(conninfo, autocommit=False) as conn:
+        conn.execute("SET LOCAL synchronous_commit = off")
+        conn.execute(
+            f"""CREATE TEMP TABLE bench_history ON COMMIT DROP AS
+                SELECT nextval(pg_get_serial_sequence('ledger_transaction', 'id')) AS tx,
+                       a.id AS account_id, a.program_id, a.member_id, i.id AS issued_id,
+                       a.balance + sum(10 + (a.id * 7 + k * 13) % 90) OVER (
+                           PARTITION BY a.id ORDER BY k) AS balance_after,
+                       10 + (a.id * 7 + k * 13) % 90 AS points
+                  FROM account a
+                  JOIN account i ON i.program_id = a.program_id AND i.kind = 'issued'
+                                AND i.membership_id IS NULL
+                 CROSS JOIN generate_series(1, {int(per_member)}) AS k
+                 WHERE a.kind = 'member'
+                 ORDER BY a.id, k"""
+        )
+        conn.execute(
+            "INSERT INTO ledger_transaction (id, kind, member_id, client_id, idempotency_scope,"
+            " idempotency_key, request_hash, reason, created_at)"
+            " SELECT tx, 'award', member_id, 'bench-history', 'bench-history', tx::text,"
+            " '\\x00'::bytea, 'history', now() - interval '400 days' FROM bench_history h"
+            " ORDER BY h.tx"
+        )
+        conn.execute(
+            "INSERT INTO posting (transaction_id, account_id, program_id, member_id, amount,"
+            " balance_after, created_at)"
+            " SELECT h.tx, leg.account_id, h.program_id, h.member_id, leg.amount, leg.after,"
+            " now() - interval '400 days' FROM bench_history h"
+            " CROSS JOIN LATERAL (VALUES (0, h.account_id, h.points, h.balance_after),"
+            "   (1, h.issued_id, -h.points, NULL::bigint)) AS leg (n, account_id, amount, after)"
+            " ORDER BY h.tx, leg.n"
+        )
+        conn.execute(
+            "INSERT INTO lot (account_id, program_id, member_id, transaction_id, amount,"
+            " remaining, available_at, expires_at)"
+            " SELECT account_id, program_id, member_id, tx, points, points,"
+            " now() - interval '400 days', NULL FROM bench_history h ORDER BY h.tx"
+        )
+        conn.execute(
+            "UPDATE account a SET balance = a.balance + t.total FROM (SELECT account_id,"
+            " sum(points) AS total FROM bench_history GROUP BY account_id) t"
+            " WHERE a.id = t.account_id"
+        )
+        conn.commit()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) account, ledger_transaction, posting, lot")
 
 
 # --------------------------------------------------------------------------- the run
