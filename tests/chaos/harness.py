@@ -99,13 +99,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(db: Database, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def server(db: Database, port: int, **settings: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`alliance serve` with two workers on the database; `settings` are more ALLIANCE_*."""
     env = os.environ | {
         "ALLIANCE_DATABASE_URL": db.url,
         "ALLIANCE_SECRET_KEY": db.settings.secret_key or "",
         "ALLIANCE_DATA_DIR": str(db.settings.data_dir),
         "ALLIANCE_JOBS": "0",
         "ALLIANCE_ACCESS_LOG": "0",
+        **{f"ALLIANCE_{name.upper()}": value for name, value in settings.items()},
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "alliance", "serve", "--port", str(port), "--workers", "2"],
