@@ -177,12 +177,15 @@ class EarnLine:
 @strawberry.type(description="Why a purchase earns what it earns.")
 class EarnBreakdown:
     points: BigInt
-    lines: list[EarnLine]
+    breakdown: strawberry.Private[Breakdown]
 
     @classmethod
     def from_breakdown(cls, b: Breakdown) -> Self:
-        return cls(points=BigInt(b.points),
-                   lines=[EarnLine.from_contribution(c) for c in b.contributions])  # fmt: skip
+        return cls(points=BigInt(b.points), breakdown=b)
+
+    @strawberry.field(description="Every contribution, cap cuts included; they add up to points.")
+    def lines(self) -> list[EarnLine]:
+        return [EarnLine.from_contribution(c) for c in self.breakdown.contributions]
 
 
 @strawberry.input

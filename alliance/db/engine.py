@@ -18,7 +18,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import psycopg
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -33,6 +35,11 @@ from sqlalchemy.ext.asyncio import (
 from alliance.config import Settings
 
 Row = tuple[Any, ...]
+
+
+async def _configure(connection: psycopg.AsyncConnection[Any]) -> None:
+    # json/jsonb columns (earn breakdowns, caps) parsed by orjson: several times faster.
+    set_json_loads(orjson.loads, connection)
 
 
 class LifoConnectionPool(AsyncConnectionPool):
@@ -90,6 +97,7 @@ class Database:
                 "prepare_threshold": 0,
             },
             name="alliance",
+            configure=_configure,
         )
         self._opening: asyncio.Lock | None = None
         self._observers: list[Callable[[str], None]] = []
