@@ -240,6 +240,7 @@ def keys_list() -> None:
 class Job(enum.StrEnum):
     EXPIRE = "expire"
     TIERS = "tiers"
+    HOLDS = "holds"
 
 
 @jobs_app.command("run")
@@ -248,7 +249,8 @@ def jobs_run(
         Job,
         typer.Argument(
             help="expire: post every due lot remainder. tiers: start grace periods, move "
-            "members down whose grace has passed, carry members onto a new ladder version."
+            "members down whose grace has passed, carry members onto a new ladder version. "
+            "holds: release the points of authorizations past their deadline."
         ),
     ],
     batch_size: Annotated[
@@ -259,6 +261,17 @@ def jobs_run(
     if batch_size is not None and batch_size < 1:
         err.print("--batch-size must be at least 1")
         raise typer.Exit(2)
+    if job is Job.HOLDS:
+        from alliance.ledger import holds
+
+        async def release(db: Database) -> int:
+            return await holds.release_expired_holds(
+                db, batch_size=batch_size or holds.RELEASE_BATCH
+            )
+
+        released = _with_database(Settings.from_env(), release)
+        console.print(f"released {released} expired holds")
+        return
     if job is Job.TIERS:
         from alliance.tiers import review as tiers
 

@@ -18,6 +18,7 @@ from strawberry.dataloader import DataLoader
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
 from alliance.db.paging import Page
+from alliance.ledger import holds
 from alliance.members import queries as members
 from alliance.programs import queries as programs
 from alliance.rules import queries as rule_queries
@@ -93,6 +94,10 @@ class Loaders:
     @property
     def merchant(self) -> DataLoader[int, programs.MerchantRecord | None]:
         return self._by_id("merchant", programs.merchants_by_id)
+
+    @property
+    def hold(self) -> DataLoader[int, holds.HoldRecord | None]:
+        return self._by_id("hold", holds.holds_by_id)
 
     @property
     def program(self) -> DataLoader[int, programs.ProgramRecord | None]:

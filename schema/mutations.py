@@ -20,6 +20,7 @@ from alliance.programs.service import create_merchant, create_program
 from schema.context import Info
 from schema.earning import EarningMutations
 from schema.errors import UserError, mutate
+from schema.holds import HoldMutations
 from schema.permissions import IsAuthenticated
 from schema.rules import RuleMutations
 from schema.scalars import BigInt
@@ -133,7 +134,7 @@ class SetMemberSegmentsPayload:
 
 
 @strawberry.type
-class Mutation(RuleMutations, EarningMutations, TierMutations):
+class Mutation(RuleMutations, EarningMutations, TierMutations, HoldMutations):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."
     )

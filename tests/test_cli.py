@@ -169,3 +169,22 @@ async def test_jobs_run_tiers(db: Database) -> None:
     refused = await _alliance(db, "jobs", "run", "tiers", "--batch-size", "0")
     assert refused.returncode == 2
     assert "Traceback" not in refused.stderr
+
+
+async def test_jobs_run_holds(db: Database) -> None:
+    from alliance.ledger.holds import authorize_hold
+    from tests.factories import give_points, merchant_actor
+
+    program = await make_program(db)
+    membership = await make_membership(db, program)
+    await give_points(db, membership, program, 50)
+    hold = await authorize_hold(db, merchant_actor(program.merchant_id),
+                                membership_id=membership.id, points=20, kind="discount",
+                                reason="bill", idempotency_key="h", ttl_seconds=10)  # fmt: skip
+    await db.fetch_one(
+        "UPDATE hold SET expires_at = now() - interval '1 minute' WHERE id = %(h)s RETURNING id",
+        {"h": hold.id},
+    )
+    result = await _alliance(db, "jobs", "run", "holds")
+    assert result.returncode == 0, result.stderr
+    assert "released 1 expired holds" in result.stdout

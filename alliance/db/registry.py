@@ -6,6 +6,7 @@ from alliance.db.base import Base
 from alliance.events.models import OutboxEvent
 from alliance.ledger.models import (
     Account,
+    Hold,
     LedgerTransaction,
     Lot,
     LotConsumption,
@@ -26,6 +27,7 @@ __all__ = [
     "AuditRecord",
     "EarnCounter",
     "EarningRule",
+    "Hold",
     "LedgerTransaction",
     "Lot",
     "LotConsumption",

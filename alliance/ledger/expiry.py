@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from alliance.db.engine import Database
+from alliance.ledger.holds import release_expired_holds
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ async def expire_points(
 
 
 async def run_expiry_schedule(db: Database, *, interval_seconds: float) -> None:
-    """Expire due points every `interval_seconds` until cancelled (inside `alliance serve`).
+    """Release expired holds, then expire due points, every `interval_seconds` until
+    cancelled (inside `alliance serve`).
 
     Every worker process may run it: batches skip each other's accounts, so running
     twice costs a little work and never expires a lot twice. The start is jittered so
@@ -83,6 +85,7 @@ async def run_expiry_schedule(db: Database, *, interval_seconds: float) -> None:
     await asyncio.sleep(random.uniform(0, interval_seconds))
     while True:
         try:
+            await release_expired_holds(db)
             await expire_points(db)
         except asyncio.CancelledError:
             raise

@@ -275,3 +275,58 @@ class PurchaseRefund(Base):
         ),
         Index("ix_purchase_refund_earn", "earn_transaction_id"),
     )
+
+
+class HoldStatus(enum.StrEnum):
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+class Hold(Base):
+    """Points reserved on a member account (two-phase: authorize, then capture or void).
+
+    While authorized its points are in the account's `held`, which no spend, expiry or
+    other hold can use; capture spends up to them, void and expiry release them."""
+
+    __tablename__ = "hold"
+
+    id: Mapped[int] = id_column()
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("account.id"))
+    membership_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("membership.id"))
+    program_id: Mapped[int] = mapped_column(BigInteger)
+    member_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(Text)
+    """`discount` (points off a bill at the counter) or `reward` (a reserved redemption)."""
+    points: Mapped[int] = mapped_column(BigInteger)
+    captured: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(Text, server_default=HoldStatus.AUTHORIZED.value)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    idempotency_scope: Mapped[str] = mapped_column(Text)
+    idempotency_key: Mapped[str] = mapped_column(Text)
+    request_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    transaction_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("ledger_transaction.id")
+    )
+    """The capture's spend."""
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_hold_idempotency"),
+        CheckConstraint("kind IN ('discount', 'reward')", name="kind"),
+        CheckConstraint("points > 0", name="points_positive"),
+        CheckConstraint("status IN ('authorized', 'captured', 'voided', 'expired')", name="status"),
+        CheckConstraint(
+            "(status = 'captured') = (captured IS NOT NULL AND transaction_id IS NOT NULL)"
+            " AND (captured IS NULL OR captured BETWEEN 1 AND points)"
+            " AND (status = 'authorized') = (closed_at IS NULL)",
+            name="state_shape",
+        ),
+        Index("ix_hold_account_open", "account_id", postgresql_where=text("status = 'authorized'")),
+        Index(
+            "ix_hold_expiring", "expires_at", "id", postgresql_where=text("status = 'authorized'")
+        ),
+    )

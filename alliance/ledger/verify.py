@@ -99,6 +99,17 @@ CHECKS: tuple[Check, ...] = (
                OR (a.kind = 'member') <> (p.balance_after IS NOT NULL)""",
     ),
     Check(
+        "held_equals_open_holds",
+        "each member account's held points equal its authorized holds",
+        """SELECT 'account ' || a.id || ' holds ' || a.held || ' but its authorized holds '
+                  || coalesce(h.total, 0)
+             FROM account a
+             LEFT JOIN (SELECT account_id, sum(points) AS total FROM hold
+                         WHERE status = 'authorized' GROUP BY account_id) h
+                    ON h.account_id = a.id
+            WHERE a.kind = 'member' AND a.held <> coalesce(h.total, 0)""",
+    ),
+    Check(
         "lots_on_their_accounts",
         "each lot's program and member are its account's",
         """SELECT 'lot ' || l.id || ' says program ' || l.program_id || ' member '

@@ -21,6 +21,7 @@ import pytest
 
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
+from alliance.ledger.holds import authorize_hold
 from alliance.rules.earning import record_purchase
 from alliance.rules.engine import Action, Purchase
 from alliance.rules.models import RuleKind
@@ -70,6 +71,10 @@ async def world(db: Database) -> World:
         )  # fmt: skip
         await make_ladder(db, program)
         await qualify(db, membership, program, spend=1000)  # into gold: a tier history
+    hold_a = await authorize_hold(
+        db, merchant_actor(merchant_a), membership_id=membership_a.id, points=10,
+        kind="discount", reason="bill", idempotency_key="world-hold",
+    )  # fmt: skip
     return World(
         actors={
             "operator": OPERATOR,
@@ -84,6 +89,7 @@ async def world(db: Database) -> World:
             "program_a": gid("Program", program_a.id),
             "program_b": gid("Program", program_b.id),
             "membership_a": gid("Membership", membership_a.id),
+            "hold_a": gid("Hold", hold_a.id),
             "membership_b": gid("Membership", membership_b.id),
             "member_a": gid("Member", membership_a.member_id),
             "member_b": gid("Member", membership_b.member_id),
@@ -210,6 +216,29 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         )
         for side in "AB"
     },
+    **{
+        f"authorizeDiscount({side})": (
+            """mutation($m: ID!, $k: String!) { authorizeDiscount(input: {membershipId: $m,
+            points: 5, billAmount: "10", idempotencyKey: $k}) { hold { id }
+            userErrors { code } } }""",
+            lambda ids, side=side: {"m": ids[f"membership_{side.lower()}"], "k": f"d{next(_keys)}"},
+        )
+        for side in "AB"
+    },
+    "captureDiscount(A)": (
+        """mutation($h: ID!) { captureDiscount(input: {holdId: $h}) { hold { status }
+        userErrors { code } } }""",
+        lambda ids: {"h": ids["hold_a"]},
+    ),
+    "voidDiscount(A)": (
+        """mutation($h: ID!) { voidDiscount(input: {holdId: $h}) { hold { status }
+        userErrors { code } } }""",
+        lambda ids: {"h": ids["hold_a"]},
+    ),
+    "read hold(A)": (
+        "query($id: ID!) { node(id: $id) { ... on Hold { points status } } }",
+        lambda ids: {"id": ids["hold_a"]},
+    ),
     "read merchants": ("{ merchants { edges { node { id } } } }", lambda ids: None),
     "read programs": ("{ programs { edges { node { id } } } }", lambda ids: None),
     "read membership(A)": (
@@ -280,6 +309,11 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "setEarningPolicy(B)":    (F, F, F, F, N, F),
     "setMemberSegments(A)":   (F, F, F, F, "ok", F),
     "setMemberSegments(B)":   (F, F, F, F, N, F),
+    "authorizeDiscount(A)":   (F, F, F, F, "ok", "ok"),
+    "authorizeDiscount(B)":   (F, F, F, F, N, N),
+    "captureDiscount(A)":     (F, F, F, F, "ok", F),
+    "voidDiscount(A)":        (F, F, F, F, "ok", "ok"),
+    "read hold(A)":           ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read merchants":         ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read programs":          ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read membership(A)":     ("ok", "ok", H, H, "ok", "ok"),

@@ -1,0 +1,186 @@
+"""Two-phase holds: reserve points now, spend them (all or part) or release them later.
+
+A counter discount authorizes while the bill is open and captures when it is paid; a
+reward reservation holds until fulfilment. Each step is one ledger function call
+(migrations/sql/0006_holds.sql). An authorization not captured in time expires: the job
+in `release_expired_holds` frees its points, and a capture after the deadline is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from alliance.auth.actor import Actor
+from alliance.auth.models import Role
+from alliance.db.engine import Database
+from alliance.errors import IdempotencyKeyReused, Inactive, InvalidInput, NotFound
+from alliance.ledger.service import raise_domain_error, request_fingerprint
+from alliance.validation import check_idempotency_key, check_points, check_range, clean_text
+
+DEFAULT_TTL_SECONDS = 900
+MAX_TTL_SECONDS = 7 * 24 * 3600
+RELEASE_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRecord:
+    id: int
+    account_id: int
+    membership_id: int
+    program_id: int
+    member_id: int
+    kind: str
+    points: int
+    captured: int | None
+    status: str
+    expires_at: datetime
+    idempotency_scope: str
+    idempotency_key: str
+    request_hash: bytes
+    transaction_id: int | None
+    reason: str
+    created_at: datetime
+    closed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    hold_id: int
+    transaction_id: int
+    entry_id: int
+    """The member's history entry of the spend."""
+    balance_after: int
+    replayed: bool
+
+
+def _scope(actor: Actor) -> tuple[int | None, int | None]:
+    """The merchant and member a hold operation is confined to."""
+    return actor.merchant_id, actor.member_id if actor.role is Role.MEMBER else None
+
+
+def _raise(error: psycopg.Error) -> None:
+    match error.sqlstate:
+        case "LA404":
+            raise NotFound(str(error.diag.message_primary), field=("holdId",)) from None
+        case "LA423":
+            raise Inactive(str(error.diag.message_primary), field=("holdId",)) from None
+        case "LA422":
+            raise InvalidInput(str(error.diag.message_primary), field=("points",)) from None
+        case "LA409":
+            raise IdempotencyKeyReused(str(error.diag.message_primary)) from None
+    raise_domain_error(error)
+
+
+async def authorize_hold(
+    db: Database,
+    actor: Actor,
+    *,
+    membership_id: int,
+    points: int,
+    kind: str,
+    reason: str,
+    idempotency_key: str,
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+) -> HoldRecord:
+    """Reserve spendable points; they stay the member's but nothing else can spend them."""
+    actor.require(Role.MERCHANT, Role.MEMBER)
+    check_points(points)
+    check_idempotency_key(idempotency_key)
+    check_range(ttl_seconds, "ttlSeconds", minimum=10, maximum=MAX_TTL_SECONDS)
+    reason = clean_text(reason, "reason", max_length=500)
+    merchant, member = _scope(actor)
+    fingerprint = request_fingerprint("hold", membership=membership_id, points=points,
+                                      kind=kind, reason=reason)  # fmt: skip
+    try:
+        row = await db.fetch_one(
+            "SELECT * FROM ledger_hold_authorize(%(scope)s, %(key)s, %(hash)s,"
+            " %(merchant)s::bigint, %(member)s::bigint, %(membership)s::bigint,"
+            " %(points)s::bigint, %(kind)s, %(ttl)s, %(reason)s)",
+            {"scope": actor.idempotency_scope, "key": idempotency_key, "hash": fingerprint,
+             "merchant": merchant, "member": member, "membership": membership_id,
+             "points": points, "kind": kind, "ttl": ttl_seconds, "reason": reason},
+        )  # fmt: skip
+    except psycopg.Error as error:
+        if error.sqlstate == "LA404":
+            raise NotFound("membership not found", field=("membershipId",)) from None
+        _raise(error)
+        raise
+    assert row is not None
+    return HoldRecord(*row)
+
+
+async def capture_hold(
+    db: Database, actor: Actor, *, hold_id: int, points: int | None = None
+) -> Capture:
+    """Spend `points` of the hold (default: all of it); the rest is released."""
+    actor.require(Role.MERCHANT)
+    if points is not None:
+        check_points(points)
+    merchant, member = _scope(actor)
+    try:
+        row = await db.fetch_one(
+            "SELECT * FROM ledger_hold_capture(%(hold)s::bigint, %(merchant)s::bigint,"
+            " %(member)s::bigint, %(points)s::bigint, %(client)s)",
+            {"hold": hold_id, "merchant": merchant, "member": member, "points": points,
+             "client": actor.client_id},
+        )  # fmt: skip
+    except psycopg.Error as error:
+        _raise(error)
+        raise
+    assert row is not None
+    return Capture(*row)
+
+
+async def void_hold(db: Database, actor: Actor, *, hold_id: int) -> HoldRecord:
+    """Release the hold's points (the member cancelled, the bill was paid otherwise)."""
+    actor.require(Role.MERCHANT, Role.MEMBER)
+    merchant, member = _scope(actor)
+    try:
+        row = await db.fetch_one(
+            "SELECT * FROM ledger_hold_void(%(hold)s::bigint, %(merchant)s::bigint,"
+            " %(member)s::bigint)",
+            {"hold": hold_id, "merchant": merchant, "member": member},
+        )
+    except psycopg.Error as error:
+        _raise(error)
+        raise
+    assert row is not None
+    return HoldRecord(*row)
+
+
+_HOLDS_BY_ID = """
+    SELECT h.* FROM hold h JOIN program p ON p.id = h.program_id
+     WHERE h.id = ANY(%(ids)s)
+       AND (%(merchant)s::bigint IS NULL OR p.merchant_id = %(merchant)s::bigint)
+       AND (%(member)s::bigint IS NULL OR h.member_id = %(member)s::bigint)"""
+
+
+async def holds_by_id(db: Database, actor: Actor, ids: Sequence[int]) -> dict[int, HoldRecord]:
+    """Holds the actor may see: the alliance-wide roles all, a merchant (or its finance)
+    its programs', a member its own."""
+    merchant = None if actor.is_alliance_wide else actor.merchant_id
+    member = actor.member_id if actor.role is Role.MEMBER else None
+    rows = await db.fetch_all(
+        _HOLDS_BY_ID, {"ids": list(ids), "merchant": merchant, "member": member}
+    )
+    return {row[0]: HoldRecord(*row) for row in rows}
+
+
+async def release_expired_holds(
+    db: Database, *, now: datetime | None = None, batch_size: int = RELEASE_BATCH
+) -> int:
+    """Free the points of every authorization past its deadline; returns how many."""
+    released = 0
+    while True:
+        row = await db.fetch_one(
+            "SELECT ledger_hold_release_expired(coalesce(%(now)s, now()), %(limit)s)",
+            {"now": now, "limit": batch_size},
+        )
+        count = int(row[0]) if row else 0
+        released += count
+        if count == 0:
+            return released

@@ -1,0 +1,58 @@
+"""The counter discount over GraphQL: authorize against a bill, capture less, void."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from alliance.db.engine import Database
+from tests.factories import give_points, make_membership, make_program, merchant_actor
+from tests.graphql.helpers import gid, ok
+
+AUTHORIZE = """mutation($input: AuthorizeDiscountInput!) { authorizeDiscount(input: $input) {
+  hold { id points status membership { balance { points held spendable } } }
+  moneyOff userErrors { code field } } }"""
+CAPTURE = """mutation($h: ID!, $p: Int) { captureDiscount(input: {holdId: $h, points: $p}) {
+  hold { status captured } entry { points balanceAfter kind } replayed
+  userErrors { code field } } }"""
+VOID = """mutation($h: ID!) { voidDiscount(input: {holdId: $h}) {
+  hold { status } userErrors { code field } } }"""
+
+
+async def test_discount_at_the_counter(db: Database) -> None:
+    program = await make_program(db, point_value=Decimal("0.10"))
+    membership = await make_membership(db, program)
+    await give_points(db, membership, program, 500)
+    actor = merchant_actor(program.merchant_id)
+    base = {"membershipId": gid("Membership", membership.id), "idempotencyKey": "bill-42"}
+
+    too_much = await ok(db, actor, AUTHORIZE, {"input": {**base, "points": 300,
+                                                          "billAmount": "25.00"}})  # fmt: skip
+    assert too_much["authorizeDiscount"]["userErrors"] == [
+        {"code": "INVALID_INPUT", "field": ["input", "points"]}]  # fmt: skip
+
+    data = await ok(db, actor, AUTHORIZE, {"input": {**base, "points": 200,
+                                                      "billAmount": "25.00"}})  # fmt: skip
+    payload = data["authorizeDiscount"]
+    assert payload["moneyOff"] == "20.00"
+    hold = payload["hold"]
+    assert (hold["points"], hold["status"]) == (200, "authorized")
+    assert hold["membership"]["balance"] == {"points": 500, "held": 200, "spendable": 300}
+
+    captured = await ok(db, actor, CAPTURE, {"h": hold["id"], "p": 150})
+    assert captured["captureDiscount"] == {
+        "hold": {"status": "captured", "captured": 150},
+        "entry": {"points": -150, "balanceAfter": 350, "kind": "SPEND"},
+        "replayed": False, "userErrors": [],
+    }  # fmt: skip
+    refused = await ok(db, actor, VOID, {"h": hold["id"]})
+    assert refused["voidDiscount"]["userErrors"] == [
+        {"code": "INACTIVE", "field": ["input", "holdId"]}]  # fmt: skip
+
+    second = await ok(
+        db,
+        actor,
+        AUTHORIZE,
+        {"input": {**base, "idempotencyKey": "bill-43", "points": 100, "billAmount": "50"}},
+    )
+    voided = await ok(db, actor, VOID, {"h": second["authorizeDiscount"]["hold"]["id"]})
+    assert voided["voidDiscount"] == {"hold": {"status": "voided"}, "userErrors": []}
