@@ -1,5 +1,6 @@
 """Races at scale: many concurrent movements on a few hot accounts, of every kind that
-moves points (spends, awards, purchases with caps, refunds, actions), then the invariants.
+moves points (spends, awards, purchases with caps, refunds, actions, holds captured or
+voided), then the invariants (held points equal the open holds: none are left).
 
 Short form in CI (200 requests); ALLIANCE_SLOW=1 sends 1,000.
 """
@@ -16,6 +17,7 @@ import pytest
 
 from alliance.db.engine import Database
 from alliance.errors import AlreadyRewarded, DomainError, InsufficientPoints, InvalidInput
+from alliance.ledger.holds import authorize_hold, capture_hold, void_hold
 from alliance.ledger.reversal import reverse_purchase
 from alliance.ledger.service import award_points, spend_points
 from alliance.ledger.verify import verify_ledger
@@ -55,7 +57,7 @@ async def test_concurrent_mixed_movements_on_hot_accounts(db: Database) -> None:
 
     async def one(n: int) -> str:
         membership = rng.choice(hot)
-        kind = rng.choice(("spend", "spend", "award", "purchase", "refund", "check-in"))
+        kind = rng.choice(("spend", "spend", "award", "purchase", "refund", "check-in", "hold"))
         try:
             match kind:
                 case "spend":
@@ -75,6 +77,15 @@ async def test_concurrent_mixed_movements_on_hot_accounts(db: Database) -> None:
                     await reverse_purchase(db, actor, order_id=f"o{rng.randrange(n + 1)}",
                                            refund_id=f"r{n}", amount=Decimal(5),
                                            currency="CNY")  # fmt: skip
+                case "hold":  # a counter discount: reserved, then paid or cancelled
+                    hold = await authorize_hold(db, actor, membership_id=membership.id,
+                                                points=rng.randint(1, 200), kind="discount",
+                                                reason="race", idempotency_key=f"h{n}")  # fmt: skip
+                    await asyncio.sleep(0)
+                    if rng.random() < 0.6:
+                        await capture_hold(db, actor, hold_id=hold.id)
+                    else:
+                        await void_hold(db, actor, hold_id=hold.id)
                 case _:
                     await record_action(db, actor, membership_id=membership.id,
                                         action=Action.DAILY_CHECK_IN,
@@ -100,3 +111,6 @@ async def test_concurrent_mixed_movements_on_hot_accounts(db: Database) -> None:
         "SELECT membership_id, count(*) FROM action_claim GROUP BY membership_id", {}
     )
     assert all(row[1] == 1 for row in claims)
+    held = await db.fetch_one("SELECT sum(held) FROM account WHERE kind = 'member'", {})
+    assert held is not None
+    assert held[0] == 0, "every hold was captured or voided"
