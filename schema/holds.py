@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import Self
 
 import strawberry
 from strawberry import relay
 from strawberry.permission import BasePermission
 
-from alliance.errors import InvalidInput
 from alliance.ledger import holds
 from alliance.ledger.holds import HoldRecord
 from schema.context import Info
@@ -20,7 +19,7 @@ from schema.errors import UserError, mutate
 from schema.loaders import forget
 from schema.permissions import IsAuthenticated
 from schema.scalars import BigInt
-from schema.types import LedgerEntry, Membership, load_nodes, node_pk
+from schema.types import LedgerEntry, Membership, Program, load_nodes, node_pk
 
 authenticated: list[type[BasePermission]] = [IsAuthenticated]
 
@@ -110,19 +109,48 @@ class VoidDiscountPayload:
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
-def _cents(amount: Decimal) -> Decimal:
-    """Money off in the settlement currency, to the cent, never more than the points' worth."""
-    return amount.quantize(Decimal("0.01"), rounding=ROUND_FLOOR)
-
-
 async def _reload(info: Info, hold_id: int) -> Hold | None:
     forget(info.context.loaders.hold, hold_id)
     record = await info.context.loaders.hold.load(hold_id)
     return None if record is None else Hold.from_record(record)
 
 
+@strawberry.input
+class SetDiscountPolicyInput:
+    program_id: relay.GlobalID
+    max_share: Decimal = strawberry.field(description="Of a bill, at most (0.5: half).")
+    min_points: int = 1
+
+
+@strawberry.type
+class SetDiscountPolicyPayload:
+    program: Program | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
 @strawberry.type
 class HoldMutations:
+    @strawberry.mutation(
+        permission_classes=authenticated,
+        description="How much of a bill points may pay at your counters (merchant).",
+    )
+    async def set_discount_policy(
+        self, info: Info, input: SetDiscountPolicyInput
+    ) -> SetDiscountPolicyPayload:
+        async def run() -> SetDiscountPolicyPayload:
+            program_id = node_pk(input.program_id, Program, "programId")
+            await holds.set_discount_policy(
+                info.context.db, info.context.actor, program_id=program_id,
+                max_share=input.max_share, min_points=input.min_points,
+            )  # fmt: skip
+            forget(info.context.loaders.program, program_id)
+            record = await info.context.loaders.program.load(program_id)
+            return SetDiscountPolicyPayload(
+                program=None if record is None else Program.from_record(record)
+            )
+
+        return await mutate(SetDiscountPolicyPayload, run)
+
     @strawberry.mutation(
         permission_classes=authenticated,
         description="Reserve points against a bill at the counter (merchant, or the member in "
@@ -133,24 +161,13 @@ class HoldMutations:
     ) -> AuthorizeDiscountPayload:
         async def run() -> AuthorizeDiscountPayload:
             membership_id = node_pk(input.membership_id, Membership, "membershipId")
-            membership = await info.context.loaders.membership.load(membership_id)
-            program = None if membership is None else await info.context.loaders.program.load(
-                membership.program_id)  # fmt: skip
-            if program is not None:
-                worth = program.point_value * input.points
-                if input.bill_amount <= 0 or worth > input.bill_amount:
-                    raise InvalidInput(
-                        f"{input.points} points are worth {worth}, more than the bill",
-                        field=("points",),
-                    )
-            record = await holds.authorize_hold(
+            done = await holds.authorize_discount(
                 info.context.db, info.context.actor, membership_id=membership_id,
-                points=input.points, kind="discount", reason=input.reason,
+                points=input.points, bill_amount=input.bill_amount, reason=input.reason,
                 idempotency_key=input.idempotency_key, ttl_seconds=input.ttl_seconds,
             )  # fmt: skip
-            forget(info.context.loaders.membership, membership_id)  # its held points changed
-            money_off = None if program is None else _cents(program.point_value * record.points)
-            return AuthorizeDiscountPayload(hold=Hold.from_record(record), money_off=money_off)
+            return AuthorizeDiscountPayload(hold=Hold.from_record(done.hold),
+                                            money_off=done.money_off)  # fmt: skip
 
         return await mutate(AuthorizeDiscountPayload, run)
 

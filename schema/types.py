@@ -196,6 +196,10 @@ class Program(relay.Node):
     earn_caps: list[EarnCap] = strawberry.field(
         description="Per member caps on all rule-based earning."
     )
+    discount_max_share: Decimal = strawberry.field(
+        description="The largest share of a bill points may pay at the counter."
+    )
+    discount_min_points: int = strawberry.field(description="The fewest points a discount uses.")
 
     @classmethod
     def from_record(cls, r: ProgramRecord) -> Self:
@@ -215,6 +219,8 @@ class Program(relay.Node):
             stacking=r.promotion_stacking,
             clawback_policy=ClawbackPolicy(r.clawback_policy),
             earn_caps=EarnCap.from_stored(r.earn_caps),
+            discount_max_share=r.discount_max_share,
+            discount_min_points=r.discount_min_points,
         )
 
     @classmethod

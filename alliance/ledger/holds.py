@@ -11,16 +11,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
 
 import psycopg
 
+from alliance.audit.service import record_audit
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
 from alliance.errors import IdempotencyKeyReused, Inactive, InvalidInput, NotFound
 from alliance.ledger.service import raise_domain_error, request_fingerprint
-from alliance.validation import check_idempotency_key, check_points, check_range, clean_text
+from alliance.members.queries import memberships_by_id
+from alliance.programs.models import Program
+from alliance.programs.queries import ProgramRecord, programs_by_id
+from alliance.validation import (
+    check_decimal,
+    check_idempotency_key,
+    check_points,
+    check_range,
+    clean_text,
+)
 
+CENT = Decimal("0.01")
 DEFAULT_TTL_SECONDS = 900
 MAX_TTL_SECONDS = 7 * 24 * 3600
 RELEASE_BATCH = 500
@@ -111,6 +123,77 @@ async def authorize_hold(
         raise
     assert row is not None
     return HoldRecord(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class Discount:
+    hold: HoldRecord
+    money_off: Decimal
+    """What the points are worth on the bill, at the program's point value, to the cent
+    (rounded down: never more than the points are worth)."""
+
+
+async def authorize_discount(
+    db: Database,
+    actor: Actor,
+    *,
+    membership_id: int,
+    points: int,
+    bill_amount: Decimal,
+    reason: str,
+    idempotency_key: str,
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+) -> Discount:
+    """Points off a bill at the counter, by the program's discount policy: at least its
+    minimum points, worth at most its maximum share of the bill."""
+    actor.require(Role.MERCHANT, Role.MEMBER)
+    check_decimal(bill_amount, "billAmount", minimum_exclusive=Decimal(0),
+                  maximum=Decimal(10**9), places=2)  # fmt: skip
+    program = await _program_of(db, actor, membership_id)
+    worth = (program.point_value * points).quantize(CENT, rounding=ROUND_FLOOR)
+    if points < program.discount_min_points:
+        raise InvalidInput(f"a discount uses at least {program.discount_min_points} points",
+                           field=("points",))  # fmt: skip
+    limit = (bill_amount * program.discount_max_share).quantize(CENT, rounding=ROUND_FLOOR)
+    if worth > limit:
+        raise InvalidInput(f"{points} points are worth {worth}; points may pay at most "
+                           f"{limit} of this bill", field=("points",))  # fmt: skip
+    hold = await authorize_hold(
+        db, actor, membership_id=membership_id, points=points, kind="discount",
+        reason=reason, idempotency_key=idempotency_key, ttl_seconds=ttl_seconds,
+    )  # fmt: skip
+    return Discount(hold, worth)
+
+
+async def _program_of(db: Database, actor: Actor, membership_id: int) -> ProgramRecord:
+    visible = await memberships_by_id(db, actor, [membership_id])
+    membership = visible.get(membership_id)
+    if membership is None:
+        raise NotFound("membership not found", field=("membershipId",))
+    programs = await programs_by_id(db, actor, [membership.program_id])
+    return programs[membership.program_id]
+
+
+async def set_discount_policy(
+    db: Database, actor: Actor, *, program_id: int, max_share: Decimal, min_points: int
+) -> None:
+    """The largest share of a bill points may pay, and the fewest points a discount uses."""
+    actor.require(Role.MERCHANT)
+    check_decimal(max_share, "maxShare", minimum_exclusive=Decimal(0), maximum=Decimal(1),
+                  places=3)  # fmt: skip
+    check_range(min_points, "minPoints", minimum=1, maximum=1_000_000)
+    async with db.transaction() as session:
+        program = await session.get(Program, program_id, with_for_update=True)
+        if program is None or program.merchant_id != actor.merchant_id:
+            raise NotFound("program not found", field=("programId",))
+        before = {"max_share": str(program.discount_max_share),
+                  "min_points": program.discount_min_points}  # fmt: skip
+        program.discount_max_share = max_share
+        program.discount_min_points = min_points
+        await record_audit(
+            session, actor, action="program.discount_policy", target=f"program:{program_id}",
+            before=before, after={"max_share": str(max_share), "min_points": min_points},
+        )  # fmt: skip
 
 
 async def capture_hold(

@@ -70,6 +70,10 @@ class Program(Base):
         JSONB, server_default=text("'[]'::jsonb")
     )
     """Per member caps on rule-based earning: [{"period": "day", "points": 500}, …]."""
+    discount_max_share: Mapped[Decimal] = mapped_column(Numeric(4, 3), server_default="1")
+    """The largest share of a bill that points may pay at the counter (0.5: half)."""
+    discount_min_points: Mapped[int] = mapped_column(Integer, server_default="1")
+    """The fewest points a counter discount may use."""
     status: Mapped[str] = mapped_column(Text, server_default="active")
     created_at: Mapped[datetime] = created_at_column()
 
@@ -87,4 +91,8 @@ class Program(Base):
         ),
         CheckConstraint("status IN ('active', 'closed')", name="status"),
         CheckConstraint("clawback_policy IN ('debt', 'write_off')", name="clawback_policy"),
+        CheckConstraint(
+            "discount_max_share > 0 AND discount_max_share <= 1 AND discount_min_points >= 1",
+            name="discount_policy",
+        ),
     )

@@ -70,6 +70,8 @@ class ProgramRecord:
     promotion_stacking: str
     clawback_policy: str
     earn_caps: list[dict[str, Any]]
+    discount_max_share: Decimal
+    discount_min_points: int
 
     @classmethod
     def from_row(cls, row: Any) -> ProgramRecord:

@@ -78,6 +78,19 @@ def upgrade() -> None:
         ["expires_at", "id"],
         postgresql_where=sa.text("status = 'authorized'"),
     )
+    op.add_column(
+        "program",
+        sa.Column("discount_max_share", sa.Numeric(4, 3), server_default="1", nullable=False),
+    )
+    op.add_column(
+        "program",
+        sa.Column("discount_min_points", sa.Integer(), server_default="1", nullable=False),
+    )
+    op.create_check_constraint(
+        "discount_policy",
+        "program",
+        "discount_max_share > 0 AND discount_max_share <= 1 AND discount_min_points >= 1",
+    )
     op.get_bind().connection.driver_connection.execute(SQL.read_text())
 
 
@@ -88,3 +101,6 @@ def downgrade() -> None:
     op.drop_index("ix_hold_expiring", table_name="hold")
     op.drop_index("ix_hold_account_open", table_name="hold")
     op.drop_table("hold")
+    op.drop_constraint(op.f("ck_program_discount_policy"), "program", type_="check")
+    op.drop_column("program", "discount_min_points")
+    op.drop_column("program", "discount_max_share")

@@ -235,6 +235,14 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         userErrors { code } } }""",
         lambda ids: {"h": ids["hold_a"]},
     ),
+    **{
+        f"setDiscountPolicy({side})": (
+            """mutation($p: ID!) { setDiscountPolicy(input: {programId: $p, maxShare: "0.5"}) {
+            program { id } userErrors { code } } }""",
+            lambda ids, side=side: {"p": ids[f"program_{side.lower()}"]},
+        )
+        for side in "AB"
+    },
     "read hold(A)": (
         "query($id: ID!) { node(id: $id) { ... on Hold { points status } } }",
         lambda ids: {"id": ids["hold_a"]},
@@ -313,6 +321,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "authorizeDiscount(B)":   (F, F, F, F, N, N),
     "captureDiscount(A)":     (F, F, F, F, "ok", F),
     "voidDiscount(A)":        (F, F, F, F, "ok", "ok"),
+    "setDiscountPolicy(A)":   (F, F, F, F, "ok", F),
+    "setDiscountPolicy(B)":   (F, F, F, F, N, F),
     "read hold(A)":           ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read merchants":         ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read programs":          ("ok", "ok", "ok", "ok", "ok", "ok"),

@@ -56,3 +56,30 @@ async def test_discount_at_the_counter(db: Database) -> None:
     )
     voided = await ok(db, actor, VOID, {"h": second["authorizeDiscount"]["hold"]["id"]})
     assert voided["voidDiscount"] == {"hold": {"status": "voided"}, "userErrors": []}
+
+
+async def test_the_programs_discount_policy(db: Database) -> None:
+    program = await make_program(db, point_value=Decimal("0.10"))
+    membership = await make_membership(db, program)
+    await give_points(db, membership, program, 500)
+    actor = merchant_actor(program.merchant_id)
+    policy = await ok(db, actor, """mutation($p: ID!) { setDiscountPolicy(input: {
+        programId: $p, maxShare: "0.5", minPoints: 20}) {
+        program { discountMaxShare discountMinPoints } userErrors { code field } } }""",
+                      {"p": gid("Program", program.id)})  # fmt: skip
+    assert policy["setDiscountPolicy"] == {
+        "program": {"discountMaxShare": "0.500", "discountMinPoints": 20},
+        "userErrors": [],
+    }
+    base = {"membershipId": gid("Membership", membership.id), "billAmount": "30.00"}
+    for n, (points, outcome) in enumerate(((10, "INVALID_INPUT"), (151, "INVALID_INPUT"),
+                                           (150, None))):  # fmt: skip
+        data = await ok(db, actor, AUTHORIZE, {"input": {**base, "points": points,
+                                                          "idempotencyKey": f"b{n}"}})  # fmt: skip
+        errors = data["authorizeDiscount"]["userErrors"]
+        assert (errors[0]["code"] if errors else None) == outcome, (points, errors)
+    refused = await ok(db, actor, """mutation($p: ID!) { setDiscountPolicy(input: {
+        programId: $p, maxShare: "1.5"}) { userErrors { code field } } }""",
+                       {"p": gid("Program", program.id)})  # fmt: skip
+    assert refused["setDiscountPolicy"]["userErrors"] == [
+        {"code": "INVALID_INPUT", "field": ["input", "maxShare"]}]  # fmt: skip
