@@ -116,6 +116,21 @@ async def _reload(info: Info, hold_id: int) -> Hold | None:
 
 
 @strawberry.input
+class RefundDiscountInput:
+    hold_id: relay.GlobalID
+    points: int = strawberry.field(description="Points to give back (in all, at most the capture).")
+    refund_id: str = strawberry.field(description="Your refund number: sent again, it changes "
+                                      "nothing.")  # fmt: skip
+
+
+@strawberry.type
+class RefundDiscountPayload:
+    entry: LedgerEntry | None = None
+    replayed: bool = False
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
 class SetDiscountPolicyInput:
     program_id: relay.GlobalID
     max_share: Decimal = strawberry.field(description="Of a bill, at most (0.5: half).")
@@ -190,6 +205,28 @@ class HoldMutations:
             )
 
         return await mutate(CaptureDiscountPayload, run)
+
+    @strawberry.mutation(
+        permission_classes=authenticated,
+        description="Give back points of a paid discount whose bill was refunded (merchant). "
+        "Idempotent per refund id.",
+    )
+    async def refund_discount(
+        self, info: Info, input: RefundDiscountInput
+    ) -> RefundDiscountPayload:
+        async def run() -> RefundDiscountPayload:
+            done = await holds.refund_hold(
+                info.context.db, info.context.actor,
+                hold_id=node_pk(input.hold_id, Hold, "holdId"), points=input.points,
+                refund_id=input.refund_id,
+            )  # fmt: skip
+            entry = await info.context.loaders.entry.load(done.entry_id)
+            return RefundDiscountPayload(
+                entry=None if entry is None else LedgerEntry.from_entry(entry),
+                replayed=done.replayed,
+            )
+
+        return await mutate(RefundDiscountPayload, run)
 
     @strawberry.mutation(
         permission_classes=authenticated,

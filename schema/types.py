@@ -52,6 +52,8 @@ class EntryKind(enum.Enum):
     REVERSE = "reverse"
     OPENING = "opening"
     """An opening balance imported from the merchant's previous system."""
+    REFUND = "refund"
+    """Points of a paid discount given back."""
 
 
 strawberry.enum(CapPeriod, name="CapPeriod")

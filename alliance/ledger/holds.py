@@ -218,6 +218,40 @@ async def capture_hold(
     return Capture(*row)
 
 
+@dataclass(frozen=True, slots=True)
+class Refund:
+    transaction_id: int
+    entry_id: int
+    balance_after: int
+    replayed: bool
+
+
+async def refund_hold(
+    db: Database, actor: Actor, *, hold_id: int, points: int, refund_id: str
+) -> Refund:
+    """Give back points of a captured discount (its bill was refunded); idempotent per
+    refund id, and never more than the capture spent in all."""
+    actor.require(Role.MERCHANT)
+    check_points(points)
+    refund_id = clean_text(refund_id, "refundId", max_length=64)
+    try:
+        row = await db.fetch_one(
+            "SELECT * FROM ledger_hold_refund(%(hold)s::bigint, %(merchant)s::bigint,"
+            " %(refund)s, %(hash)s, %(points)s::bigint, %(client)s, %(tz)s)",
+            {"hold": hold_id, "merchant": actor.merchant_id, "refund": refund_id,
+             "hash": request_fingerprint("hold-refund", hold=hold_id, points=points),
+             "points": points, "client": actor.client_id, "tz": db.settings.time_zone},
+        )  # fmt: skip
+    except psycopg.Error as error:
+        if error.sqlstate == "LA409":
+            raise IdempotencyKeyReused(str(error.diag.message_primary),
+                                       field=("refundId",)) from None  # fmt: skip
+        _raise(error)
+        raise
+    assert row is not None
+    return Refund(*row)
+
+
 async def void_hold(db: Database, actor: Actor, *, hold_id: int) -> HoldRecord:
     """Release the hold's points (the member cancelled, the bill was paid otherwise)."""
     actor.require(Role.MERCHANT, Role.MEMBER)

@@ -58,6 +58,8 @@ class TransactionKind(enum.StrEnum):
     """Claws back what an earn gave, for a refunded purchase (`reverses_id` names the earn)."""
     OPENING = "opening"
     """An opening balance imported from a merchant's previous system."""
+    REFUND = "refund"
+    """Points of a captured spend given back (`reverses_id` names the spend)."""
 
 
 class Account(Base):
@@ -134,7 +136,8 @@ class LedgerTransaction(Base):
             "idempotency_scope", "idempotency_key", name="uq_ledger_transaction_idempotency"
         ),
         CheckConstraint(
-            "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening')", name="kind"
+            "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund')",
+            name="kind",
         ),
         Index(
             "ix_ledger_transaction_reverses",

@@ -236,3 +236,67 @@ BEGIN
     SELECT count(*) INTO v_released FROM released;
     RETURN v_released;
 END $$;
+
+-- Give back p_points of a captured hold's spend (the bill was refunded): refunds of one
+-- hold never exceed what it captured. The points are a new lot under the program's
+-- expiry policy, repaying clawback debt first like every credit. Idempotent per
+-- (merchant, refund id).
+CREATE FUNCTION ledger_hold_refund(
+    p_hold_id bigint, p_merchant_id bigint, p_refund_id text, p_request_hash bytea,
+    p_points bigint, p_client_id text, p_time_zone text)
+RETURNS TABLE (transaction_id bigint, entry_id bigint, balance_after bigint, replayed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_hold hold;
+    v_program record;
+    v_refunded bigint;
+    v_tx bigint;
+    c record;
+BEGIN
+    v_hold := ledger_hold_locked(p_hold_id, p_merchant_id, NULL);
+    -- As ledger_claim, with the spend it gives back (set at insert: transactions are facts).
+    INSERT INTO ledger_transaction
+        (kind, member_id, client_id, idempotency_scope, idempotency_key, request_hash, reason,
+         details, reverses_id)
+    VALUES ('refund', v_hold.member_id, p_client_id, 'hold-refund:' || p_merchant_id,
+            p_refund_id, p_request_hash, 'refund of hold ' || p_hold_id,
+            jsonb_build_object('hold_id', p_hold_id, 'refund_id', p_refund_id),
+            v_hold.transaction_id)
+    ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
+    RETURNING id INTO v_tx;
+    IF v_tx IS NULL THEN
+        RETURN QUERY SELECT r.transaction_id, r.entry_id, r.balance_after, true
+                       FROM ledger_replay('hold-refund:' || p_merchant_id, p_refund_id,
+                                          p_request_hash) r;
+        RETURN;
+    END IF;
+    IF v_hold.status <> 'captured' THEN
+        RAISE EXCEPTION 'hold % is %: only a captured hold is refunded', p_hold_id,
+            v_hold.status USING ERRCODE = 'LA423';
+    END IF;
+    SELECT coalesce(sum(p.amount), 0) INTO v_refunded
+      FROM ledger_transaction t
+      JOIN posting p ON p.transaction_id = t.id AND p.account_id = v_hold.account_id
+     WHERE t.reverses_id = v_hold.transaction_id AND t.kind = 'refund' AND t.id <> v_tx
+       AND p.amount > 0;
+    IF v_refunded + p_points > v_hold.captured THEN
+        RAISE EXCEPTION 'refunds of hold % would give back % points of the % it spent',
+            p_hold_id, v_refunded + p_points, v_hold.captured USING ERRCODE = 'LA422';
+    END IF;
+    SELECT pr.expiry_policy, pr.expiry_value, pr.pending_days, s.id AS redeemed_id,
+           pr.merchant_id
+      INTO v_program
+      FROM program pr JOIN account s ON s.program_id = pr.id AND s.kind = 'redeemed'
+                                    AND s.membership_id IS NULL
+     WHERE pr.id = v_hold.program_id;
+    SELECT * INTO c FROM ledger_credit(
+        v_tx, v_hold.account_id, v_program.redeemed_id, v_hold.program_id, v_hold.member_id,
+        p_points, now(), lot_expiry(v_program.expiry_policy, v_program.expiry_value, now(),
+                                    p_time_zone));
+    INSERT INTO outbox_event (topic, merchant_id, member_id, payload)
+    VALUES ('points.refunded', v_program.merchant_id, v_hold.member_id,
+            jsonb_build_object('transaction_id', v_tx, 'hold_id', p_hold_id,
+                               'membership_id', v_hold.membership_id, 'points', p_points,
+                               'balance_after', c.balance_after));
+    RETURN QUERY SELECT v_tx, c.entry_id, c.balance_after, false;
+END $$;

@@ -20,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 SQL = Path(__file__).resolve().parent.parent / "sql" / "0003_validity.sql"
 
 _KINDS_BEFORE = "kind IN ('award', 'earn', 'spend', 'expire')"
-_KINDS = "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening')"
+_KINDS = "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund')"
 _ACCOUNTS_BEFORE = (
     "kind IN ('member', 'issued', 'redeemed', 'expired', 'exchanged_out',"
     " 'exchanged_in', 'adjustment', 'held')"

@@ -243,6 +243,11 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         )
         for side in "AB"
     },
+    "refundDiscount(A)": (
+        """mutation($h: ID!) { refundDiscount(input: {holdId: $h, points: 1, refundId: "r"}) {
+        replayed userErrors { code } } }""",
+        lambda ids: {"h": ids["hold_a"]},
+    ),
     "read hold(A)": (
         "query($id: ID!) { node(id: $id) { ... on Hold { points status } } }",
         lambda ids: {"id": ids["hold_a"]},
@@ -323,6 +328,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "voidDiscount(A)":        (F, F, F, F, "ok", "ok"),
     "setDiscountPolicy(A)":   (F, F, F, F, "ok", F),
     "setDiscountPolicy(B)":   (F, F, F, F, N, F),
+    # The world's hold is authorized, not captured: the merchant is let in, then refused.
+    "refundDiscount(A)":      (F, F, F, F, "INACTIVE", F),
     "read hold(A)":           ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read merchants":         ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read programs":          ("ok", "ok", "ok", "ok", "ok", "ok"),

@@ -83,3 +83,34 @@ async def test_the_programs_discount_policy(db: Database) -> None:
                        {"p": gid("Program", program.id)})  # fmt: skip
     assert refused["setDiscountPolicy"]["userErrors"] == [
         {"code": "INVALID_INPUT", "field": ["input", "maxShare"]}]  # fmt: skip
+
+
+REFUND = """mutation($h: ID!, $p: Int!, $r: String!) { refundDiscount(input: {holdId: $h,
+  points: $p, refundId: $r}) { entry { points balanceAfter kind } replayed
+  userErrors { code field } } }"""
+
+
+async def test_a_refunded_bill_gives_the_points_back(db: Database) -> None:
+    program = await make_program(db)
+    membership = await make_membership(db, program)
+    await give_points(db, membership, program, 300)
+    actor = merchant_actor(program.merchant_id)
+    held = await ok(db, actor, AUTHORIZE, {"input": {
+        "membershipId": gid("Membership", membership.id), "idempotencyKey": "k",
+        "points": 200, "billAmount": "100"}})  # fmt: skip
+    hold_id = held["authorizeDiscount"]["hold"]["id"]
+    early = await ok(db, actor, REFUND, {"h": hold_id, "p": 10, "r": "early"})
+    assert early["refundDiscount"]["userErrors"] == [
+        {"code": "INACTIVE", "field": ["input", "holdId"]}]  # fmt: skip
+    await ok(db, actor, CAPTURE, {"h": hold_id, "p": 150})
+    first = await ok(db, actor, REFUND, {"h": hold_id, "p": 100, "r": "r1"})
+    assert first["refundDiscount"] == {
+        "entry": {"points": 100, "balanceAfter": 250, "kind": "REFUND"}, "replayed": False,
+        "userErrors": []}  # fmt: skip
+    again = await ok(db, actor, REFUND, {"h": hold_id, "p": 100, "r": "r1"})
+    assert again["refundDiscount"]["replayed"] is True
+    too_much = await ok(db, actor, REFUND, {"h": hold_id, "p": 60, "r": "r2"})
+    assert too_much["refundDiscount"]["userErrors"] == [
+        {"code": "INVALID_INPUT", "field": ["input", "points"]}]  # fmt: skip
+    rest = await ok(db, actor, REFUND, {"h": hold_id, "p": 50, "r": "r3"})
+    assert rest["refundDiscount"]["entry"]["balanceAfter"] == 300
