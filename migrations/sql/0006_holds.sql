@@ -8,8 +8,11 @@
 -- SQLSTATEs as in 0001/0005; LA423 here also means "the hold is no longer authorized".
 
 -- The open points of an account, soonest-expiring first, consumed for transaction p_tx.
--- Returns the points consumed (less than asked when the lots do not cover them).
-CREATE FUNCTION ledger_consume_lots(p_tx bigint, p_account_id bigint, p_points bigint)
+-- Returns the points consumed (less than asked when the lots do not cover them). With
+-- p_expired_too, lots past their expiry count too: points a hold reserved stay the hold's
+-- when their lot's date passes (the expiry job leaves held points alone).
+CREATE FUNCTION ledger_consume_lots(p_tx bigint, p_account_id bigint, p_points bigint,
+                                    p_expired_too boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE sql AS $$
     WITH open_lots AS (
@@ -17,8 +20,8 @@ LANGUAGE sql AS $$
                coalesce(sum(l.remaining) OVER (ORDER BY l.expires_at NULLS LAST, l.id
                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
           FROM lot l
-         WHERE l.account_id = p_account_id AND l.remaining > 0
-           AND l.available_at <= now() AND (l.expires_at IS NULL OR l.expires_at > now())
+         WHERE l.account_id = p_account_id AND l.remaining > 0 AND l.available_at <= now()
+           AND (p_expired_too OR l.expires_at IS NULL OR l.expires_at > now())
     ), taken AS (
         SELECT o.id, least(o.remaining, p_points - o.before) AS points
           FROM open_lots o
@@ -164,9 +167,10 @@ BEGIN
                        balance = account.balance - v_points
      WHERE id = v_hold.account_id
     RETURNING account.balance INTO v_balance;
-    v_consumed := ledger_consume_lots(v_tx, v_hold.account_id, v_points);
-    IF v_consumed <> v_points THEN  -- lots past their expiry, not yet swept
-        RAISE EXCEPTION 'insufficient points' USING ERRCODE = 'LA402';
+    v_consumed := ledger_consume_lots(v_tx, v_hold.account_id, v_points, true);
+    IF v_consumed <> v_points THEN
+        RAISE EXCEPTION 'lots cover % of % held points', v_consumed, v_points
+            USING ERRCODE = 'LA500';
     END IF;
     SELECT s.id, p.merchant_id INTO v_redeemed, v_merchant
       FROM account s JOIN program p ON p.id = s.program_id

@@ -5,4 +5,4 @@ DROP FUNCTION ledger_hold_void(bigint, bigint, bigint);
 DROP FUNCTION ledger_hold_capture(bigint, bigint, bigint, bigint, text);
 DROP FUNCTION ledger_hold_locked(bigint, bigint, bigint);
 DROP FUNCTION ledger_hold_authorize(text, text, bytea, bigint, bigint, bigint, bigint, text, integer, text);
-DROP FUNCTION ledger_consume_lots(bigint, bigint, bigint);
+DROP FUNCTION ledger_consume_lots(bigint, bigint, bigint, boolean);

@@ -198,3 +198,20 @@ async def test_who_may_hold(db: Database) -> None:
     with pytest.raises(NotFound):
         await void_hold(db, stranger, hold_id=own.id)
     assert (await void_hold(db, member, hold_id=own.id)).status == "voided"
+
+
+async def test_held_points_stay_capturable_when_their_lot_expires(db: Database) -> None:
+    actor, membership = await _member(db, 100)
+    hold = await _hold(db, actor, membership, 60)
+    await db.fetch_one(
+        "UPDATE lot SET expires_at = now() - interval '1 hour'"
+        " WHERE account_id = %(a)s RETURNING id", {"a": hold.account_id},
+    )  # fmt: skip
+    from alliance.ledger.expiry import expire_points
+
+    await expire_points(db)  # the lot cannot go whole while 60 of it are held
+    assert await _account(db, membership) == (100, 60)
+    capture = await capture_hold(db, actor, hold_id=hold.id)
+    assert capture.balance_after == 40
+    await expire_points(db)  # now what is left of the lot expires
+    assert await _account(db, membership) == (0, 0)
