@@ -20,6 +20,12 @@ class ErrorCode(enum.StrEnum):
     INACTIVE = "INACTIVE"
     RETRY = "RETRY"
     ALREADY_REWARDED = "ALREADY_REWARDED"
+    NO_EXCHANGE_RATE = "NO_EXCHANGE_RATE"
+    EXCHANGE_CLOSED = "EXCHANGE_CLOSED"
+    QUOTE_EXPIRED = "QUOTE_EXPIRED"
+    NOT_ACCEPTED = "NOT_ACCEPTED"
+    PROFITABLE_CYCLE = "PROFITABLE_CYCLE"
+    INVALID_TRANSITION = "INVALID_TRANSITION"
 
 
 class DomainError(Exception):
@@ -84,3 +90,37 @@ class AlreadyRewarded(DomainError):
     """The action was already rewarded in its period, or the member already referred."""
 
     code = ErrorCode.ALREADY_REWARDED
+
+
+class NoExchangeRate(DomainError):
+    code = ErrorCode.NO_EXCHANGE_RATE
+
+
+class ExchangeClosed(DomainError):
+    """A merchant of the pair opted out of exchanges between these programs."""
+
+    code = ErrorCode.EXCHANGE_CLOSED
+
+
+class QuoteExpired(DomainError):
+    """The quote's time ran out, or an exchange already used it."""
+
+    code = ErrorCode.QUOTE_EXPIRED
+
+
+class NotAccepted(DomainError):
+    """The partner merchant does not take this program's points."""
+
+    code = ErrorCode.NOT_ACCEPTED
+
+
+class ProfitableCycle(DomainError):
+    """The rate would let points go round a cycle of exchanges and come back more."""
+
+    code = ErrorCode.PROFITABLE_CYCLE
+
+
+class InvalidTransition(DomainError):
+    """The object is not in a state that allows this step."""
+
+    code = ErrorCode.INVALID_TRANSITION

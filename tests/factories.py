@@ -13,8 +13,8 @@ from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
 from alliance.ledger.service import Movement, award_points
-from alliance.members.queries import MembershipRecord
-from alliance.members.service import enroll_member
+from alliance.members.queries import MembershipRecord, memberships_by_id
+from alliance.members.service import enroll_member, open_membership
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.queries import MerchantRecord, ProgramRecord
 from alliance.programs.service import create_merchant, create_program
@@ -167,3 +167,19 @@ async def qualify(
         db, membership_id=membership.id, transaction_id=movement.transaction_id,
         occurred_at=occurred_at or datetime.now(UTC), spend=Decimal(spend), points=points,
     )  # fmt: skip
+
+
+async def link_membership(
+    db: Database, program: ProgramRecord, member_id: int, **overrides: Any
+) -> MembershipRecord:
+    """A membership of an existing alliance member in another merchant's program, as a
+    verified identity link makes one (the linking flow itself is tested on its own)."""
+    n = next(_sequence)
+    async with db.transaction() as session:
+        membership = await open_membership(
+            session, member_id=member_id, program_id=program.id,
+            member_number=overrides.get("member_number", f"L{n:06d}"),
+        )  # fmt: skip
+        membership_id = membership.id
+    found = await memberships_by_id(db, OPERATOR, [membership_id])
+    return found[membership_id]

@@ -4,6 +4,13 @@ from alliance.audit.models import AuditRecord
 from alliance.auth.models import OAuthClient, SigningKey
 from alliance.db.base import Base
 from alliance.events.models import OutboxEvent
+from alliance.exchange.models import (
+    Exchange,
+    ExchangeOptOut,
+    ExchangeQuote,
+    ExchangeRate,
+    PartnerAcceptance,
+)
 from alliance.ledger.models import (
     Account,
     Hold,
@@ -17,6 +24,13 @@ from alliance.members.models import Member, Membership
 from alliance.programs.models import Merchant, Program
 from alliance.rules.claims import ActionClaim, EarnCounter, Referral
 from alliance.rules.models import EarningRule
+from alliance.settlement.models import (
+    SettlementCalendar,
+    SettlementLine,
+    SettlementObligation,
+    SettlementPeriod,
+    SettlementStatement,
+)
 from alliance.tiers.models import MembershipTier, QualifyingActivity, Tier, TierChange, TierLadder
 
 metadata = Base.metadata
@@ -27,6 +41,10 @@ __all__ = [
     "AuditRecord",
     "EarnCounter",
     "EarningRule",
+    "Exchange",
+    "ExchangeOptOut",
+    "ExchangeQuote",
+    "ExchangeRate",
     "Hold",
     "LedgerTransaction",
     "Lot",
@@ -37,11 +55,17 @@ __all__ = [
     "Merchant",
     "OAuthClient",
     "OutboxEvent",
+    "PartnerAcceptance",
     "Posting",
     "Program",
     "PurchaseRefund",
     "QualifyingActivity",
     "Referral",
+    "SettlementCalendar",
+    "SettlementLine",
+    "SettlementObligation",
+    "SettlementPeriod",
+    "SettlementStatement",
     "SigningKey",
     "Tier",
     "TierChange",

@@ -42,6 +42,8 @@ class AccountKind(enum.StrEnum):
     HELD = "held"
     CLAWBACK = "clawback"
     """Points clawed back from members who had already spent them: the mirror of their debts."""
+    FEE = "fee"
+    """Exchange fees taken in the program's points (the alliance is owed their value)."""
 
 
 SYSTEM_ACCOUNT_KINDS = tuple(kind for kind in AccountKind if kind is not AccountKind.MEMBER)
@@ -60,6 +62,10 @@ class TransactionKind(enum.StrEnum):
     """An opening balance imported from a merchant's previous system."""
     REFUND = "refund"
     """Points of a captured spend given back (`reverses_id` names the spend)."""
+    EXCHANGE = "exchange"
+    """Points of one program turned into points of another at a published rate."""
+    PARTNER_REDEMPTION = "partner_redemption"
+    """Points of a program spent at a partner merchant (cross-brand redemption)."""
 
 
 class Account(Base):
@@ -88,7 +94,7 @@ class Account(Base):
     __table_args__ = (
         CheckConstraint(
             "kind IN ('member', 'issued', 'redeemed', 'expired', 'exchanged_out',"
-            " 'exchanged_in', 'adjustment', 'held', 'clawback')",
+            " 'exchanged_in', 'adjustment', 'held', 'clawback', 'fee')",
             name="kind",
         ),
         CheckConstraint(
@@ -136,7 +142,8 @@ class LedgerTransaction(Base):
             "idempotency_scope", "idempotency_key", name="uq_ledger_transaction_idempotency"
         ),
         CheckConstraint(
-            "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund')",
+            "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund',"
+            " 'exchange', 'partner_redemption')",
             name="kind",
         ),
         Index(

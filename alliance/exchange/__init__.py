@@ -1,0 +1,1 @@
+"""Points exchange between programs and cross-brand redemption (积分生态化)."""

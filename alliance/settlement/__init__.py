@@ -1,0 +1,1 @@
+"""Settlement between merchants: obligations, periods, statements, finance reports."""
