@@ -69,7 +69,7 @@ async def test_a_replay_returns_the_first_exchange_and_a_reused_key_is_refused(
     db: Database,
 ) -> None:
     a = await make_alliance(db)
-    await rate(db, *a.programs, "2")
+    await rate(db, a.programs[0], a.programs[1], "2")
     key = next(keys)
     args = {"from_membership_id": a.memberships[0].id, "to_membership_id": a.memberships[1].id}
     first = await exchange_points(db, a.member, points=100, idempotency_key=key, **args)
@@ -85,7 +85,7 @@ async def test_a_replay_returns_the_first_exchange_and_a_reused_key_is_refused(
 
 async def test_a_quote_is_used_once_and_not_after_it_expires(db: Database) -> None:
     a = await make_alliance(db)
-    await rate(db, *a.programs, "1")
+    await rate(db, a.programs[0], a.programs[1], "1")
     args = {"from_membership_id": a.memberships[0].id, "to_membership_id": a.memberships[1].id}
     quote = await quote_exchange(db, a.member, points=50, **args)
     await exchange_points(db, a.member, quote_id=quote.id, idempotency_key=next(keys))
@@ -106,10 +106,10 @@ async def test_a_quote_is_used_once_and_not_after_it_expires(db: Database) -> No
 
 async def test_a_quote_keeps_its_rate_when_a_new_version_is_published(db: Database) -> None:
     a = await make_alliance(db)
-    await rate(db, *a.programs, "2")
+    await rate(db, a.programs[0], a.programs[1], "2")
     quote = await quote_exchange(db, a.member, from_membership_id=a.memberships[0].id,
                                  to_membership_id=a.memberships[1].id, points=100)  # fmt: skip
-    await rate(db, *a.programs, "1")
+    await rate(db, a.programs[0], a.programs[1], "1")
     done = await exchange_points(db, a.member, quote_id=quote.id, idempotency_key=next(keys))
     assert done.exchange.points_out == 200
     direct = await exchange_points(db, a.member, from_membership_id=a.memberships[0].id,
@@ -164,7 +164,7 @@ async def test_refusals_are_typed_and_write_nothing(db: Database) -> None:
 
 async def test_concurrent_exchanges_from_one_account_never_overdraw(db: Database) -> None:
     a = await make_alliance(db, points=1000)
-    await rate(db, *a.programs, "3/2")
+    await rate(db, a.programs[0], a.programs[1], "3/2")
     args = {"from_membership_id": a.memberships[0].id, "to_membership_id": a.memberships[1].id}
 
     async def one() -> bool:
