@@ -138,8 +138,9 @@ async def publish_rate(
     """Publish the next version of a pair's rate; refused if it closes a profitable cycle."""
     actor.require(Role.OPERATOR)
     exact = parse_rate(rate)
-    check_decimal(fee_percent, "feePercent", maximum=Decimal("99.9999"), places=4,
-                  minimum=Decimal(0))  # fmt: skip
+    check_decimal(
+        fee_percent, "feePercent", maximum=Decimal("99.9999"), places=4, minimum=Decimal(0)
+    )
     check_range(fee_points, "feePoints", minimum=0, maximum=MAX_POINTS)
     check_range(min_points, "minPoints", minimum=1, maximum=MAX_POINTS)
     if max_points is not None:
@@ -153,12 +154,22 @@ async def publish_rate(
     if valid_until is not None and valid_until <= start:
         raise InvalidInput("validUntil must be after validFrom", field=("validUntil",))
     return await _add_version(
-        db, actor, from_program_id=from_program_id, to_program_id=to_program_id,
-        values={"numerator": exact.numerator, "denominator": exact.denominator,
-                "fee_percent": fee_percent, "fee_points": fee_points,
-                "min_points": min_points, "max_points": max_points,
-                "valid_from": start, "valid_until": valid_until, "withdrawn": False},
-    )  # fmt: skip
+        db,
+        actor,
+        from_program_id=from_program_id,
+        to_program_id=to_program_id,
+        values={
+            "numerator": exact.numerator,
+            "denominator": exact.denominator,
+            "fee_percent": fee_percent,
+            "fee_points": fee_points,
+            "min_points": min_points,
+            "max_points": max_points,
+            "valid_from": start,
+            "valid_until": valid_until,
+            "withdrawn": False,
+        },
+    )
 
 
 async def withdraw_rate(
@@ -167,9 +178,12 @@ async def withdraw_rate(
     """Close the pair from now on: a version that withdraws it (history stays)."""
     actor.require(Role.OPERATOR)
     return await _add_version(
-        db, actor, from_program_id=from_program_id, to_program_id=to_program_id,
+        db,
+        actor,
+        from_program_id=from_program_id,
+        to_program_id=to_program_id,
         values={"withdrawn": True, "valid_from": datetime.now(UTC), "valid_until": None},
-    )  # fmt: skip
+    )
 
 
 async def _add_version(
@@ -185,8 +199,10 @@ async def _add_version(
             )
         ).all()
         status = dict(programs)
-        for field, program_id in (("fromProgramId", from_program_id),
-                                  ("toProgramId", to_program_id)):  # fmt: skip
+        for field, program_id in (
+            ("fromProgramId", from_program_id),
+            ("toProgramId", to_program_id),
+        ):
             if program_id not in status:
                 raise NotFound("program not found", field=(field,))
             if status[program_id] != "active" and not values["withdrawn"]:
@@ -195,21 +211,34 @@ async def _add_version(
             RateRecord.from_row(row)
             for row in await session.execute(select(*RATE_COLUMNS).order_by(ExchangeRate.id))
         ]
-        pair = [r for r in rates if (r.from_program_id, r.to_program_id) ==
-                (from_program_id, to_program_id)]  # fmt: skip
+        pair = [
+            r
+            for r in rates
+            if (r.from_program_id, r.to_program_id) == (from_program_id, to_program_id)
+        ]
         if values["withdrawn"]:
             if not pair:
                 raise NotFound("no rate was ever published for this pair", field=("toProgramId",))
             last = max(pair, key=lambda r: r.version)
-            kept = {"numerator": last.numerator, "denominator": last.denominator,
-                    "fee_percent": last.fee_percent, "fee_points": last.fee_points,
-                    "min_points": last.min_points, "max_points": last.max_points}  # fmt: skip
+            kept = {
+                "numerator": last.numerator,
+                "denominator": last.denominator,
+                "fee_percent": last.fee_percent,
+                "fee_points": last.fee_points,
+                "min_points": last.min_points,
+                "max_points": last.max_points,
+            }
             values = kept | values
         version = max((r.version for r in pair), default=0) + 1
         candidate = RateRecord(
-            0, from_program_id, to_program_id, version, published_by=actor.subject,
-            created_at=datetime.now(UTC), **values,
-        )  # fmt: skip
+            0,
+            from_program_id,
+            to_program_id,
+            version,
+            published_by=actor.subject,
+            created_at=datetime.now(UTC),
+            **values,
+        )
         if not candidate.withdrawn:
             await _refuse_profitable_cycles(session, rates, candidate)
         row = (
@@ -227,17 +256,25 @@ async def _add_version(
         ).one()
         record = RateRecord.from_row(row)
         await record_audit(
-            session, actor,
+            session,
+            actor,
             action="exchange_rate.withdraw" if record.withdrawn else "exchange_rate.publish",
             target=f"exchange_rate:{record.id}",
-            after={"from_program_id": from_program_id, "to_program_id": to_program_id,
-                   "version": version, "rate": f"{record.numerator}/{record.denominator}",
-                   "fee_percent": str(record.fee_percent), "fee_points": record.fee_points,
-                   "min_points": record.min_points, "max_points": record.max_points,
-                   "valid_from": record.valid_from.isoformat(),
-                   "valid_until": None if record.valid_until is None
-                   else record.valid_until.isoformat()},
-        )  # fmt: skip
+            after={
+                "from_program_id": from_program_id,
+                "to_program_id": to_program_id,
+                "version": version,
+                "rate": f"{record.numerator}/{record.denominator}",
+                "fee_percent": str(record.fee_percent),
+                "fee_points": record.fee_points,
+                "min_points": record.min_points,
+                "max_points": record.max_points,
+                "valid_from": record.valid_from.isoformat(),
+                "valid_until": None
+                if record.valid_until is None
+                else record.valid_until.isoformat(),
+            },
+        )
         return record
 
 
@@ -278,8 +315,11 @@ async def set_exchange_opt_out(
             raise NotFound("program not found", field=("toProgramId",))
         if actor.merchant_id not in (owners[from_program_id], owners[to_program_id]):
             raise Forbidden("only a merchant of one of the two programs may close the pair")
-        key = {"merchant_id": actor.merchant_id, "from_program_id": from_program_id,
-               "to_program_id": to_program_id}  # fmt: skip
+        key = {
+            "merchant_id": actor.merchant_id,
+            "from_program_id": from_program_id,
+            "to_program_id": to_program_id,
+        }
         if opted_out:
             await session.execute(pg_insert(ExchangeOptOut).values(**key).on_conflict_do_nothing())
         else:
@@ -288,18 +328,23 @@ async def set_exchange_opt_out(
                     *(getattr(ExchangeOptOut, k) == v for k, v in key.items())
                 )
             )
-        await record_audit(session, actor, action="exchange.opt_out" if opted_out
-                           else "exchange.opt_in",
-                           target=f"exchange_pair:{from_program_id}:{to_program_id}")  # fmt: skip
+        await record_audit(
+            session,
+            actor,
+            action="exchange.opt_out" if opted_out else "exchange.opt_in",
+            target=f"exchange_pair:{from_program_id}:{to_program_id}",
+        )
         return opted_out
 
 
 async def rates_by_id(db: Database, actor: Actor, ids: Sequence[int]) -> dict[int, RateRecord]:
     """Published rates are public inside the alliance: any authenticated caller reads them."""
     rows = await db.fetch_all(
-        "SELECT " + ", ".join(c.name for c in RATE_COLUMNS)
-        + " FROM exchange_rate WHERE id = ANY(%(ids)s)", {"ids": list(ids)}
-    )  # fmt: skip
+        "SELECT "
+        + ", ".join(c.name for c in RATE_COLUMNS)
+        + " FROM exchange_rate WHERE id = ANY(%(ids)s)",
+        {"ids": list(ids)},
+    )
     return {row[0]: RateRecord.from_row(row) for row in rows}
 
 

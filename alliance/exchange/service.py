@@ -136,9 +136,14 @@ async def quote_exchange(
         row = await db.fetch_one(
             "SELECT * FROM exchange_quote_create(%(member)s::bigint, %(source)s::bigint,"
             " %(target)s::bigint, %(points)s::bigint, %(ttl)s)",
-            {"member": member_id, "source": from_membership_id, "target": to_membership_id,
-             "points": points, "ttl": ttl_seconds},
-        )  # fmt: skip
+            {
+                "member": member_id,
+                "source": from_membership_id,
+                "target": to_membership_id,
+                "points": points,
+                "ttl": ttl_seconds,
+            },
+        )
     except psycopg.Error as error:
         _raise(error)
         raise
@@ -175,19 +180,30 @@ async def exchange_points(
     if quote_id is None and points is None:
         raise InvalidInput("points are required without a quote", field=("points",))
     fingerprint = request_fingerprint(
-        "exchange", source=from_membership_id, target=to_membership_id, points=points,
+        "exchange",
+        source=from_membership_id,
+        target=to_membership_id,
+        points=points,
         quote=quote_id,
-    )  # fmt: skip
+    )
     try:
         row = await db.fetch_one(
             "SELECT * FROM ledger_exchange(%(scope)s, %(key)s, %(hash)s, %(client)s,"
             " %(member)s::bigint, %(source)s::bigint, %(target)s::bigint, %(points)s::bigint,"
             " %(quote)s::bigint, %(tz)s)",
-            {"scope": actor.idempotency_scope, "key": idempotency_key, "hash": fingerprint,
-             "client": actor.client_id, "member": member_id, "source": from_membership_id,
-             "target": to_membership_id, "points": points, "quote": quote_id,
-             "tz": db.settings.time_zone},
-        )  # fmt: skip
+            {
+                "scope": actor.idempotency_scope,
+                "key": idempotency_key,
+                "hash": fingerprint,
+                "client": actor.client_id,
+                "member": member_id,
+                "source": from_membership_id,
+                "target": to_membership_id,
+                "points": points,
+                "quote": quote_id,
+                "tz": db.settings.time_zone,
+            },
+        )
     except psycopg.Error as error:
         _raise(error)
         raise
@@ -234,10 +250,12 @@ async def set_partner_acceptance(
                 )
             )
         await record_audit(
-            session, actor, action="partner.accept" if accepts else "partner.refuse",
+            session,
+            actor,
+            action="partner.accept" if accepts else "partner.refuse",
             target=f"program:{program_id}",
             after={"min_points": min_points, "max_points": max_points} if accepts else None,
-        )  # fmt: skip
+        )
         return accepts
 
 
@@ -256,26 +274,47 @@ async def redeem_at_partner(
     check_points(points)
     check_idempotency_key(idempotency_key)
     reference = clean_text(reference, "reference", max_length=200)
-    fingerprint = request_fingerprint("partner", membership=membership_id, merchant=merchant_id,
-                                      points=points, reference=reference)  # fmt: skip
+    fingerprint = request_fingerprint(
+        "partner",
+        membership=membership_id,
+        merchant=merchant_id,
+        points=points,
+        reference=reference,
+    )
     try:
         row = await db.fetch_one(
             "SELECT r.*, p.point_value FROM ledger_partner_redeem(%(scope)s, %(key)s, %(hash)s,"
             " %(client)s, %(member)s::bigint, %(membership)s::bigint, %(partner)s::bigint,"
             " %(points)s::bigint, %(reference)s) r JOIN program p ON p.id = r.program_id",
-            {"scope": actor.idempotency_scope, "key": idempotency_key, "hash": fingerprint,
-             "client": actor.client_id, "member": member_id, "membership": membership_id,
-             "partner": merchant_id, "points": points, "reference": reference},
-        )  # fmt: skip
+            {
+                "scope": actor.idempotency_scope,
+                "key": idempotency_key,
+                "hash": fingerprint,
+                "client": actor.client_id,
+                "member": member_id,
+                "membership": membership_id,
+                "partner": merchant_id,
+                "points": points,
+                "reference": reference,
+            },
+        )
     except psycopg.Error as error:
         _raise(error)
         raise
     assert row is not None
     transaction_id, entry_id, program_id, balance_after, created_at, replayed, point_value = row
     movement = Movement(
-        transaction_id, entry_id, membership_id, program_id, "partner_redemption", reference,
-        -points, balance_after, created_at, replayed,
-    )  # fmt: skip
+        transaction_id,
+        entry_id,
+        membership_id,
+        program_id,
+        "partner_redemption",
+        reference,
+        -points,
+        balance_after,
+        created_at,
+        replayed,
+    )
     return PartnerRedemption(movement, merchant_id, points * point_value)
 
 

@@ -1,0 +1,295 @@
+"""Settlement runs: close every due period, turning its obligations into statements.
+
+A run fixes the period's watermark first, in a transaction of its own: the highest
+obligation id drawn so far, after waiting for every transaction that might still
+commit an obligation at or below it. The statements are then written in a second
+transaction from (ends_at, watermark) alone, so a run that dies between or during
+the two is finished by the next one with exactly the same statements, and obligations
+that commit later fall into the next period. Closed periods are never touched again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alliance.audit.service import record_audit
+from alliance.auth.actor import Actor
+from alliance.auth.models import Role
+from alliance.db.engine import Database
+from alliance.errors import Forbidden, RetryLater
+from alliance.settlement.models import (
+    Cadence,
+    PeriodStatus,
+    SettlementCalendar,
+    SettlementLine,
+    SettlementPeriod,
+    SettlementStatement,
+)
+from alliance.settlement.periods import period_end, period_start
+from alliance.settlement.statements import Group, draft_statements
+
+WRITER_WAIT_SECONDS = 30.0
+
+
+def utcnow() -> datetime:
+    """The run's clock (a seam for tests that need a period to have ended)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodRecord:
+    id: int
+    starts_at: datetime
+    ends_at: datetime
+    cadence: str
+    status: str
+    watermark: int
+    previous_ends_at: datetime | None
+    previous_watermark: int
+    obligations: int | None
+    run_by: str
+    created_at: datetime
+    closed_at: datetime | None
+
+
+PERIOD_COLUMNS = [SettlementPeriod.__table__.c[name] for name in PeriodRecord.__slots__]
+
+
+def require_clearing_house(actor: Actor) -> None:
+    """Runs and the statements' issue and payment belong to the alliance's operator or its
+    alliance-wide finance team."""
+    actor.require(Role.OPERATOR, Role.FINANCE)
+    if not actor.is_alliance_wide:
+        raise Forbidden("only the alliance's own finance team may do this")
+
+
+# Obligations of a period: up to its end and watermark, less what earlier periods took.
+PERIOD_OBLIGATIONS = """
+    o.id <= %(watermark)s AND o.occurred_at < %(ends_at)s
+    AND (o.id > %(previous_watermark)s
+         OR o.occurred_at >= coalesce(%(previous_ends_at)s, '-infinity'::timestamptz))
+"""
+
+
+def period_params(period: PeriodRecord) -> dict[str, Any]:
+    return {
+        "watermark": period.watermark,
+        "ends_at": period.ends_at,
+        "previous_watermark": period.previous_watermark,
+        "previous_ends_at": period.previous_ends_at,
+    }
+
+
+async def _lock_calendar(session: AsyncSession) -> Cadence:
+    """The calendar row, locked: runs and cadence changes take turns on it."""
+    await session.execute(
+        text("INSERT INTO settlement_calendar (id) VALUES (1) ON CONFLICT DO NOTHING")
+    )
+    return Cadence(str(await session.scalar(select(SettlementCalendar.cadence).with_for_update())))
+
+
+async def set_cadence(db: Database, actor: Actor, *, cadence: Cadence) -> Cadence:
+    """The cadence of periods not yet closed (the next period ends at its next boundary)."""
+    require_clearing_house(actor)
+    async with db.transaction() as session:
+        before = await _lock_calendar(session)
+        await session.execute(
+            update(SettlementCalendar).values(cadence=cadence.value, updated_at=text("now()"))
+        )
+        await record_audit(
+            session,
+            actor,
+            action="settlement.cadence",
+            target="settlement",
+            before={"cadence": before.value},
+            after={"cadence": cadence.value},
+        )
+    return cadence
+
+
+async def run_settlement(
+    db: Database, actor: Actor, *, until: datetime | None = None
+) -> list[PeriodRecord]:
+    """Close every period that ended by `until` (default: now), oldest first; returns
+    the periods closed by this call (none when everything due was already closed)."""
+    require_clearing_house(actor)
+    now = utcnow()
+    until = min(until or now, now)
+    closed = []
+    while (period := await _open_next(db, actor, until)) is not None:
+        closed.append(await _close(db, actor, period))
+    return closed
+
+
+async def _open_next(db: Database, actor: Actor, until: datetime) -> PeriodRecord | None:
+    """The running period (a run that died), or the next due one with its watermark fixed."""
+    async with db.transaction() as session:
+        cadence = await _lock_calendar(session)
+        running = (
+            await session.execute(
+                select(*PERIOD_COLUMNS).where(SettlementPeriod.status == PeriodStatus.RUNNING)
+            )
+        ).first()
+        if running is not None:
+            return PeriodRecord(*running)
+        last = (
+            await session.execute(
+                select(*PERIOD_COLUMNS).order_by(SettlementPeriod.ends_at.desc()).limit(1)
+            )
+        ).first()
+        zone = db.settings.zone
+        if last is not None:
+            previous = PeriodRecord(*last)
+            start, previous_ends_at, previous_watermark = (
+                previous.ends_at,
+                previous.ends_at,
+                previous.watermark,
+            )
+        else:
+            first = await session.scalar(text("SELECT min(occurred_at) FROM settlement_obligation"))
+            if first is None:
+                return None
+            start, previous_ends_at, previous_watermark = (
+                period_start(first, cadence, zone),
+                None,
+                0,
+            )
+        ends_at = period_end(start, cadence, zone)
+        if ends_at > until:
+            return None
+        watermark = await _settled_watermark(session)
+        row = (
+            await session.execute(
+                insert(SettlementPeriod)
+                .values(
+                    starts_at=start,
+                    ends_at=ends_at,
+                    cadence=cadence.value,
+                    watermark=max(watermark, previous_watermark),
+                    previous_ends_at=previous_ends_at,
+                    previous_watermark=previous_watermark,
+                    run_by=actor.subject,
+                )
+                .returning(*PERIOD_COLUMNS)
+            )
+        ).one()
+        return PeriodRecord(*row)
+
+
+async def _settled_watermark(session: AsyncSession) -> int:
+    """The highest obligation id drawn so far, once no transaction that might commit an
+    obligation at or below it is still running.
+
+    Ledger functions write their ledger transaction (which gives them a transaction id)
+    before they draw an obligation id, so any writer holding an id up to the watermark
+    is in the snapshot taken after reading it, and waiting for the snapshot's running
+    transactions to end waits for all of them."""
+    watermark = await session.scalar(
+        text(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
+            " FROM settlement_obligation_id_seq"
+        )
+    )
+    snapshot = await session.scalar(text("SELECT pg_current_snapshot()::text"))
+    deadline = time.monotonic() + WRITER_WAIT_SECONDS
+    while await session.scalar(
+        text(
+            "SELECT count(*) FROM pg_snapshot_xip(CAST(:snapshot AS pg_snapshot)) AS x(xid)"
+            " WHERE pg_xact_status(x.xid) = 'in progress'"
+        ),
+        {"snapshot": snapshot},
+    ):
+        if time.monotonic() > deadline:
+            raise RetryLater("ledger transactions are still running; run settlement again")
+        await asyncio.sleep(0.02)
+    return int(watermark or 0)
+
+
+async def _close(db: Database, actor: Actor, period: PeriodRecord) -> PeriodRecord:
+    """Write the period's statements and close it: one transaction, all or nothing."""
+    async with db.transaction() as session:
+        status = await session.scalar(
+            select(SettlementPeriod.status)
+            .where(SettlementPeriod.id == period.id)
+            .with_for_update()
+        )
+        if status == PeriodStatus.CLOSED:
+            return await _period(session, period.id)
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT o.kind, o.debtor_merchant_id, o.creditor_merchant_id, count(*),"
+                    " sum(o.points), sum(o.amount) FROM settlement_obligation o WHERE "
+                    + PERIOD_OBLIGATIONS.replace("%(", ":").replace(")s", "")
+                    + " GROUP BY 1, 2, 3"
+                ),
+                period_params(period),
+            )
+        ).all()
+        groups = [Group(r[0], r[1], r[2], int(r[3]), int(r[4]), Decimal(r[5])) for r in rows]
+        for draft in draft_statements(groups):
+            statement_id = await session.scalar(
+                insert(SettlementStatement)
+                .values(
+                    period_id=period.id,
+                    merchant_id=draft.party,
+                    receivable=draft.receivable,
+                    payable=draft.payable,
+                    net=draft.net,
+                    rounding=draft.rounding,
+                )
+                .returning(SettlementStatement.id)
+            )
+            await session.execute(
+                insert(SettlementLine),
+                [
+                    {
+                        "statement_id": statement_id,
+                        "position": n,
+                        "kind": line.kind.value,
+                        "counterparty_merchant_id": line.counterparty,
+                        "obligation_kind": line.obligation_kind,
+                        "debtor_merchant_id": line.debtor,
+                        "creditor_merchant_id": line.creditor,
+                        "obligations": line.obligations,
+                        "points": line.points,
+                        "exact_amount": line.exact,
+                        "amount": line.amount,
+                    }
+                    for n, line in enumerate(draft.lines, start=1)
+                ],
+            )
+        total = sum(group.obligations for group in groups)
+        await session.execute(
+            update(SettlementPeriod)
+            .where(SettlementPeriod.id == period.id)
+            .values(status=PeriodStatus.CLOSED.value, obligations=total, closed_at=text("now()"))
+        )
+        await record_audit(
+            session,
+            actor,
+            action="settlement.run",
+            target=f"settlement_period:{period.id}",
+            after={
+                "starts_at": period.starts_at.isoformat(),
+                "ends_at": period.ends_at.isoformat(),
+                "watermark": period.watermark,
+                "obligations": total,
+            },
+        )
+        return await _period(session, period.id)
+
+
+async def _period(session: AsyncSession, period_id: int) -> PeriodRecord:
+    row = (
+        await session.execute(select(*PERIOD_COLUMNS).where(SettlementPeriod.id == period_id))
+    ).one()
+    return PeriodRecord(*row)
