@@ -4,8 +4,9 @@ Each check is one query that returns the offending rows (at most `limit` each),
 so it runs on any database, large or small, without loading the ledger into
 Python. An empty result means the invariant holds.
 
-Settlement invariants (every cross-merchant transaction has its obligation,
-statements equal their obligations) join this list with the settlement tables.
+The settlement's invariants (every cross-merchant transaction has exactly its
+obligations, statements equal their obligations, nets sum to zero) are in
+`alliance.settlement.reconcile` and run with these.
 """
 
 from __future__ import annotations
@@ -216,13 +217,22 @@ CHECKS: tuple[Check, ...] = (
 
 
 async def verify_ledger(db: Database, *, limit: int = 20) -> list[Violation]:
-    """Every check, on one snapshot, without the request timeout (ledgers can be large)."""
+    """Every check, the settlement's too, on one snapshot."""
+    from alliance.settlement.reconcile import SETTLEMENT_CHECKS
+
+    return await run_checks(db, CHECKS + SETTLEMENT_CHECKS, limit=limit)
+
+
+async def run_checks(
+    db: Database, checks: tuple[Check, ...], *, limit: int = 20
+) -> list[Violation]:
+    """The checks on one snapshot, without the request timeout (ledgers can be large)."""
     violations: list[Violation] = []
     async with db.engine.connect() as conn, conn.begin():
         await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
         await conn.execute(text("SET LOCAL statement_timeout = 0"))
         await conn.execute(text("SET LOCAL work_mem = '256MB'"))
-        for check in CHECKS:
+        for check in checks:
             # MATERIALIZED: plan the check for all rows. A bare LIMIT would make the
             # planner bet on nested loops that find a few violations fast, and lose
             # badly (minutes) on a large ledger that has none.
