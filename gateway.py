@@ -28,7 +28,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
@@ -40,9 +40,11 @@ from alliance.auth.oauth import NO_STORE, token_endpoint
 from alliance.auth.tokens import TokenVerifier
 from alliance.config import Settings
 from alliance.db.engine import Database
-from alliance.errors import Unauthenticated
+from alliance.errors import Forbidden, NotFound, Unauthenticated
 from alliance.ledger.expiry import run_expiry_schedule
 from alliance.logs import AccessLog, configure_logging, new_request_id, request_id_var
+from alliance.settlement.export import open_statement
+from alliance.settlement.export import statement_csv as export_statement
 from alliance.tiers.review import run_tier_review_schedule
 from schema import create_schema
 from schema.context import Context
@@ -373,6 +375,38 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     async def public_keys(request: Request) -> Response:
         return _json(await jwks(services.db), headers={"Cache-Control": "public, max-age=300"})
 
+    async def statement_csv(request: Request) -> Response:
+        """A settlement statement as CSV (columns: alliance/settlement/export.py)."""
+        authorization = request.headers.get("authorization") or ""
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _json(
+                {"error": "authentication required"},
+                401,
+                {"WWW-Authenticate": 'Bearer realm="points-alliance"'},
+            )
+        try:
+            actor = await services.verifier.verify(token.strip())
+            raw = request.path_params["statement_id"]
+            statement_id = int(raw) if raw.isdigit() and len(raw) < 19 else 0
+            statement = await open_statement(services.db, actor, statement_id)
+        except Unauthenticated as error:
+            return _json({"error": error.message}, 401)
+        except Forbidden as error:
+            return _json({"error": error.message}, 403)
+        except NotFound as error:
+            return _json({"error": error.message}, 404)
+        detail = request.query_params.get("detail") == "obligations"
+        return StreamingResponse(
+            export_statement(services.db, actor, statement, detail=detail),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="statement-{statement.id}'
+                f'{"-obligations" if detail else ""}.csv"',
+                **NO_STORE,
+            },
+        )
+
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
 
@@ -422,6 +456,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             Route("/oauth/token", token, methods=["POST"]),
             Route("/.well-known/jwks.json", public_keys),
             Route("/graphql", GraphQLEndpoint(services), methods=["GET", "POST"]),
+            Route("/settlement/statements/{statement_id}.csv", statement_csv),
         ],
         lifespan=lifespan,
         exception_handlers={

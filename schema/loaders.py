@@ -18,11 +18,15 @@ from strawberry.dataloader import DataLoader
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
 from alliance.db.paging import Page
+from alliance.exchange import rates as exchange_rates
+from alliance.exchange import service as exchanges
 from alliance.ledger import holds
 from alliance.members import queries as members
 from alliance.programs import queries as programs
 from alliance.rules import queries as rule_queries
 from alliance.rules.service import RuleRecord
+from alliance.settlement import queries as settlement
+from alliance.settlement.run import PeriodRecord
 from alliance.tiers import queries as tier_queries
 from alliance.tiers.ladder import Ladder, TierRecord
 
@@ -43,6 +47,20 @@ def forget(loader: DataLoader[Any, Any], key: Any) -> None:
     for a key it never loaded)."""
     if loader.cache_map.get(key) is not None:
         loader.clear(key)
+
+
+def _tuple_pages(
+    fetch: Callable[..., Awaitable[dict[int, tuple[list[V], bool]]]],
+) -> Callable[[Database, Actor, Sequence[int], PageArgs], Awaitable[dict[int, Page[V]]]]:
+    """Adapt a domain read returning (items, has_next) per parent to the page loaders."""
+
+    async def load(
+        db: Database, actor: Actor, parent_ids: Sequence[int], args: PageArgs
+    ) -> dict[int, Page[V]]:
+        found = await fetch(db, actor, parent_ids, first=args.first, after=args.after)
+        return {key: Page(items, more) for key, (items, more) in found.items()}
+
+    return load
 
 
 class Loaders:
@@ -98,6 +116,44 @@ class Loaders:
     @property
     def hold(self) -> DataLoader[int, holds.HoldRecord | None]:
         return self._by_id("hold", holds.holds_by_id)
+
+    @property
+    def exchange_rate(self) -> DataLoader[int, exchange_rates.RateRecord | None]:
+        return self._by_id("exchange_rate", exchange_rates.rates_by_id)
+
+    @property
+    def exchange(self) -> DataLoader[int, exchanges.ExchangeRecord | None]:
+        return self._by_id("exchange", exchanges.exchanges_by_id)
+
+    @property
+    def exchange_quote(self) -> DataLoader[int, exchanges.QuoteRecord | None]:
+        return self._by_id("exchange_quote", exchanges.quotes_by_id)
+
+    @property
+    def statement(self) -> DataLoader[int, settlement.StatementRecord | None]:
+        return self._by_id("statement", settlement.statements_by_id)
+
+    @property
+    def settlement_period(self) -> DataLoader[int, PeriodRecord | None]:
+        return self._by_id("settlement_period", settlement.periods_by_id)
+
+    @property
+    def lines_of_statement(
+        self,
+    ) -> DataLoader[tuple[int, PageArgs], Page[settlement.LineRecord]]:
+        return self._pages("lines_of_statement", _tuple_pages(settlement.lines_of_statements))
+
+    @property
+    def obligations_of_line(
+        self,
+    ) -> DataLoader[tuple[int, PageArgs], Page[settlement.ObligationRecord]]:
+        return self._pages("obligations_of_line", _tuple_pages(settlement.obligations_of_lines))
+
+    @property
+    def exchanges_of_member(
+        self,
+    ) -> DataLoader[tuple[int, PageArgs], Page[exchanges.ExchangeRecord]]:
+        return self._pages("exchanges_of_member", _tuple_pages(exchanges.exchanges_of_member))
 
     @property
     def program(self) -> DataLoader[int, programs.ProgramRecord | None]:

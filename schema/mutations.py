@@ -20,10 +20,12 @@ from alliance.programs.service import create_merchant, create_program
 from schema.context import Info
 from schema.earning import EarningMutations
 from schema.errors import UserError, mutate
+from schema.exchange import ExchangeMutations
 from schema.holds import HoldMutations
 from schema.permissions import IsAuthenticated
 from schema.rules import RuleMutations
 from schema.scalars import BigInt
+from schema.settlement import SettlementMutations
 from schema.tiers import TierMutations
 from schema.types import (
     LedgerEntry,
@@ -134,7 +136,14 @@ class SetMemberSegmentsPayload:
 
 
 @strawberry.type
-class Mutation(RuleMutations, EarningMutations, TierMutations, HoldMutations):
+class Mutation(
+    RuleMutations,
+    EarningMutations,
+    TierMutations,
+    HoldMutations,
+    ExchangeMutations,
+    SettlementMutations,
+):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."
     )

@@ -7,7 +7,7 @@ and every list is a Relay connection over a keyset page.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from operator import attrgetter
@@ -54,6 +54,10 @@ class EntryKind(enum.Enum):
     """An opening balance imported from the merchant's previous system."""
     REFUND = "refund"
     """Points of a paid discount given back."""
+    EXCHANGE = "exchange"
+    """Points exchanged to or from another program."""
+    PARTNER_REDEMPTION = "partner_redemption"
+    """Points spent at a partner merchant."""
 
 
 strawberry.enum(CapPeriod, name="CapPeriod")
@@ -134,6 +138,23 @@ async def _connection(
     """One page of a parent's list, batched with its siblings' by the loader."""
     page = await loader.load((parent_id, args))
     return build_connection(connection, page, node, key, after=args.after)
+
+
+def page_connection(
+    connection: type[C],
+    items: Sequence[Any],
+    has_next_page: bool,
+    node: Callable[[Any], Any],
+    *,
+    after: int | None,
+    key: Callable[[Any], int] = _BY_ID,
+) -> C:
+    """A connection over one page a domain read returned as (items, has_next_page)."""
+    return build_connection(connection, Page(items, has_next_page), node, key, after=after)
+
+
+page_args = _page_args
+connection_of = _connection
 
 
 @strawberry.type(description="A merchant of the alliance: a brand with its own points programs.")

@@ -366,3 +366,16 @@ async def exchanges_of_member(
     for row in rows:
         pages[row[0]].append(ExchangeRecord(*row[1:]))
     return {key: (items[:first], len(items) > first) for key, items in pages.items()}
+
+
+async def quotes_by_id(db: Database, actor: Actor, ids: Sequence[int]) -> dict[int, QuoteRecord]:
+    """A quote is its member's alone."""
+    if actor.role is not Role.MEMBER:
+        return {}
+    rows = await db.fetch_all(
+        "SELECT id, member_id, from_membership_id, to_membership_id, rate_id, points_in, fee,"
+        " points_out, remainder, value, expires_at, created_at FROM exchange_quote"
+        " WHERE id = ANY(%(ids)s) AND member_id = %(member)s",
+        {"ids": list(ids), "member": actor.member_id},
+    )
+    return {row[0]: QuoteRecord(*row) for row in rows}

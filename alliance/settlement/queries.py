@@ -171,18 +171,23 @@ _LINE_OBLIGATIONS = (
 )
 
 
-async def obligations_of_line(
-    db: Database, actor: Actor, line_id: int, *, first: int, after: int | None
-) -> tuple[list[ObligationRecord], bool]:
-    """The obligations a gross line sums, by id: the trail to the ledger transactions."""
+async def obligations_of_lines(
+    db: Database, actor: Actor, line_ids: Sequence[int], *, first: int, after: int | None
+) -> dict[int, tuple[list[ObligationRecord], bool]]:
+    """The obligations each gross line sums, by id, one page per line in one statement:
+    the trail from a statement to the ledger transactions."""
     condition, params = statement_scope(actor)
     rows = await db.fetch_all(
-        f"SELECT {OBLIGATION_COLUMNS} {_LINE_OBLIGATIONS}"
-        f" WHERE l.id = %(line)s AND {condition}"
-        " AND o.id > coalesce(%(after)s::bigint, 0) ORDER BY o.id LIMIT %(limit)s",
-        {"line": line_id, "after": after, "limit": first + 1, **params},
+        f"SELECT parent.id, o.* FROM unnest(%(lines)s::bigint[]) AS parent(id)"
+        f" CROSS JOIN LATERAL (SELECT {OBLIGATION_COLUMNS} {_LINE_OBLIGATIONS}"
+        f" WHERE l.id = parent.id AND {condition}"
+        " AND o.id > coalesce(%(after)s::bigint, 0) ORDER BY o.id LIMIT %(limit)s) o",
+        {"lines": list(line_ids), "after": after, "limit": first + 1, **params},
     )
-    return [ObligationRecord(*row) for row in rows[:first]], len(rows) > first
+    pages: dict[int, list[ObligationRecord]] = {line_id: [] for line_id in line_ids}
+    for row in rows:
+        pages[row[0]].append(ObligationRecord(*row[1:]))
+    return {key: (items[:first], len(items) > first) for key, items in pages.items()}
 
 
 async def period_obligations(
