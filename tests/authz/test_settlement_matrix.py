@@ -63,7 +63,7 @@ async def world(db: Database, monkeypatch: pytest.MonkeyPatch) -> World:
         idempotency_key=next(keys),
     )
     (period,) = [p for p in await settle(db, monkeypatch) if p.obligations]
-    statements = dict(
+    statements: dict[int, int] = dict(
         await db.fetch_all(
             "SELECT merchant_id, id FROM settlement_statement WHERE period_id = %(p)s",
             {"p": period.id},
