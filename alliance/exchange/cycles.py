@@ -37,7 +37,8 @@ def profitable_cycle(edges: Mapping[tuple[N, N], Fraction]) -> list[N] | None:
                 improved = v
         if improved is None:
             return None
-    assert improved is not None
+    if improved is None:  # no edges at all
+        return None
     node = improved
     for _ in range(len(nodes)):
         node = before[node]
