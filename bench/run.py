@@ -70,6 +70,7 @@ from alliance.config import Settings  # noqa: E402
 from alliance.db import migrate  # noqa: E402
 from alliance.db.embedded import BIN_DIR, DURABLE, EmbeddedPostgres  # noqa: E402
 from alliance.db.engine import Database  # noqa: E402
+from alliance.exchange.rates import publish_rate  # noqa: E402
 from alliance.ledger.verify import CHECKS, verify_ledger  # noqa: E402
 from alliance.programs.models import ExpiryPolicy  # noqa: E402
 from alliance.programs.service import create_merchant, create_program  # noqa: E402
@@ -90,8 +91,9 @@ CASES = {
     "c": "(c) HTTP awardPoints",
     "d": "(d) HTTP balance, member token",
     "e": "(e) HTTP recordPurchase, 5 rules + 2 promotions",
+    "x": "(x) HTTP exchangePoints, member token, rate + 1 % fee",
 }
-HTTP_MODES = {"b": "typename", "c": "award", "d": "balance", "e": "purchase"}
+HTTP_MODES = {"b": "typename", "c": "award", "d": "balance", "e": "purchase", "x": "exchange"}
 PGBENCH_SCRIPTS = {
     "a": BENCH_DIR / "pgbench_award_function.sql",
     "a_plain": BENCH_DIR / "pgbench_award_plain.sql",
@@ -126,7 +128,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", default="1,8,32", help="concurrencies (1,8,32)")
     parser.add_argument("--with-128", action="store_true", help="also run 128 clients")
     parser.add_argument(
-        "--cases", default="a,a_plain,b,c,d,e", help="subset of a,a_plain,b,c,d,e (all)"
+        "--cases", default="a,a_plain,b,c,d,e,x", help="subset of a,a_plain,b,c,d,e,x (all)"
     )
     parser.add_argument(
         "--database-url",
@@ -153,6 +155,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-production", action="store_true", help="run without ALLIANCE_PRODUCTION=1"
     )
     parser.add_argument("--member-tokens", type=int, default=1000, help="member token pool (1000)")
+    parser.add_argument(
+        "--exchange-members",
+        type=int,
+        default=500,
+        help="members holding two memberships who exchange in case (x) (500)",
+    )
     parser.add_argument("--token-ttl", type=int, default=7200, help="ALLIANCE_TOKEN_TTL (7200)")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (1)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
@@ -297,6 +305,8 @@ class Seed:
     member_tokens: list[str]
     opening_awards: int
     seconds: dict[str, float] = field(default_factory=dict)
+    exchangers: list[tuple[str, int, int]] = field(default_factory=list)
+    """Case (x): a member token and the member's two memberships (from, to)."""
 
 
 RULES_IN_FORCE_AT = 0.0
@@ -397,6 +407,11 @@ async def seed_database(
             token, _ = await issue_access_token(db, actor=actor)
             member_tokens.append(token)
         seconds["clients_tokens"] = time.perf_counter() - t0
+        exchangers: list[tuple[str, int, int]] = []
+        if "x" in args.case_list:
+            t0 = time.perf_counter()
+            exchangers = await seed_exchangers(db, url, records, blocks, program_ids, args)
+            seconds["exchangers"] = time.perf_counter() - t0
     finally:
         await db.dispose()
     return Seed(
@@ -409,7 +424,52 @@ async def seed_database(
         member_tokens,
         opening,
         seconds,
+        exchangers,
     )
+
+
+async def seed_exchangers(
+    db: Database,
+    url: str,
+    records: list[Any],
+    blocks: list[tuple[int, int]],
+    program_ids: list[int],
+    args: argparse.Namespace,
+) -> list[tuple[str, int, int]]:
+    """Case (x): rates round the ring of programs (1 target point per source point, 1 % fee:
+    no cycle pays), and members of program k who also hold a membership in program k+1
+    (as identity linking makes them), with points to exchange for the whole run."""
+    n = len(program_ids)
+    for k in range(n):
+        await publish_rate(db, OPERATOR, from_program_id=program_ids[k],
+                           to_program_id=program_ids[(k + 1) % n], rate="1",
+                           fee_percent=Decimal(1))  # fmt: skip
+    chosen = [(k, blocks[k][0] + i // n) for i, k in
+              ((i, i % n) for i in range(args.exchange_members))]  # fmt: skip
+    pairs: list[tuple[int, int, int]] = []
+    with psycopg.connect(libpq_form(url), autocommit=True) as conn:
+        for k, membership_id in chosen:
+            row = conn.execute(
+                "WITH m AS (INSERT INTO membership (member_id, program_id, member_number)"
+                " SELECT member_id, %(p)s, 'x' || id FROM membership WHERE id = %(id)s"
+                " RETURNING id, member_id)"
+                " INSERT INTO account (program_id, kind, membership_id, member_id, balance, held)"
+                " SELECT %(p)s, 'member', id, member_id, 0, 0 FROM m RETURNING membership_id",
+                {"p": program_ids[(k + 1) % n], "id": membership_id},
+            ).fetchone()
+            assert row is not None
+            conn.execute(
+                "SELECT ledger_award('bench-exchange', %(key)s, '\\x00', 'bench', NULL, NULL,"
+                " %(id)s, 1000000, 'exchange stock', %(tz)s)",
+                {"key": f"stock-{membership_id}", "id": membership_id, "tz": TIME_ZONE},
+            )
+            pairs.append((k, membership_id, row[0]))
+    exchangers = []
+    for k, source, target in pairs:
+        actor = await member_actor(db, records[k], source)
+        token, _ = await issue_access_token(db, actor=actor)
+        exchangers.append((token, source, target))
+    return exchangers
 
 
 def bulk_members(
@@ -635,6 +695,9 @@ class Bench:
         )
         (self.scratch / "balance.txt").write_text("\n".join(seed.member_tokens) + "\n")
         shutil.copy(self.scratch / "award.txt", self.scratch / "purchase.txt")
+        (self.scratch / "exchange.txt").write_text(
+            "".join(f"{token}\t{source}\t{target}\n" for token, source, target in seed.exchangers)
+        )
 
     def server_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -1480,6 +1543,8 @@ def compute_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["function_vs_plain_sql"] = rps["a"] / rps["a_plain"]
         if {"c", "e"} <= rps.keys():
             row["purchase_vs_award"] = rps["e"] / rps["c"]
+        if {"c", "x"} <= rps.keys():
+            row["exchange_vs_award"] = rps["x"] / rps["c"]
         rows.append(row)
     return rows
 
@@ -1505,6 +1570,12 @@ def compute_verdict(ratios: list[dict[str, Any]], results: list[dict[str, Any]])
             "target": ">= 80 % of awardPoints (c) at 32 clients",
             "value_pct": round(100 * at32["purchase_vs_award"], 1),
             "pass": at32["purchase_vs_award"] >= 0.8,
+        }
+    if at32 is not None and "exchange_vs_award" in at32:
+        verdict["exchange_throughput"] = {
+            "target": ">= 70 % of awardPoints (c) at 32 clients",
+            "value_pct": round(100 * at32["exchange_vs_award"], 1),
+            "pass": at32["exchange_vs_award"] >= 0.7,
         }
     balance = {r["clients"]: r["balance_vs_typename"] for r in ratios if "balance_vs_typename" in r}
     if balance:
@@ -1594,8 +1665,8 @@ def render_markdown(doc: dict[str, Any], json_path: Path) -> str:
         "`errors` + non-empty `userErrors` + responses missing the expected field (every "
         "response is checked in wrk's Lua `response()`); pgbench: failed transactions.",
         "",
-        "| clients | (c)/min(a,b) | (c)/(a) | (c)/(b) | (d)/(b) | (a)/(a') | (e)/(c) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | (c)/min(a,b) | (c)/(a) | (c)/(b) | (d)/(b) | (a)/(a') | (e)/(c) | (x)/(c) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def pct(row: dict[str, Any], key: str) -> str:
@@ -1606,7 +1677,8 @@ def render_markdown(doc: dict[str, Any], json_path: Path) -> str:
             f"| {row['clients']} | {pct(row, 'award_vs_min_a_b')} | "
             f"{pct(row, 'award_vs_pgbench')} | "
             f"{pct(row, 'award_vs_typename')} | {pct(row, 'balance_vs_typename')} | "
-            f"{pct(row, 'function_vs_plain_sql')} | {pct(row, 'purchase_vs_award')} |"
+            f"{pct(row, 'function_vs_plain_sql')} | {pct(row, 'purchase_vs_award')} | "
+            f"{pct(row, 'exchange_vs_award')} |"
         )
     probe = doc.get("statements_per_request")
     if probe:

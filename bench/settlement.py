@@ -28,6 +28,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import text
 
+from alliance.auth.actor import Actor
+from alliance.auth.models import Role
 from alliance.config import Settings
 from alliance.db import migrate
 from alliance.db.embedded import DURABLE, EmbeddedPostgres
@@ -35,9 +37,9 @@ from alliance.db.engine import Database
 from alliance.ledger.verify import run_checks
 from alliance.settlement import run as settlement_run
 from alliance.settlement.reconcile import SETTLEMENT_CHECKS
-from tests.factories import ALLIANCE_FINANCE
 
 HERE = Path(__file__).resolve().parent
+ALLIANCE_FINANCE = Actor(Role.FINANCE, "client:bench-finance", "bench-finance")
 SEED = """
 INSERT INTO merchant (code, name)
 SELECT 'm' || g, 'Merchant ' || g FROM generate_series(1, {merchants}) g;

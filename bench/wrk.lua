@@ -2,11 +2,12 @@
 --
 --   wrk -t1 -c32 -d10s -s bench/wrk.lua http://127.0.0.1:PORT/graphql -- MODE CONFIG NONCE
 --
--- MODE    typename | award | balance | purchase
+-- MODE    typename | award | balance | purchase | exchange
 -- CONFIG  a file written by bench/run.py:
 --           typename: one line, a bearer token (a merchant client's)
 --           award, purchase: one line per merchant: TOKEN <tab> FIRST_MEMBERSHIP_ID <tab> LAST_MEMBERSHIP_ID
 --           balance:  one line per member token
+--           exchange: one line per member: TOKEN <tab> FROM_MEMBERSHIP_ID <tab> TO_MEMBERSHIP_ID
 -- NONCE   makes idempotency keys unique across wrk invocations (warm-up, cases, profile)
 --
 -- Every response is checked (non-2xx, GraphQL "errors", non-empty "userErrors", missing
@@ -21,7 +22,11 @@ local AWARD_PREFIX = '{"query":"mutation Award($input: MovePointsInput!) { award
 local PURCHASE_PREFIX = '{"query":"mutation Purchase($input: RecordPurchaseInput!) { recordPurchase(input: $input)'
   .. ' { entry { id points balanceAfter } breakdown { points } replayed userErrors { code message field } } }",'
   .. '"variables":{"input":{"membershipId":"'
+local EXCHANGE_PREFIX = '{"query":"mutation Exchange($input: ExchangePointsInput!) { exchangePoints(input: $input)'
+  .. ' { exchange { id pointsOut } fromBalance toBalance replayed userErrors { code message field } } }",'
+  .. '"variables":{"input":{"fromMembershipId":"'
 local EXPECTED = {
+  exchange = '"pointsOut":',
   typename = '"__typename":"Query"',
   award = '"balanceAfter":',
   balance = '"points":',
@@ -40,6 +45,7 @@ end
 local mode, nonce, expected
 local fixed = {}      -- pre-built requests (typename, balance)
 local merchants = {}  -- award: { headers, lo, hi }
+local exchangers = {} -- exchange: { headers, from, to }
 local counter = 0
 checked, non2xx, graphql_errors, user_errors, unexpected = 0, 0, 0, 0, 0
 sample_ok, sample_error = "", ""
@@ -86,6 +92,9 @@ function init(args)
       if mode == "award" or mode == "purchase" then
         local f = split_tabs(line)
         merchants[#merchants + 1] = { headers = headers_for(f[1]), lo = tonumber(f[2]), hi = tonumber(f[3]) }
+      elseif mode == "exchange" then
+        local f = split_tabs(line)
+        exchangers[#exchangers + 1] = { headers = headers_for(f[1]), from = f[2], to = f[3] }
       elseif mode == "typename" then
         fixed[#fixed + 1] = wrk.format("POST", nil, headers_for(line), TYPENAME_BODY)
       else
@@ -93,10 +102,19 @@ function init(args)
       end
     end
   end
-  if #fixed == 0 and #merchants == 0 then error("empty config " .. args[2]) end
+  if #fixed == 0 and #merchants == 0 and #exchangers == 0 then error("empty config " .. args[2]) end
 end
 
 function request()
+  if mode == "exchange" then
+    counter = counter + 1
+    local x = exchangers[math.random(#exchangers)]
+    local body = EXCHANGE_PREFIX .. base64("Membership:" .. x.from)
+      .. '","toMembershipId":"' .. base64("Membership:" .. x.to)
+      .. '","points":' .. math.random(100, 300)
+      .. ',"idempotencyKey":"' .. nonce .. "-" .. thread_no .. "-" .. counter .. '"}}}'
+    return wrk.format("POST", nil, x.headers, body)
+  end
   if mode ~= "award" and mode ~= "purchase" then
     return fixed[math.random(#fixed)]
   end
@@ -130,7 +148,8 @@ function response(status, headers, body)
   elseif body:find('"errors"', 1, true) then
     graphql_errors = graphql_errors + 1
     bad = true
-  elseif (mode == "award" or mode == "purchase") and not body:find('"userErrors":[]', 1, true) then
+  elseif (mode == "award" or mode == "purchase" or mode == "exchange")
+      and not body:find('"userErrors":[]', 1, true) then
     user_errors = user_errors + 1
     bad = true
   elseif not body:find(expected, 1, true) then

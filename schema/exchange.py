@@ -265,12 +265,20 @@ class ExchangePointsInput:
 @strawberry.type
 class ExchangePointsPayload:
     exchange: Exchange | None = None
-    from_entry: LedgerEntry | None = None
-    to_entry: LedgerEntry | None = None
+    from_entry_id: strawberry.Private[int | None] = None
+    to_entry_id: strawberry.Private[int | None] = None
     from_balance: BigInt | None = None
     to_balance: BigInt | None = None
     replayed: bool = False
     user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+    @strawberry.field(description="The source membership's history entry (debit).")
+    async def from_entry(self, info: Info) -> LedgerEntry | None:
+        return None if self.from_entry_id is None else await _entry(info, self.from_entry_id)
+
+    @strawberry.field(description="The target membership's history entry (credit).")
+    async def to_entry(self, info: Info) -> LedgerEntry | None:
+        return None if self.to_entry_id is None else await _entry(info, self.to_entry_id)
 
 
 @strawberry.input
@@ -464,8 +472,8 @@ class ExchangeMutations:
             )
             return ExchangePointsPayload(
                 exchange=Exchange.from_record(done.exchange),
-                from_entry=await _entry(info, done.from_entry_id),
-                to_entry=await _entry(info, done.to_entry_id),
+                from_entry_id=done.from_entry_id,
+                to_entry_id=done.to_entry_id,
                 from_balance=BigInt(done.from_balance),
                 to_balance=BigInt(done.to_balance),
                 replayed=done.replayed,

@@ -94,7 +94,8 @@ class ExchangeQuote(Base):
     member_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("member.id"))
     from_membership_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("membership.id"))
     to_membership_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("membership.id"))
-    rate_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("exchange_rate.id"))
+    rate_id: Mapped[int] = mapped_column(BigInteger)
+    """No foreign key: every quote of a pair would share-lock the rate's row (verify checks)."""
     points_in: Mapped[int] = mapped_column(BigInteger)
     fee: Mapped[int] = mapped_column(BigInteger)
     points_out: Mapped[int] = mapped_column(BigInteger)
@@ -122,7 +123,8 @@ class Exchange(Base):
     member_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("member.id"))
     from_membership_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("membership.id"))
     to_membership_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("membership.id"))
-    rate_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("exchange_rate.id"))
+    rate_id: Mapped[int] = mapped_column(BigInteger)
+    """No foreign key, as on quotes: the rate row would be hot."""
     quote_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("exchange_quote.id"), unique=True
     )

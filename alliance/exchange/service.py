@@ -208,9 +208,10 @@ async def exchange_points(
         _raise(error)
         raise
     assert row is not None, "ledger_exchange returns its row"
-    exchange_id, _tx, from_entry, to_entry, from_balance, to_balance, replayed = row
-    record = (await exchanges_by_id(db, actor, [exchange_id]))[exchange_id]
-    return ExchangeDone(record, from_entry, to_entry, from_balance, to_balance, replayed)
+    *exchange, from_entry, to_entry, from_balance, to_balance, replayed = row
+    return ExchangeDone(
+        ExchangeRecord(*exchange), from_entry, to_entry, from_balance, to_balance, replayed
+    )
 
 
 async def set_partner_acceptance(

@@ -48,9 +48,12 @@ class SettlementObligation(Base):
         BigInteger, ForeignKey("ledger_transaction.id"), index=True
     )
     kind: Mapped[str] = mapped_column(Text)
-    debtor_merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchant.id"))
-    creditor_merchant_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("merchant.id"))
-    """None: the alliance itself (fees)."""
+    debtor_merchant_id: Mapped[int] = mapped_column(BigInteger)
+    creditor_merchant_id: Mapped[int | None] = mapped_column(BigInteger)
+    """None: the alliance itself (fees).
+
+    No foreign keys to merchant: each would take a share lock on a merchant row in every
+    cross-merchant movement (a hot row); verify checks the parties exist."""
     program_id: Mapped[int] = mapped_column(BigInteger)
     """The program whose points are valued."""
     member_id: Mapped[int] = mapped_column(BigInteger)

@@ -139,6 +139,23 @@ SETTLEMENT_CHECKS: tuple[Check, ...] = (
              FROM settlement_statement GROUP BY period_id HAVING sum(net) <> 0""",
     ),
     Check(
+        "settlement_references_exist",
+        "obligations name existing merchants, exchanges and quotes existing rates",
+        """SELECT 'obligation ' || o.id || ' names merchant '
+                  || coalesce(o.creditor_merchant_id, o.debtor_merchant_id) || ', unknown'
+             FROM settlement_obligation o
+            WHERE NOT EXISTS (SELECT 1 FROM merchant m WHERE m.id = o.debtor_merchant_id)
+               OR (o.creditor_merchant_id IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM merchant m WHERE m.id = o.creditor_merchant_id))
+           UNION ALL
+           SELECT 'exchange ' || e.id || ' names rate ' || e.rate_id || ', unknown'
+             FROM exchange e WHERE NOT EXISTS (SELECT 1 FROM exchange_rate r WHERE r.id = e.rate_id)
+           UNION ALL
+           SELECT 'quote ' || q.id || ' names rate ' || q.rate_id || ', unknown'
+             FROM exchange_quote q
+            WHERE NOT EXISTS (SELECT 1 FROM exchange_rate r WHERE r.id = q.rate_id)""",
+    ),
+    Check(
         "periods_follow_each_other",
         "each period starts where the one before ended, from that one's watermark",
         """SELECT 'period ' || p.id || ' follows ' || coalesce(p.previous_ends_at::text, 'nothing')

@@ -145,7 +145,10 @@ CREATE FUNCTION ledger_exchange(
     p_scope text, p_key text, p_request_hash bytea, p_client_id text, p_member_id bigint,
     p_from_membership bigint, p_to_membership bigint, p_points bigint, p_quote_id bigint,
     p_time_zone text)
-RETURNS TABLE (exchange_id bigint, transaction_id bigint, from_entry_id bigint,
+RETURNS TABLE (exchange_id bigint, transaction_id bigint, member_id bigint,
+               from_membership_id bigint, to_membership_id bigint, rate_id bigint,
+               quote_id bigint, points_in bigint, fee bigint, points_out bigint,
+               remainder numeric, created_at timestamptz, from_entry_id bigint,
                to_entry_id bigint, from_balance bigint, to_balance bigint, replayed boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -158,7 +161,7 @@ DECLARE
     v_points bigint := p_points;
     v_balance bigint;
     v_entry bigint;
-    v_exchange bigint;
+    v_exchange exchange;
 BEGIN
     SELECT * INTO s FROM exchange_side(p_from_membership, p_member_id);
     IF NOT FOUND THEN
@@ -173,7 +176,9 @@ BEGIN
     IF v_tx IS NULL THEN
         PERFORM * FROM ledger_replay(p_scope, p_key, p_request_hash);
         RETURN QUERY
-        SELECT e.id, e.transaction_id, f.id, g.id, f.balance_after, g.balance_after, true
+        SELECT e.id, e.transaction_id, e.member_id, e.from_membership_id, e.to_membership_id,
+               e.rate_id, e.quote_id, e.points_in, e.fee, e.points_out, e.remainder,
+               e.created_at, f.id, g.id, f.balance_after, g.balance_after, true
           FROM exchange e
           JOIN ledger_transaction lt ON lt.id = e.transaction_id
           JOIN posting f ON f.transaction_id = e.transaction_id AND f.account_id = s.account_id
@@ -247,7 +252,7 @@ BEGIN
                           rate_id, quote_id, points_in, fee, points_out, remainder)
     VALUES (v_tx, p_member_id, p_from_membership, p_to_membership, t.rate_id, p_quote_id,
             v_points, t.fee, t.points_out, t.remainder)
-    RETURNING id INTO v_exchange;
+    RETURNING * INTO v_exchange;
 
     INSERT INTO settlement_obligation (transaction_id, kind, debtor_merchant_id,
                                        creditor_merchant_id, program_id, member_id, points,
@@ -261,13 +266,16 @@ BEGIN
 
     INSERT INTO outbox_event (topic, merchant_id, member_id, payload)
     VALUES ('points.exchanged', s.merchant_id, p_member_id,
-            jsonb_build_object('transaction_id', v_tx, 'exchange_id', v_exchange,
+            jsonb_build_object('transaction_id', v_tx, 'exchange_id', v_exchange.id,
                                'from_membership_id', p_from_membership,
                                'to_membership_id', p_to_membership,
                                'to_merchant_id', d.merchant_id, 'points_in', v_points,
                                'fee', t.fee, 'points_out', t.points_out));
 
-    RETURN QUERY SELECT v_exchange, v_tx, v_entry, c.entry_id, v_balance, c.balance_after, false;
+    RETURN QUERY SELECT v_exchange.id, v_tx, p_member_id, p_from_membership, p_to_membership,
+                        t.rate_id, p_quote_id, v_points, t.fee, t.points_out, t.remainder,
+                        v_exchange.created_at, v_entry, c.entry_id, v_balance, c.balance_after,
+                        false;
 END $$;
 
 -- Spend points of the member's membership at a partner merchant (cross-brand

@@ -317,16 +317,6 @@ def upgrade() -> None:
             name=op.f("ck_settlement_obligation_amount"),
         ),
         sa.ForeignKeyConstraint(
-            ["creditor_merchant_id"],
-            ["merchant.id"],
-            name=op.f("fk_settlement_obligation_creditor_merchant_id_merchant"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["debtor_merchant_id"],
-            ["merchant.id"],
-            name=op.f("fk_settlement_obligation_debtor_merchant_id_merchant"),
-        ),
-        sa.ForeignKeyConstraint(
             ["transaction_id"],
             ["ledger_transaction.id"],
             name=op.f("fk_settlement_obligation_transaction_id_ledger_transaction"),
@@ -376,9 +366,6 @@ def upgrade() -> None:
             ["member_id"], ["member.id"], name=op.f("fk_exchange_quote_member_id_member")
         ),
         sa.ForeignKeyConstraint(
-            ["rate_id"], ["exchange_rate.id"], name=op.f("fk_exchange_quote_rate_id_exchange_rate")
-        ),
-        sa.ForeignKeyConstraint(
             ["to_membership_id"],
             ["membership.id"],
             name=op.f("fk_exchange_quote_to_membership_id_membership"),
@@ -417,9 +404,6 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(
             ["quote_id"], ["exchange_quote.id"], name=op.f("fk_exchange_quote_id_exchange_quote")
-        ),
-        sa.ForeignKeyConstraint(
-            ["rate_id"], ["exchange_rate.id"], name=op.f("fk_exchange_rate_id_exchange_rate")
         ),
         sa.ForeignKeyConstraint(
             ["to_membership_id"],

@@ -24,6 +24,7 @@ CORRUPTIONS = {
     " + 0.000001 WHERE id = (SELECT min(id) FROM settlement_line WHERE kind = 'payable')",
     "statement_nets": "UPDATE settlement_statement SET net = net + 0.01, receivable ="
     " receivable + 0.01 WHERE id = (SELECT min(id) FROM settlement_statement)",
+    "settlement_references_exist": "UPDATE exchange SET rate_id = rate_id + 1000",
     "periods_follow_each_other": "UPDATE settlement_period SET previous_watermark ="
     " previous_watermark + 1, watermark = watermark + 1"
     " WHERE id = (SELECT max(id) FROM settlement_period)",
