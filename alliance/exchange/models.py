@@ -112,22 +112,23 @@ class ExchangeQuote(Base):
 
 
 class Exchange(Base):
-    """What an exchange moved: its ledger transaction holds the postings."""
+    """What an exchange moved; its ledger transaction holds the postings.
+
+    Keyed by that transaction's id, with no foreign keys to the member, memberships or
+    rate: an exchange writes enough rows already, and each key check would take a share
+    lock (verify checks the references instead)."""
 
     __tablename__ = "exchange"
 
-    id: Mapped[int] = id_column()
-    transaction_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("ledger_transaction.id"), unique=True
+    id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("ledger_transaction.id"), primary_key=True
     )
-    member_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("member.id"))
-    from_membership_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("membership.id"))
-    to_membership_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("membership.id"))
+    """The ledger transaction's id."""
+    member_id: Mapped[int] = mapped_column(BigInteger)
+    from_membership_id: Mapped[int] = mapped_column(BigInteger)
+    to_membership_id: Mapped[int] = mapped_column(BigInteger)
     rate_id: Mapped[int] = mapped_column(BigInteger)
-    """No foreign key, as on quotes: the rate row would be hot."""
-    quote_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("exchange_quote.id"), unique=True
-    )
+    quote_id: Mapped[int | None] = mapped_column(BigInteger)
     points_in: Mapped[int] = mapped_column(BigInteger)
     fee: Mapped[int] = mapped_column(BigInteger)
     points_out: Mapped[int] = mapped_column(BigInteger)
@@ -137,6 +138,13 @@ class Exchange(Base):
     __table_args__ = (
         CheckConstraint("points_in > 0 AND fee >= 0 AND points_out > 0", name="figures"),
         Index("ix_exchange_member", "member_id", text("id DESC")),
+        # A quote is used once; direct exchanges (no quote) write no index entry.
+        Index(
+            "uq_exchange_quote",
+            "quote_id",
+            unique=True,
+            postgresql_where=text("quote_id IS NOT NULL"),
+        ),
     )
 
 

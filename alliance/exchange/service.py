@@ -320,7 +320,7 @@ async def redeem_at_partner(
 
 
 _EXCHANGE_COLUMNS = (
-    "e.id, e.transaction_id, e.member_id, e.from_membership_id, e.to_membership_id, e.rate_id,"
+    "e.id, e.id, e.member_id, e.from_membership_id, e.to_membership_id, e.rate_id,"
     " e.quote_id, e.points_in, e.fee, e.points_out, e.remainder, e.created_at"
 )
 

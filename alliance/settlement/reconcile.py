@@ -25,14 +25,14 @@ _IN_PERIOD = """o.id <= p.watermark AND o.occurred_at < p.ends_at
 # Exchanges: the points created in the target program and the fee points; partner
 # redemptions: the points spent.
 _LEDGER_SIDE = """
-    SELECT e.transaction_id, 'exchange' AS kind, fp.merchant_id AS debtor,
+    SELECT e.id AS transaction_id, 'exchange' AS kind, fp.merchant_id AS debtor,
            tp.merchant_id AS creditor, tp.id AS program_id, e.points_out AS points
       FROM exchange e
       JOIN membership fm ON fm.id = e.from_membership_id JOIN program fp ON fp.id = fm.program_id
       JOIN membership tm ON tm.id = e.to_membership_id JOIN program tp ON tp.id = tm.program_id
      WHERE fp.merchant_id <> tp.merchant_id
     UNION ALL
-    SELECT e.transaction_id, 'exchange_fee', fp.merchant_id, NULL, fp.id, e.fee
+    SELECT e.id, 'exchange_fee', fp.merchant_id, NULL, fp.id, e.fee
       FROM exchange e
       JOIN membership fm ON fm.id = e.from_membership_id JOIN program fp ON fp.id = fm.program_id
      WHERE e.fee > 0
@@ -57,14 +57,14 @@ SETTLEMENT_CHECKS: tuple[Check, ...] = (
              JOIN account sa ON sa.membership_id = e.from_membership_id
              JOIN account da ON da.membership_id = e.to_membership_id
              LEFT JOIN LATERAL (SELECT sum(p.amount) AS total FROM posting p
-                                 WHERE p.transaction_id = e.transaction_id
+                                 WHERE p.transaction_id = e.id
                                    AND p.account_id = sa.id) src ON true
              LEFT JOIN LATERAL (SELECT sum(p.amount) AS total FROM posting p
-                                 WHERE p.transaction_id = e.transaction_id
+                                 WHERE p.transaction_id = e.id
                                    AND p.account_id = da.id AND p.amount > 0) dst ON true
              LEFT JOIN LATERAL (SELECT sum(p.amount) AS total FROM posting p
                                   JOIN account f ON f.id = p.account_id AND f.kind = 'fee'
-                                 WHERE p.transaction_id = e.transaction_id) fee ON true
+                                 WHERE p.transaction_id = e.id) fee ON true
             WHERE coalesce(src.total, 0) <> -e.points_in
                OR coalesce(dst.total, 0) <> e.points_out
                OR coalesce(fee.total, 0) <> e.fee""",
@@ -140,7 +140,8 @@ SETTLEMENT_CHECKS: tuple[Check, ...] = (
     ),
     Check(
         "settlement_references_exist",
-        "obligations name existing merchants, exchanges and quotes existing rates",
+        "obligations name existing merchants; exchanges and quotes existing rates, and the"
+        " member's own memberships",
         """SELECT 'obligation ' || o.id || ' names merchant '
                   || coalesce(o.creditor_merchant_id, o.debtor_merchant_id) || ', unknown'
              FROM settlement_obligation o
@@ -148,8 +149,15 @@ SETTLEMENT_CHECKS: tuple[Check, ...] = (
                OR (o.creditor_merchant_id IS NOT NULL
                    AND NOT EXISTS (SELECT 1 FROM merchant m WHERE m.id = o.creditor_merchant_id))
            UNION ALL
-           SELECT 'exchange ' || e.id || ' names rate ' || e.rate_id || ', unknown'
-             FROM exchange e WHERE NOT EXISTS (SELECT 1 FROM exchange_rate r WHERE r.id = e.rate_id)
+           SELECT 'exchange ' || e.id || ' names rate ' || e.rate_id || ' or memberships '
+                  || e.from_membership_id || ', ' || e.to_membership_id
+                  || ' not of member ' || e.member_id
+             FROM exchange e
+            WHERE NOT EXISTS (SELECT 1 FROM exchange_rate r WHERE r.id = e.rate_id)
+               OR NOT EXISTS (SELECT 1 FROM membership m WHERE m.id = e.from_membership_id
+                                 AND m.member_id = e.member_id)
+               OR NOT EXISTS (SELECT 1 FROM membership m WHERE m.id = e.to_membership_id
+                                 AND m.member_id = e.member_id)
            UNION ALL
            SELECT 'quote ' || q.id || ' names rate ' || q.rate_id || ', unknown'
              FROM exchange_quote q

@@ -138,9 +138,11 @@ END $$;
 -- quote p_quote_id (locked when it was given; p_points NULL or equal to its points) or,
 -- without a quote, at the rate in force. One transaction: source debited (lots FIFO),
 -- fee to the program's fee account, target credited (a new lot with the target program's
--- expiry, available at once; clawback debt repaid first), the exchange recorded, and the
--- obligations: the source merchant owes the target merchant points_out × its point value
--- (unless both programs are one merchant's), and the alliance the fee's value.
+-- expiry, available at once; clawback debt repaid first, as ledger_credit does), the
+-- exchange recorded under its transaction's id, and the obligations: the source merchant
+-- owes the target merchant points_out × its point value (unless both programs are one
+-- merchant's), and the alliance the fee's value. All legs are one INSERT (the balance
+-- trigger runs once, on the whole transaction).
 CREATE FUNCTION ledger_exchange(
     p_scope text, p_key text, p_request_hash bytea, p_client_id text, p_member_id bigint,
     p_from_membership bigint, p_to_membership bigint, p_points bigint, p_quote_id bigint,
@@ -156,12 +158,14 @@ DECLARE
     d record;
     t record;
     q exchange_quote;
-    c record;
     v_tx bigint;
     v_points bigint := p_points;
     v_balance bigint;
+    v_to_balance bigint;
+    v_repaid bigint;
     v_entry bigint;
-    v_exchange exchange;
+    v_to_entry bigint;
+    v_lot bigint;
 BEGIN
     SELECT * INTO s FROM exchange_side(p_from_membership, p_member_id);
     IF NOT FOUND THEN
@@ -176,13 +180,13 @@ BEGIN
     IF v_tx IS NULL THEN
         PERFORM * FROM ledger_replay(p_scope, p_key, p_request_hash);
         RETURN QUERY
-        SELECT e.id, e.transaction_id, e.member_id, e.from_membership_id, e.to_membership_id,
+        SELECT e.id, e.id, e.member_id, e.from_membership_id, e.to_membership_id,
                e.rate_id, e.quote_id, e.points_in, e.fee, e.points_out, e.remainder,
                e.created_at, f.id, g.id, f.balance_after, g.balance_after, true
-          FROM exchange e
-          JOIN ledger_transaction lt ON lt.id = e.transaction_id
-          JOIN posting f ON f.transaction_id = e.transaction_id AND f.account_id = s.account_id
-          JOIN posting g ON g.transaction_id = e.transaction_id AND g.account_id = d.account_id
+          FROM ledger_transaction lt
+          JOIN exchange e ON e.id = lt.id
+          JOIN posting f ON f.transaction_id = e.id AND f.account_id = s.account_id
+          JOIN posting g ON g.transaction_id = e.id AND g.account_id = d.account_id
                         AND g.amount > 0
          WHERE lt.idempotency_scope = p_scope AND lt.idempotency_key = p_key
          ORDER BY g.id
@@ -224,35 +228,58 @@ BEGIN
     -- Both rows locked in id order: opposite exchanges of one member cannot deadlock.
     PERFORM 1 FROM account WHERE id IN (s.account_id, d.account_id) ORDER BY id FOR UPDATE;
     v_balance := ledger_debit(v_tx, s.account_id, v_points);
+    UPDATE account
+       SET debt = account.debt - least(account.debt, t.points_out),
+           balance = account.balance + t.points_out - least(account.debt, t.points_out)
+     WHERE id = d.account_id
+    RETURNING new.balance, old.debt - new.debt INTO v_to_balance, v_repaid;
+
     WITH legs AS (
         INSERT INTO posting
             (transaction_id, account_id, program_id, member_id, amount, balance_after)
-        SELECT v_tx, leg.account_id, s.program_id, p_member_id, leg.amount, leg.balance_after
-          FROM (VALUES (1, s.account_id, -v_points, v_balance),
-                       (2, (SELECT a.id FROM account a WHERE a.program_id = s.program_id
-                              AND a.kind = 'exchanged_out' AND a.membership_id IS NULL),
-                        v_points - t.fee, NULL::bigint),
-                       (3, (SELECT a.id FROM account a WHERE a.program_id = s.program_id
-                              AND a.kind = 'fee' AND a.membership_id IS NULL),
-                        t.fee, NULL::bigint)) AS leg(n, account_id, amount, balance_after)
+        SELECT v_tx, leg.account_id, leg.program_id, p_member_id, leg.amount, leg.balance_after
+          FROM (VALUES
+                (1, s.account_id, s.program_id, -v_points, v_balance),
+                (2, (SELECT a.id FROM account a WHERE a.program_id = s.program_id
+                       AND a.kind = 'exchanged_out' AND a.membership_id IS NULL),
+                 s.program_id, v_points - t.fee, NULL::bigint),
+                (3, CASE WHEN t.fee > 0 THEN
+                        (SELECT a.id FROM account a WHERE a.program_id = s.program_id
+                            AND a.kind = 'fee' AND a.membership_id IS NULL) END,
+                 s.program_id, t.fee, NULL::bigint),
+                (4, d.account_id, d.program_id, t.points_out, v_to_balance + v_repaid),
+                (5, d.account_id, d.program_id, -v_repaid, v_to_balance),
+                (6, (SELECT a.id FROM account a WHERE a.program_id = d.program_id
+                       AND a.kind = 'exchanged_in' AND a.membership_id IS NULL),
+                 d.program_id, -t.points_out, NULL::bigint),
+                (7, CASE WHEN v_repaid > 0 THEN
+                        (SELECT a.id FROM account a WHERE a.program_id = d.program_id
+                            AND a.kind = 'clawback' AND a.membership_id IS NULL) END,
+                 d.program_id, v_repaid, NULL::bigint))
+               AS leg(n, account_id, program_id, amount, balance_after)
          WHERE leg.amount <> 0
          ORDER BY leg.n
-        RETURNING id, account_id
+        RETURNING id, account_id, amount
     )
-    SELECT legs.id INTO v_entry FROM legs WHERE legs.account_id = s.account_id;
+    SELECT min(legs.id) FILTER (WHERE legs.account_id = s.account_id),
+           min(legs.id) FILTER (WHERE legs.account_id = d.account_id AND legs.amount > 0)
+      INTO v_entry, v_to_entry
+      FROM legs;
 
-    SELECT * INTO c FROM ledger_credit(
-        v_tx, d.account_id,
-        (SELECT a.id FROM account a WHERE a.program_id = d.program_id AND a.kind = 'exchanged_in'
-            AND a.membership_id IS NULL),
-        d.program_id, p_member_id, t.points_out, now(),
-        lot_expiry(d.expiry_policy, d.expiry_value, now(), p_time_zone));
+    INSERT INTO lot (account_id, program_id, member_id, transaction_id, amount, remaining,
+                     available_at, expires_at)
+    VALUES (d.account_id, d.program_id, p_member_id, v_tx, t.points_out,
+            t.points_out - v_repaid, now(),
+            lot_expiry(d.expiry_policy, d.expiry_value, now(), p_time_zone))
+    RETURNING id INTO v_lot;
+    IF v_repaid > 0 THEN
+        INSERT INTO lot_consumption (transaction_id, lot_id, points) VALUES (v_tx, v_lot, v_repaid);
+    END IF;
 
-    INSERT INTO exchange (transaction_id, member_id, from_membership_id, to_membership_id,
-                          rate_id, quote_id, points_in, fee, points_out, remainder)
+    INSERT INTO exchange (id, member_id, from_membership_id, to_membership_id, rate_id,
+                          quote_id, points_in, fee, points_out, remainder)
     VALUES (v_tx, p_member_id, p_from_membership, p_to_membership, t.rate_id, p_quote_id,
-            v_points, t.fee, t.points_out, t.remainder)
-    RETURNING * INTO v_exchange;
+            v_points, t.fee, t.points_out, t.remainder);
 
     INSERT INTO settlement_obligation (transaction_id, kind, debtor_merchant_id,
                                        creditor_merchant_id, program_id, member_id, points,
@@ -266,16 +293,15 @@ BEGIN
 
     INSERT INTO outbox_event (topic, merchant_id, member_id, payload)
     VALUES ('points.exchanged', s.merchant_id, p_member_id,
-            jsonb_build_object('transaction_id', v_tx, 'exchange_id', v_exchange.id,
-                               'from_membership_id', p_from_membership,
+            jsonb_build_object('transaction_id', v_tx, 'from_membership_id', p_from_membership,
                                'to_membership_id', p_to_membership,
                                'to_merchant_id', d.merchant_id, 'points_in', v_points,
-                               'fee', t.fee, 'points_out', t.points_out));
+                               'fee', t.fee, 'points_out', t.points_out,
+                               'debt_repaid', v_repaid));
 
-    RETURN QUERY SELECT v_exchange.id, v_tx, p_member_id, p_from_membership, p_to_membership,
+    RETURN QUERY SELECT v_tx, v_tx, p_member_id, p_from_membership, p_to_membership,
                         t.rate_id, p_quote_id, v_points, t.fee, t.points_out, t.remainder,
-                        v_exchange.created_at, v_entry, c.entry_id, v_balance, c.balance_after,
-                        false;
+                        now(), v_entry, v_to_entry, v_balance, v_to_balance, false;
 END $$;
 
 -- Spend points of the member's membership at a partner merchant (cross-brand

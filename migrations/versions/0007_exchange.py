@@ -329,12 +329,6 @@ def upgrade() -> None:
         ["occurred_at", "id"],
         unique=False,
     )
-    op.create_index(
-        op.f("ix_settlement_obligation_transaction_id"),
-        "settlement_obligation",
-        ["transaction_id"],
-        unique=False,
-    )
     op.create_table(
         "exchange_quote",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -374,8 +368,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "exchange",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("transaction_id", sa.BigInteger(), nullable=False),
+        sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("member_id", sa.BigInteger(), nullable=False),
         sa.Column("from_membership_id", sa.BigInteger(), nullable=False),
         sa.Column("to_membership_id", sa.BigInteger(), nullable=False),
@@ -395,32 +388,19 @@ def upgrade() -> None:
             "points_in > 0 AND fee >= 0 AND points_out > 0", name=op.f("ck_exchange_figures")
         ),
         sa.ForeignKeyConstraint(
-            ["from_membership_id"],
-            ["membership.id"],
-            name=op.f("fk_exchange_from_membership_id_membership"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["member_id"], ["member.id"], name=op.f("fk_exchange_member_id_member")
-        ),
-        sa.ForeignKeyConstraint(
-            ["quote_id"], ["exchange_quote.id"], name=op.f("fk_exchange_quote_id_exchange_quote")
-        ),
-        sa.ForeignKeyConstraint(
-            ["to_membership_id"],
-            ["membership.id"],
-            name=op.f("fk_exchange_to_membership_id_membership"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["transaction_id"],
-            ["ledger_transaction.id"],
-            name=op.f("fk_exchange_transaction_id_ledger_transaction"),
+            ["id"], ["ledger_transaction.id"], name=op.f("fk_exchange_id_ledger_transaction")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_exchange")),
-        sa.UniqueConstraint("quote_id", name=op.f("uq_exchange_quote_id")),
-        sa.UniqueConstraint("transaction_id", name=op.f("uq_exchange_transaction_id")),
     )
     op.create_index(
         "ix_exchange_member", "exchange", ["member_id", sa.literal_column("id DESC")], unique=False
+    )
+    op.create_index(
+        "uq_exchange_quote",
+        "exchange",
+        ["quote_id"],
+        unique=True,
+        postgresql_where=sa.text("quote_id IS NOT NULL"),
     )
     op.execute("INSERT INTO settlement_calendar (id) VALUES (1)")
     op.get_bind().connection.driver_connection.execute(SQL.read_text())

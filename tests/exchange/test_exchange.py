@@ -193,3 +193,26 @@ async def test_opposite_exchanges_of_one_member_do_not_deadlock(db: Database) ->
     ))  # fmt: skip
     assert await balance(db, a.memberships[0]) == 1000
     assert await balance(db, a.memberships[1]) == 1000
+
+
+async def test_exchanged_points_repay_clawback_debt_first(db: Database) -> None:
+    from tests.factories import give_points, link_membership, make_program
+    from tests.ledger.test_reversal import _account, _buy, _refund, _shop, _spend
+
+    shop, actor, target = await _shop(db)
+    await _buy(db, actor, target, "J", "100.00")
+    await _spend(db, actor, target, 100)
+    await _refund(db, actor, "J", "J1", "100.00")
+    assert await _account(db, target) == (0, 100)
+    source_program = await make_program(db)
+    source = await link_membership(db, source_program, target.member_id)
+    await give_points(db, source, source_program, 200)
+    await rate(db, source_program, shop, "1")
+    member = member_actor(target, shop.merchant_id)
+    args = {"from_membership_id": source.id, "to_membership_id": target.id}
+    first = await exchange_points(db, member, points=60, idempotency_key=next(keys), **args)
+    assert (first.to_balance, await _account(db, target)) == (0, (0, 40))
+    second = await exchange_points(db, member, points=50, idempotency_key=next(keys), **args)
+    assert (second.to_balance, await _account(db, target)) == (10, (10, 0))
+    again = await exchange_points(db, member, points=50, idempotency_key=next(keys), **args)
+    assert again.to_balance == 60
