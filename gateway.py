@@ -45,6 +45,7 @@ from alliance.ledger.expiry import run_expiry_schedule
 from alliance.logs import AccessLog, configure_logging, new_request_id, request_id_var
 from alliance.settlement.export import open_statement
 from alliance.settlement.export import statement_csv as export_statement
+from alliance.settlement.run import run_settlement_schedule
 from alliance.tiers.review import run_tier_review_schedule
 from schema import create_schema
 from schema.context import Context
@@ -440,6 +441,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                         services.db, interval_seconds=settings.tier_review_interval_seconds
                     ),
                     name="tier review schedule",
+                )
+            )
+            jobs.append(
+                asyncio.create_task(
+                    run_settlement_schedule(
+                        services.db, interval_seconds=settings.settlement_interval_seconds
+                    ),
+                    name="settlement schedule",
                 )
             )
         _tune_garbage_collector()

@@ -241,6 +241,7 @@ class Job(enum.StrEnum):
     EXPIRE = "expire"
     TIERS = "tiers"
     HOLDS = "holds"
+    SETTLEMENT = "settlement"
 
 
 @jobs_app.command("run")
@@ -250,7 +251,8 @@ def jobs_run(
         typer.Argument(
             help="expire: post every due lot remainder. tiers: start grace periods, move "
             "members down whose grace has passed, carry members onto a new ladder version. "
-            "holds: release the points of authorizations past their deadline."
+            "holds: release the points of authorizations past their deadline. "
+            "settlement: close every settlement period that has ended."
         ),
     ],
     batch_size: Annotated[
@@ -271,6 +273,20 @@ def jobs_run(
 
         released = _with_database(Settings.from_env(), release)
         console.print(f"released {released} expired holds")
+        return
+    if job is Job.SETTLEMENT:
+        from alliance.settlement import run as settlement
+
+        async def settle(db: Database) -> list[settlement.PeriodRecord]:
+            return await settlement.run_settlement(db, settlement.SETTLEMENT_JOB)
+
+        closed = _with_database(Settings.from_env(), settle)
+        for period in closed:
+            console.print(
+                f"closed {period.starts_at:%Y-%m-%d %H:%M} – {period.ends_at:%Y-%m-%d %H:%M}"
+                f" UTC: {period.obligations} obligations"
+            )
+        console.print(f"closed {len(closed)} settlement periods")
         return
     if job is Job.TIERS:
         from alliance.tiers import review as tiers

@@ -70,6 +70,8 @@ class Settings:
     """Run scheduled jobs (points expiry, tier review) inside `alliance serve`."""
     expiry_interval_seconds: int = 900
     tier_review_interval_seconds: int = 3600
+    settlement_interval_seconds: int = 3600
+    """How often `serve` closes settlement periods that have ended."""
     log_level: str = "INFO"
 
     @property
@@ -104,6 +106,9 @@ class Settings:
             expiry_interval_seconds=_env_int("EXPIRY_INTERVAL", defaults.expiry_interval_seconds),
             tier_review_interval_seconds=_env_int(
                 "TIER_REVIEW_INTERVAL", defaults.tier_review_interval_seconds
+            ),
+            settlement_interval_seconds=_env_int(
+                "SETTLEMENT_INTERVAL", defaults.settlement_interval_seconds
             ),
             log_level=_env("LOG_LEVEL", defaults.log_level) or defaults.log_level,
         )

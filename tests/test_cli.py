@@ -188,3 +188,9 @@ async def test_jobs_run_holds(db: Database) -> None:
     result = await _alliance(db, "jobs", "run", "holds")
     assert result.returncode == 0, result.stderr
     assert "released 1 expired holds" in result.stdout
+
+
+async def test_jobs_run_settlement(db: Database) -> None:
+    result = await _alliance(db, "jobs", "run", "settlement")
+    assert result.returncode == 0, result.stderr
+    assert "closed 0 settlement periods" in result.stdout

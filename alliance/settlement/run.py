@@ -11,6 +11,8 @@ that commit later fall into the next period. Closed periods are never touched ag
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +39,9 @@ from alliance.settlement.periods import period_end, period_start
 from alliance.settlement.statements import Group, draft_statements
 
 WRITER_WAIT_SECONDS = 30.0
+SETTLEMENT_JOB = Actor(Role.OPERATOR, "system:settlement", "alliance-jobs")
+"""Who closes periods on the schedule (and `alliance jobs run settlement`)."""
+log = logging.getLogger("alliance.settlement")
 
 
 def utcnow() -> datetime:
@@ -293,3 +298,22 @@ async def _period(session: AsyncSession, period_id: int) -> PeriodRecord:
         await session.execute(select(*PERIOD_COLUMNS).where(SettlementPeriod.id == period_id))
     ).one()
     return PeriodRecord(*row)
+
+
+async def run_settlement_schedule(db: Database, *, interval_seconds: float) -> None:
+    """Close due periods every `interval_seconds` until cancelled (inside `alliance serve`).
+
+    Every worker may run it: runs take turns on the calendar row, and a period already
+    closed is left alone, so a second run finds nothing to do."""
+    await asyncio.sleep(random.uniform(0, interval_seconds))
+    while True:
+        try:
+            for period in await run_settlement(db, SETTLEMENT_JOB):
+                log.info(
+                    "settlement period %s closed: %s obligations", period.id, period.obligations
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the schedule outlives a failed run; the next one resumes it
+            log.exception("settlement run failed")
+        await asyncio.sleep(interval_seconds)
