@@ -21,6 +21,8 @@ from alliance.auth.oauth import member_actor
 from alliance.auth.tokens import issue_access_token
 from alliance.db.engine import Database
 from alliance.errors import AlreadyExists
+from alliance.exchange.rates import publish_rate, rates_in_force
+from alliance.exchange.service import exchange_points, set_partner_acceptance
 from alliance.ledger.service import award_points, spend_points
 from alliance.members.models import Member, Membership
 from alliance.members.service import open_membership
@@ -195,6 +197,7 @@ async def seed_demo(db: Database) -> DemoSeed:
                                       transaction_id=movement.transaction_id,
                                       occurred_at=movement.created_at, spend=spend)  # fmt: skip
     assert first_membership is not None
+    await _ensure_exchange(db, operator, programs, merchant_actors, first_membership[1])
     app, membership_id = first_membership
     app_client = await get_client(db, app.client_id)
     assert app_client is not None
@@ -210,6 +213,48 @@ async def seed_demo(db: Database) -> DemoSeed:
     ):
         tokens[label], _ = await issue_access_token(db, actor=actor, ttl_seconds=ttl)
     return DemoSeed(tokens, [(spec.merchant_code, spec.merchant_name) for spec in PROGRAMS])
+
+
+# Published rates (from, to, rate, fee %): point values 0.01 (wok), 0.005 (mall), 0.02
+# (coffee), so value for value; the fees keep every cycle below 1.
+RATES = ((0, 1, "2", Decimal(2)), (1, 0, "1/2", Decimal(2)), (2, 0, "2", Decimal(1)),
+         (0, 2, "1/2", Decimal(1)))  # fmt: skip
+
+
+async def _ensure_exchange(
+    db: Database,
+    operator: Actor,
+    programs: list[Program],
+    merchants: list[Actor],
+    li_na_at_wok: int,
+) -> None:
+    """Rates, ShopMall taking Golden Wok points at its counters, and one exchange by 李娜."""
+    in_force, _ = await rates_in_force(db, operator, first=100, after=None)
+    published = {(r.from_program_id, r.to_program_id) for r in in_force}
+    for source, target, rate, fee in RATES:
+        if (programs[source].id, programs[target].id) not in published:
+            await publish_rate(
+                db,
+                operator,
+                from_program_id=programs[source].id,
+                to_program_id=programs[target].id,
+                rate=rate,
+                fee_percent=fee,
+            )
+    await set_partner_acceptance(db, merchants[1], program_id=programs[0].id, accepts=True)
+    memberships = await db.fetch_all(
+        "SELECT m.id, m.member_id FROM membership m WHERE m.member_id ="
+        " (SELECT member_id FROM membership WHERE id = %(m)s) AND m.program_id = %(mall)s",
+        {"m": li_na_at_wok, "mall": programs[1].id},
+    )
+    if memberships:
+        to_mall, member_id = memberships[0]
+        member = Actor(Role.MEMBER, f"member:{member_id}", merchants[0].client_id,
+                       merchant_id=merchants[0].merchant_id, member_id=member_id,
+                       membership_id=li_na_at_wok)  # fmt: skip
+        await exchange_points(db, member, from_membership_id=li_na_at_wok,
+                              to_membership_id=to_mall, points=200,
+                              idempotency_key="demo-exchange-1")  # fmt: skip
 
 
 def print_demo(seed: DemoSeed, base_url: str, console: Console) -> None:

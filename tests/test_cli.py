@@ -194,3 +194,12 @@ async def test_jobs_run_settlement(db: Database) -> None:
     result = await _alliance(db, "jobs", "run", "settlement")
     assert result.returncode == 0, result.stderr
     assert "closed 0 settlement periods" in result.stdout
+
+
+async def test_demo_has_rates_and_an_exchange(db: Database) -> None:
+    await seed_demo(db)
+    await seed_demo(db)
+    data = await ok(db, OPERATOR, "{ exchangeRates { edges { node { rate feePercent } } } }")
+    assert len(data["exchangeRates"]["edges"]) == 4
+    row = await db.fetch_one("SELECT count(*), sum(points_out) FROM exchange")
+    assert row == (1, 392)  # 200 wok points less the 2 % fee (4), at 2 mall points each
