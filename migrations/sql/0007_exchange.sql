@@ -37,8 +37,8 @@ $$;
 -- the fee (percentage rounded up, plus fixed points, in source points) and the points
 -- out (floored for the member; the fraction left is the remainder).
 CREATE FUNCTION exchange_terms(p_from_program bigint, p_to_program bigint, p_points bigint,
-                               p_at timestamptz)
-RETURNS TABLE (rate_id bigint, fee bigint, points_out bigint, remainder numeric)
+                               p_at timestamptz, OUT rate_id bigint, OUT fee bigint,
+                               OUT points_out bigint, OUT remainder numeric)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r exchange_rate;
@@ -67,8 +67,10 @@ BEGIN
         RAISE EXCEPTION 'too few points: after the fee of % they give no whole point', v_fee
             USING ERRCODE = 'LA422';
     END IF;
-    RETURN QUERY SELECT r.id, v_fee, div(v_net::numeric * r.numerator, r.denominator)::bigint,
-                        trunc(mod(v_net::numeric * r.numerator, r.denominator) / r.denominator, 6);
+    rate_id := r.id;
+    fee := v_fee;
+    points_out := div(v_net::numeric * r.numerator, r.denominator)::bigint;
+    remainder := trunc(mod(v_net::numeric * r.numerator, r.denominator) / r.denominator, 6);
 END $$;
 
 -- Lock a quote for an exchange of the member between the memberships: checked, not used.
@@ -93,7 +95,7 @@ BEGIN
     IF NOT (s.active AND d.active) THEN
         RAISE EXCEPTION 'program or membership is not active' USING ERRCODE = 'LA423';
     END IF;
-    SELECT * INTO t FROM exchange_terms(s.program_id, d.program_id, p_points, now());
+    t := exchange_terms(s.program_id, d.program_id, p_points, now());
     RETURN QUERY
     INSERT INTO exchange_quote (member_id, from_membership_id, to_membership_id, rate_id,
                                 points_in, fee, points_out, remainder, value, expires_at)
@@ -222,7 +224,7 @@ BEGIN
         v_points := q.points_in;
         SELECT q.rate_id, q.fee, q.points_out, q.remainder INTO t;
     ELSE
-        SELECT * INTO t FROM exchange_terms(s.program_id, d.program_id, v_points, now());
+        t := exchange_terms(s.program_id, d.program_id, v_points, now());
     END IF;
 
     -- Both rows locked in id order: opposite exchanges of one member cannot deadlock.
