@@ -130,12 +130,15 @@ async def run_settlement(
     until = min(until or now, now)
     closed = []
     while (period := await _open_next(db, actor, until)) is not None:
-        closed.append(await _close(db, actor, period))
+        done = await _close(db, actor, period)
+        if done is not None:
+            closed.append(done)
     return closed
 
 
 async def _open_next(db: Database, actor: Actor, until: datetime) -> PeriodRecord | None:
     """The running period (a run that died), or the next due one with its watermark fixed."""
+    watermark = await _settled_watermark(db)
     async with db.transaction() as session:
         cadence = await _lock_calendar(session)
         running = (
@@ -170,7 +173,6 @@ async def _open_next(db: Database, actor: Actor, until: datetime) -> PeriodRecor
         ends_at = period_end(start, cadence, zone)
         if ends_at > until:
             return None
-        watermark = await _settled_watermark(session)
         row = (
             await session.execute(
                 insert(SettlementPeriod)
@@ -189,37 +191,39 @@ async def _open_next(db: Database, actor: Actor, until: datetime) -> PeriodRecor
         return PeriodRecord(*row)
 
 
-async def _settled_watermark(session: AsyncSession) -> int:
+async def _settled_watermark(db: Database) -> int:
     """The highest obligation id drawn so far, once no transaction that might commit an
     obligation at or below it is still running.
 
     Ledger functions write their ledger transaction (which gives them a transaction id)
     before they draw an obligation id, so any writer holding an id up to the watermark
-    is in the snapshot taken after reading it, and waiting for the snapshot's running
-    transactions to end waits for all of them."""
-    watermark = await session.scalar(
-        text(
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
-            " FROM settlement_obligation_id_seq"
-        )
+    is in a snapshot taken after reading it (a later statement), and waiting for that
+    snapshot's running transactions to end waits for all of them. It runs outside any
+    transaction and holds no lock, so concurrent runs (every `serve` worker has the
+    schedule) never wait for each other here."""
+    row = await db.fetch_one(
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM settlement_obligation_id_seq"
     )
-    snapshot = await session.scalar(text("SELECT pg_current_snapshot()::text"))
+    watermark = int(row[0]) if row is not None else 0
+    snapshot = await db.fetch_one("SELECT pg_current_snapshot()::text")
+    assert snapshot is not None
     deadline = time.monotonic() + WRITER_WAIT_SECONDS
-    while await session.scalar(
-        text(
-            "SELECT count(*) FROM pg_snapshot_xip(CAST(:snapshot AS pg_snapshot)) AS x(xid)"
-            " WHERE pg_xact_status(x.xid) = 'in progress'"
-        ),
-        {"snapshot": snapshot},
-    ):
+    while True:
+        running = await db.fetch_one(
+            "SELECT count(*) FROM pg_snapshot_xip(CAST(%(snapshot)s AS pg_snapshot)) AS x(xid)"
+            " WHERE pg_xact_status(x.xid) = 'in progress'",
+            {"snapshot": snapshot[0]},
+        )
+        if running is None or running[0] == 0:
+            return watermark
         if time.monotonic() > deadline:
             raise RetryLater("ledger transactions are still running; run settlement again")
         await asyncio.sleep(0.02)
-    return int(watermark or 0)
 
 
-async def _close(db: Database, actor: Actor, period: PeriodRecord) -> PeriodRecord:
-    """Write the period's statements and close it: one transaction, all or nothing."""
+async def _close(db: Database, actor: Actor, period: PeriodRecord) -> PeriodRecord | None:
+    """Write the period's statements and close it: one transaction, all or nothing. None
+    when a concurrent run closed it first."""
     async with db.transaction() as session:
         status = await session.scalar(
             select(SettlementPeriod.status)
@@ -227,7 +231,7 @@ async def _close(db: Database, actor: Actor, period: PeriodRecord) -> PeriodReco
             .with_for_update()
         )
         if status == PeriodStatus.CLOSED:
-            return await _period(session, period.id)
+            return None
         rows = (
             await session.execute(
                 text(

@@ -4,6 +4,7 @@ dies is finished with identical statements."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
@@ -201,3 +202,16 @@ async def test_only_the_clearing_house_runs_settlement(db: Database) -> None:
     program_merchant = merchant_actor(1)
     with pytest.raises(Forbidden):
         await run_settlement(db, program_merchant)
+
+
+async def test_concurrent_runs_take_turns_and_close_each_period_once(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _trade(db)
+    ids = await _obligation_ids(db)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(settle(db, monkeypatch) for _ in range(4))), timeout=20
+    )
+    closed = [p for periods in results for p in periods]
+    assert len({p.id for p in closed}) == len(closed)  # no period closed twice
+    assert sum(p.obligations or 0 for p in closed) == len(ids)
