@@ -87,8 +87,10 @@ async def test_settlement_runs_racing_exchanges_settle_everything_once(
             await asyncio.sleep(0)
         return closed
 
+    for n in range(10):  # obligations to settle before the runs start
+        await move(n)
     runner = asyncio.create_task(runs())
-    await asyncio.gather(*(move(n) for n in range(MOVES)))
+    await asyncio.gather(*(move(n) for n in range(10, MOVES)))
     stop.set()
     await runner
     await settle(db, monkeypatch, days=4)  # the late ones, in the next period
