@@ -244,19 +244,18 @@ async def _close(db: Database, actor: Actor, period: PeriodRecord) -> PeriodReco
             )
         ).all()
         groups = [Group(r[0], r[1], r[2], int(r[3]), int(r[4]), Decimal(r[5])) for r in rows]
-        for draft in draft_statements(groups):
-            statement_id = await session.scalar(
-                insert(SettlementStatement)
-                .values(
-                    period_id=period.id,
-                    merchant_id=draft.party,
-                    receivable=draft.receivable,
-                    payable=draft.payable,
-                    net=draft.net,
-                    rounding=draft.rounding,
-                )
-                .returning(SettlementStatement.id)
+        drafts = draft_statements(groups)
+        if drafts:
+            # All statements in one statement, then all their lines in another.
+            statements = [
+                {"period_id": period.id, "merchant_id": d.party, "receivable": d.receivable,
+                 "payable": d.payable, "net": d.net, "rounding": d.rounding}
+                for d in drafts
+            ]  # fmt: skip
+            returning = insert(SettlementStatement).returning(
+                SettlementStatement.id, sort_by_parameter_order=True
             )
+            ids = (await session.execute(returning, statements)).scalars().all()
             await session.execute(
                 insert(SettlementLine),
                 [
@@ -273,6 +272,7 @@ async def _close(db: Database, actor: Actor, period: PeriodRecord) -> PeriodReco
                         "exact_amount": line.exact,
                         "amount": line.amount,
                     }
+                    for statement_id, draft in zip(ids, drafts, strict=True)
                     for n, line in enumerate(draft.lines, start=1)
                 ],
             )
