@@ -31,7 +31,6 @@ from alliance.settlement.models import (
     Cadence,
     PeriodStatus,
     SettlementCalendar,
-    SettlementLine,
     SettlementPeriod,
     SettlementStatement,
 )
@@ -256,25 +255,38 @@ async def _close(db: Database, actor: Actor, period: PeriodRecord) -> PeriodReco
                 SettlementStatement.id, sort_by_parameter_order=True
             )
             ids = (await session.execute(returning, statements)).scalars().all()
+            # One statement for every line (arrays unnested): a thousand lines cost one
+            # round trip, not a thousand parameter sets.
+            lines = [
+                (statement_id, n, line)
+                for statement_id, draft in zip(ids, drafts, strict=True)
+                for n, line in enumerate(draft.lines, start=1)
+            ]
             await session.execute(
-                insert(SettlementLine),
-                [
-                    {
-                        "statement_id": statement_id,
-                        "position": n,
-                        "kind": line.kind.value,
-                        "counterparty_merchant_id": line.counterparty,
-                        "obligation_kind": line.obligation_kind,
-                        "debtor_merchant_id": line.debtor,
-                        "creditor_merchant_id": line.creditor,
-                        "obligations": line.obligations,
-                        "points": line.points,
-                        "exact_amount": line.exact,
-                        "amount": line.amount,
-                    }
-                    for statement_id, draft in zip(ids, drafts, strict=True)
-                    for n, line in enumerate(draft.lines, start=1)
-                ],
+                text(
+                    "INSERT INTO settlement_line (statement_id, position, kind,"
+                    " counterparty_merchant_id, obligation_kind, debtor_merchant_id,"
+                    " creditor_merchant_id, obligations, points, exact_amount, amount)"
+                    " SELECT * FROM unnest(CAST(:statement AS bigint[]), CAST(:position AS int[]),"
+                    " CAST(:kind AS text[]), CAST(:counterparty AS bigint[]),"
+                    " CAST(:obligation_kind AS text[]), CAST(:debtor AS bigint[]),"
+                    " CAST(:creditor AS bigint[]), CAST(:obligations AS bigint[]),"
+                    " CAST(:points AS bigint[]), CAST(:exact AS numeric[]),"
+                    " CAST(:amount AS numeric[]))"
+                ),
+                {
+                    "statement": [s for s, _, _ in lines],
+                    "position": [n for _, n, _ in lines],
+                    "kind": [x.kind.value for _, _, x in lines],
+                    "counterparty": [x.counterparty for _, _, x in lines],
+                    "obligation_kind": [x.obligation_kind for _, _, x in lines],
+                    "debtor": [x.debtor for _, _, x in lines],
+                    "creditor": [x.creditor for _, _, x in lines],
+                    "obligations": [x.obligations for _, _, x in lines],
+                    "points": [x.points for _, _, x in lines],
+                    "exact": [x.exact for _, _, x in lines],
+                    "amount": [x.amount for _, _, x in lines],
+                },
             )
         total = sum(group.obligations for group in groups)
         await session.execute(
