@@ -1,11 +1,15 @@
 """Settlement runs: close every due period, turning its obligations into statements.
 
-A run fixes the period's watermark first, in a transaction of its own: the highest
-obligation id drawn so far, after waiting for every transaction that might still
-commit an obligation at or below it. The statements are then written in a second
-transaction from (ends_at, watermark) alone, so a run that dies between or during
-the two is finished by the next one with exactly the same statements, and obligations
-that commit later fall into the next period. Closed periods are never touched again.
+A run first fixes the period's watermark: the highest obligation id drawn so far, once
+every transaction that might still commit an obligation at or below it has ended; it is
+recorded with the period, in a transaction of its own. The statements are then written
+in a second transaction from (ends_at, watermark) alone, so a run that dies between or
+during the two is finished by the next one with exactly the same statements, and
+obligations that commit later fall into the next period. Closed periods never change.
+
+Why not mark each obligation with its period: a run would then write a row per
+obligation (a million for a busy day) instead of a few hundred lines, and obligations
+could no longer be immutable.
 """
 
 from __future__ import annotations
