@@ -6,7 +6,7 @@ alliance-wide roles see all; members see none.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -15,7 +15,7 @@ from typing import Any
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
-from alliance.settlement.run import PERIOD_COLUMNS, PERIOD_OBLIGATIONS, PeriodRecord, period_params
+from alliance.settlement.run import PERIOD_COLUMNS, PeriodRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,15 +159,13 @@ async def lines_of_statements(
     return {key: (items[:first], len(items) > first) for key, items in pages.items()}
 
 
+# A gross line's obligations: its period's (settlement_period_obligations, two index
+# ranges) of its kind, debtor and creditor.
 _LINE_OBLIGATIONS = (
     "FROM settlement_line l JOIN settlement_statement s ON s.id = l.statement_id"
-    " JOIN settlement_period p ON p.id = s.period_id"
-    " JOIN settlement_obligation o ON o.kind = l.obligation_kind"
-    " AND o.debtor_merchant_id = l.debtor_merchant_id"
+    " CROSS JOIN LATERAL settlement_period_obligations(s.period_id) o"
+    " WHERE o.kind = l.obligation_kind AND o.debtor_merchant_id = l.debtor_merchant_id"
     " AND o.creditor_merchant_id IS NOT DISTINCT FROM l.creditor_merchant_id"
-    " AND o.id <= p.watermark AND o.occurred_at < p.ends_at"
-    " AND (o.id > p.previous_watermark"
-    "      OR o.occurred_at >= coalesce(p.previous_ends_at, '-infinity'::timestamptz))"
 )
 
 
@@ -180,7 +178,7 @@ async def obligations_of_lines(
     rows = await db.fetch_all(
         f"SELECT parent.id, o.* FROM unnest(%(lines)s::bigint[]) AS parent(id)"
         f" CROSS JOIN LATERAL (SELECT {OBLIGATION_COLUMNS} {_LINE_OBLIGATIONS}"
-        f" WHERE l.id = parent.id AND {condition}"
+        f" AND l.id = parent.id AND {condition}"
         " AND o.id > coalesce(%(after)s::bigint, 0) ORDER BY o.id LIMIT %(limit)s) o",
         {"lines": list(line_ids), "after": after, "limit": first + 1, **params},
     )
@@ -188,22 +186,3 @@ async def obligations_of_lines(
     for row in rows:
         pages[row[0]].append(ObligationRecord(*row[1:]))
     return {key: (items[:first], len(items) > first) for key, items in pages.items()}
-
-
-async def period_obligations(
-    db: Database, period: PeriodRecord, *, batch: int = 5000
-) -> AsyncIterator[ObligationRecord]:
-    """Every obligation of a period, in id order, in batches (flat memory)."""
-    after = 0
-    while True:
-        rows = await db.fetch_all(
-            f"SELECT {OBLIGATION_COLUMNS} FROM settlement_obligation o WHERE "
-            + PERIOD_OBLIGATIONS
-            + " AND o.id > %(after)s ORDER BY o.id LIMIT %(batch)s",
-            {**period_params(period), "after": after, "batch": batch},
-        )
-        for row in rows:
-            yield ObligationRecord(*row)
-        if len(rows) < batch:
-            return
-        after = rows[-1][0]

@@ -16,11 +16,6 @@ from alliance.db.engine import Database
 from alliance.errors import NotFound
 from alliance.ledger.verify import Check
 
-# The obligations of closed period p (see run.PERIOD_OBLIGATIONS).
-_IN_PERIOD = """o.id <= p.watermark AND o.occurred_at < p.ends_at
-    AND (o.id > p.previous_watermark
-         OR o.occurred_at >= coalesce(p.previous_ends_at, '-infinity'::timestamptz))"""
-
 # Per transaction with obligations: what the ledger says each obligation should be.
 # Exchanges: the points created in the target program and the fee points; partner
 # redemptions: the points spent.
@@ -91,11 +86,12 @@ SETTLEMENT_CHECKS: tuple[Check, ...] = (
     Check(
         "statements_equal_obligations",
         "each closed period's gross lines equal the sums of its obligations",
-        f"""WITH o AS (
+        """WITH o AS (
                 SELECT p.id AS period_id, o.kind, o.debtor_merchant_id AS debtor,
                        coalesce(o.creditor_merchant_id, 0) AS creditor, count(*) AS n,
                        sum(o.points) AS points, sum(o.amount) AS amount
-                  FROM settlement_period p JOIN settlement_obligation o ON {_IN_PERIOD}
+                  FROM settlement_period p
+                 CROSS JOIN LATERAL settlement_period_obligations(p.id) o
                  WHERE p.status = 'closed'
                  GROUP BY 1, 2, 3, 4),
             l AS (
@@ -214,8 +210,7 @@ async def reconcile_period(db: Database, actor: Actor, *, period_id: int) -> Rec
     party = None if actor.is_alliance_wide else actor.merchant_id
     rows = await db.fetch_all(
         f"""WITH o AS (
-                SELECT o.* FROM settlement_period p JOIN settlement_obligation o ON {_IN_PERIOD}
-                 WHERE p.id = %(p)s),
+                SELECT * FROM settlement_period_obligations(%(p)s)),
             ledger AS (
                 SELECT l.kind, l.debtor, coalesce(l.creditor, 0) AS creditor,
                        sum(l.points * ob.point_value) AS amount

@@ -370,3 +370,24 @@ BEGIN
                                'partner_merchant_id', p_partner_id, 'balance_after', v_balance));
     RETURN QUERY SELECT v_tx, v_entry, s.program_id, v_balance, now(), false;
 END $$;
+
+-- The obligations of settlement period p_period_id: those up to its end and watermark
+-- that no earlier period took. Two disjoint index ranges: on time (from the previous
+-- end to this end, on ix_settlement_obligation_occurred) and late (committed after the
+-- previous period closed, by id on the primary key), so a period costs what it holds,
+-- not what the table holds.
+CREATE FUNCTION settlement_period_obligations(p_period_id bigint)
+RETURNS SETOF settlement_obligation
+LANGUAGE sql STABLE AS $$
+    SELECT o.* FROM settlement_period p
+      JOIN settlement_obligation o
+        ON o.occurred_at >= coalesce(p.previous_ends_at, '-infinity'::timestamptz)
+       AND o.occurred_at < p.ends_at AND o.id <= p.watermark
+     WHERE p.id = p_period_id
+    UNION ALL
+    SELECT o.* FROM settlement_period p
+      JOIN settlement_obligation o
+        ON o.id > p.previous_watermark AND o.id <= p.watermark
+       AND o.occurred_at < coalesce(p.previous_ends_at, '-infinity'::timestamptz)
+     WHERE p.id = p_period_id
+$$;

@@ -1,4 +1,5 @@
 -- Undo 0007_exchange.sql (the tables are dropped by the migration).
+DROP FUNCTION settlement_period_obligations(bigint);
 DROP FUNCTION ledger_partner_redeem(text, text, bytea, text, bigint, bigint, bigint, bigint, text);
 DROP FUNCTION ledger_exchange(text, text, bytea, text, bigint, bigint, bigint, bigint, bigint, text);
 DROP FUNCTION ledger_debit(bigint, bigint, bigint);
