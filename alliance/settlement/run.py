@@ -79,18 +79,28 @@ def require_clearing_house(actor: Actor) -> None:
         raise Forbidden("only the alliance's own finance team may do this")
 
 
-# Obligations of a period: up to its end and watermark, less what earlier periods took.
-# Two disjoint index ranges (on time, and late by id), as settlement_period_obligations()
-# in migrations/sql/0007_exchange.sql: the cost follows the period, not the table.
-PERIOD_OBLIGATIONS = """(
-    SELECT * FROM settlement_obligation
-     WHERE occurred_at >= coalesce(%(previous_ends_at)s, '-infinity'::timestamptz)
-       AND occurred_at < %(ends_at)s AND id <= %(watermark)s
-    UNION ALL
-    SELECT * FROM settlement_obligation
-     WHERE id > %(previous_watermark)s AND id <= %(watermark)s
-       AND occurred_at < coalesce(%(previous_ends_at)s, '-infinity'::timestamptz)
-) o"""
+# A period's obligations: up to its end and watermark, less what earlier periods took.
+# Two disjoint index ranges (on time; late, by id), as settlement_period_obligations()
+# in migrations/sql/0007_exchange.sql, so the cost follows the period, not the table.
+# Each range is grouped on its own (the planner keeps its estimate of the groups and
+# hashes them), then the two sets of sums are added.
+_RANGES = (
+    "occurred_at >= coalesce(:previous_ends_at, '-infinity'::timestamptz)"
+    " AND occurred_at < :ends_at AND id <= :watermark",
+    "id > :previous_watermark AND id <= :watermark"
+    " AND occurred_at < coalesce(:previous_ends_at, '-infinity'::timestamptz)",
+)
+PERIOD_GROUPS = (
+    "SELECT kind, debtor_merchant_id, creditor_merchant_id, sum(n), sum(points), sum(amount)"
+    " FROM ("
+    + " UNION ALL ".join(
+        "SELECT kind, debtor_merchant_id, creditor_merchant_id, count(*) AS n,"
+        " sum(points) AS points, sum(amount) AS amount FROM settlement_obligation"
+        f" WHERE {condition} GROUP BY 1, 2, 3"
+        for condition in _RANGES
+    )
+    + ") ranges GROUP BY 1, 2, 3"
+)
 
 
 def period_params(period: PeriodRecord) -> dict[str, Any]:
@@ -241,17 +251,7 @@ async def _close(db: Database, actor: Actor, period: PeriodRecord) -> PeriodReco
         )
         if status == PeriodStatus.CLOSED:
             return None
-        rows = (
-            await session.execute(
-                text(
-                    "SELECT o.kind, o.debtor_merchant_id, o.creditor_merchant_id, count(*),"
-                    " sum(o.points), sum(o.amount) FROM "
-                    + PERIOD_OBLIGATIONS.replace("%(", ":").replace(")s", "")
-                    + " GROUP BY 1, 2, 3"
-                ),
-                period_params(period),
-            )
-        ).all()
+        rows = (await session.execute(text(PERIOD_GROUPS), period_params(period))).all()
         groups = [Group(r[0], r[1], r[2], int(r[3]), int(r[4]), Decimal(r[5])) for r in rows]
         drafts = draft_statements(groups)
         if drafts:
