@@ -67,6 +67,23 @@ SELECT t.id, s.kind, s.debtor, CASE WHEN s.kind = 'exchange_fee' THEN NULL ELSE 
   JOIN program p ON p.merchant_id = CASE WHEN s.kind = 'exchange' THEN s.creditor ELSE s.debtor END
  ORDER BY s.n;
 """
+HISTORY = """
+CREATE TEMP TABLE history AS
+SELECT g AS n, o.kind, o.debtor_merchant_id, o.creditor_merchant_id, o.program_id, o.points,
+       o.point_value, o.amount, o.occurred_at - interval '7 days' AS occurred_at
+  FROM generate_series(1, {history}) g
+  JOIN settlement_obligation o ON o.id = 1 + (g - 1) % {obligations};
+INSERT INTO ledger_transaction (kind, member_id, idempotency_scope, idempotency_key, reason)
+SELECT 'exchange', 1, 'history', 'history:' || n, 'seed' FROM history ORDER BY n;
+INSERT INTO settlement_obligation (transaction_id, kind, debtor_merchant_id, creditor_merchant_id,
+                                   program_id, member_id, points, point_value, amount, occurred_at)
+SELECT t.id, h.kind, h.debtor_merchant_id, h.creditor_merchant_id, h.program_id, 1, h.points,
+       h.point_value, h.amount, h.occurred_at
+  FROM history h
+  JOIN ledger_transaction t
+    ON t.idempotency_scope = 'history' AND t.idempotency_key = 'history:' || h.n
+ ORDER BY h.n;
+"""
 BASELINE = """SELECT kind, debtor_merchant_id, creditor_merchant_id, count(*), sum(points),
        sum(amount)
   FROM settlement_obligation WHERE occurred_at >= %(start)s AND occurred_at < %(end)s
@@ -77,12 +94,14 @@ def log(message: str) -> None:
     print(f"[settlement {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
 
-async def run_once(url: str, settings: Settings) -> tuple[float, int, int]:
+async def run_once(url: str, settings: Settings, day: datetime) -> tuple[float, int, int]:
     db = Database(url, settings)
     try:
         await db.fetch_one("SELECT 1")  # the pool is open before the clock starts
         async with db.transaction() as session:
             await session.execute(text("SELECT 1"))
+        # The history's periods (a week before) close first, unmeasured.
+        await settlement_run.run_settlement(db, ALLIANCE_FINANCE, until=day)
         started = time.perf_counter()
         periods = await settlement_run.run_settlement(db, ALLIANCE_FINANCE)
         seconds = time.perf_counter() - started
@@ -107,6 +126,12 @@ def main() -> None:
     parser.add_argument("--obligations", type=int, default=1_000_000)
     parser.add_argument("--merchants", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="obligations of a week before, settled before the measured run (0)",
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
 
@@ -127,6 +152,11 @@ def main() -> None:
             conn.execute(SEED.format(obligations=int(args.obligations),
                                      merchants=int(args.merchants),
                                      day=day.isoformat()).encode())  # fmt: skip
+            if args.history:
+                log(f"seeding {args.history:,} obligations of a week before")
+                history = HISTORY.format(history=int(args.history),
+                                         obligations=int(args.obligations))  # fmt: skip
+                conn.execute(history.encode())
             conn.execute("VACUUM (ANALYZE)")
         seeding = time.perf_counter() - started
         baseline_times, run_times, rss = [], [], []
@@ -137,7 +167,7 @@ def main() -> None:
                 started = time.perf_counter()
                 groups = conn.execute(BASELINE, {"start": day, "end": local_today}).fetchall()
                 baseline_times.append(time.perf_counter() - started)
-            seconds, taken, violations = asyncio.run(run_once(server.url(copy), settings))
+            seconds, taken, violations = asyncio.run(run_once(server.url(copy), settings, day))
             run_times.append(seconds)
             rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             log(
@@ -155,7 +185,8 @@ def main() -> None:
             f"- Machine: {os.cpu_count()} cores, {platform.platform()}, Python "
             f"{platform.python_version()}; PostgreSQL 18 (embedded, fsync on)",
             f"- Command: `python -m bench.settlement --obligations {args.obligations}"
-            f" --merchants {args.merchants} --repeat {args.repeat}`; seeding {seeding:.1f} s;"
+            f" --merchants {args.merchants} --repeat {args.repeat} --history {args.history}`;"
+            f" {args.history:,} older obligations already settled; seeding {seeding:.1f} s;"
             " medians of the attempts, each on a fresh copy of the seeded database",
             "",
             "| | wall s |",
