@@ -114,16 +114,14 @@ class ExchangeQuote(Base):
 class Exchange(Base):
     """What an exchange moved; its ledger transaction holds the postings.
 
-    Keyed by that transaction's id, with no foreign keys to the member, memberships or
-    rate: an exchange writes enough rows already, and each key check would take a share
-    lock (verify checks the references instead)."""
+    Keyed by that transaction's id, with no foreign keys to it, the member, memberships
+    or rate: an exchange writes enough rows already, and each key check is a lookup and a
+    share lock (verify checks the references instead)."""
 
     __tablename__ = "exchange"
 
-    id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("ledger_transaction.id"), primary_key=True
-    )
-    """The ledger transaction's id."""
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """The ledger transaction's id (no key check on the hot path; verify matches them)."""
     member_id: Mapped[int] = mapped_column(BigInteger)
     from_membership_id: Mapped[int] = mapped_column(BigInteger)
     to_membership_id: Mapped[int] = mapped_column(BigInteger)

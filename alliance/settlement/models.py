@@ -44,8 +44,9 @@ class SettlementObligation(Base):
     __tablename__ = "settlement_obligation"
 
     id: Mapped[int] = id_column()
-    transaction_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_transaction.id"))
-    """Unindexed: reports join by it in bulk (hash joins); the hot path only writes."""
+    transaction_id: Mapped[int] = mapped_column(BigInteger)
+    """Unindexed and unchecked on the hot path: reports join by it in bulk, and verify
+    matches every obligation to its ledger transaction."""
     kind: Mapped[str] = mapped_column(Text)
     debtor_merchant_id: Mapped[int] = mapped_column(BigInteger)
     creditor_merchant_id: Mapped[int | None] = mapped_column(BigInteger)

@@ -155,6 +155,16 @@ SETTLEMENT_CHECKS: tuple[Check, ...] = (
                OR NOT EXISTS (SELECT 1 FROM membership m WHERE m.id = e.to_membership_id
                                  AND m.member_id = e.member_id)
            UNION ALL
+           SELECT 'exchange ' || e.id || ' has no exchange transaction of that id'
+             FROM exchange e
+            WHERE NOT EXISTS (SELECT 1 FROM ledger_transaction t
+                               WHERE t.id = e.id AND t.kind = 'exchange')
+           UNION ALL
+           SELECT 'obligation ' || o.id || ' names transaction ' || o.transaction_id
+                  || ', unknown'
+             FROM settlement_obligation o
+            WHERE NOT EXISTS (SELECT 1 FROM ledger_transaction t WHERE t.id = o.transaction_id)
+           UNION ALL
            SELECT 'quote ' || q.id || ' names rate ' || q.rate_id || ', unknown'
              FROM exchange_quote q
             WHERE NOT EXISTS (SELECT 1 FROM exchange_rate r WHERE r.id = q.rate_id)""",

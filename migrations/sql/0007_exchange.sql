@@ -227,14 +227,20 @@ BEGIN
         t := exchange_terms(s.program_id, d.program_id, v_points, now());
     END IF;
 
-    -- Both rows locked in id order: opposite exchanges of one member cannot deadlock.
-    PERFORM 1 FROM account WHERE id IN (s.account_id, d.account_id) ORDER BY id FOR UPDATE;
-    v_balance := ledger_debit(v_tx, s.account_id, v_points);
+    -- The two account rows are updated in id order, so opposite exchanges of one member
+    -- cannot deadlock; a refused debit after the credit rolls both back.
+    IF s.account_id < d.account_id THEN
+        v_balance := ledger_debit(v_tx, s.account_id, v_points);
+    END IF;
+    -- The target repays clawback debt first, as ledger_credit does.
     UPDATE account
        SET debt = account.debt - least(account.debt, t.points_out),
            balance = account.balance + t.points_out - least(account.debt, t.points_out)
      WHERE id = d.account_id
     RETURNING new.balance, old.debt - new.debt INTO v_to_balance, v_repaid;
+    IF s.account_id > d.account_id THEN
+        v_balance := ledger_debit(v_tx, s.account_id, v_points);
+    END IF;
 
     WITH legs AS (
         INSERT INTO posting

@@ -316,11 +316,6 @@ def upgrade() -> None:
             "points > 0 AND amount = points * point_value",
             name=op.f("ck_settlement_obligation_amount"),
         ),
-        sa.ForeignKeyConstraint(
-            ["transaction_id"],
-            ["ledger_transaction.id"],
-            name=op.f("fk_settlement_obligation_transaction_id_ledger_transaction"),
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_settlement_obligation")),
     )
     op.create_index(
@@ -386,9 +381,6 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint(
             "points_in > 0 AND fee >= 0 AND points_out > 0", name=op.f("ck_exchange_figures")
-        ),
-        sa.ForeignKeyConstraint(
-            ["id"], ["ledger_transaction.id"], name=op.f("fk_exchange_id_ledger_transaction")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_exchange")),
     )
