@@ -71,6 +71,9 @@ class Settings:
     expiry_interval_seconds: int = 900
     tier_review_interval_seconds: int = 3600
     log_level: str = "INFO"
+    identity_keys: str | None = None
+    """`kid:base64,kid:base64` (first current): identifier digests and ciphertexts
+    (alliance/identity/identifiers.py). None: one key derived from `secret_key`."""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -106,4 +109,5 @@ class Settings:
                 "TIER_REVIEW_INTERVAL", defaults.tier_review_interval_seconds
             ),
             log_level=_env("LOG_LEVEL", defaults.log_level) or defaults.log_level,
+            identity_keys=_env("IDENTITY_KEYS"),
         )

@@ -20,6 +20,9 @@ class ErrorCode(enum.StrEnum):
     INACTIVE = "INACTIVE"
     RETRY = "RETRY"
     ALREADY_REWARDED = "ALREADY_REWARDED"
+    RATE_LIMITED = "RATE_LIMITED"
+    VERIFICATION_FAILED = "VERIFICATION_FAILED"
+    OBLIGATIONS_UNSETTLED = "OBLIGATIONS_UNSETTLED"
 
 
 class DomainError(Exception):
@@ -84,3 +87,20 @@ class AlreadyRewarded(DomainError):
     """The action was already rewarded in its period, or the member already referred."""
 
     code = ErrorCode.ALREADY_REWARDED
+
+
+class RateLimited(DomainError):
+    """Too many requests of this kind for this identifier or client; try again later."""
+
+    code = ErrorCode.RATE_LIMITED
+
+
+class VerificationFailed(DomainError):
+    """Wrong, expired or exhausted code, or a verification that is not the caller's: one
+    answer for all, so nothing can be told apart."""
+
+    code = ErrorCode.VERIFICATION_FAILED
+
+
+class ObligationsUnsettled(DomainError):
+    code = ErrorCode.OBLIGATIONS_UNSETTLED

@@ -54,6 +54,8 @@ class EntryKind(enum.Enum):
     """An opening balance imported from the merchant's previous system."""
     REFUND = "refund"
     """Points of a paid discount given back."""
+    MERGE = "merge"
+    """Points carried between members' accounts by a merge or an unlink."""
 
 
 strawberry.enum(CapPeriod, name="CapPeriod")

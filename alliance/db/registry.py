@@ -4,6 +4,13 @@ from alliance.audit.models import AuditRecord
 from alliance.auth.models import OAuthClient, SigningKey
 from alliance.db.base import Base
 from alliance.events.models import OutboxEvent
+from alliance.identity.models import (
+    Consent,
+    MemberIdentifier,
+    MemberMerge,
+    PrivacyPolicy,
+    Verification,
+)
 from alliance.ledger.models import (
     Account,
     Hold,
@@ -25,6 +32,7 @@ __all__ = [
     "Account",
     "ActionClaim",
     "AuditRecord",
+    "Consent",
     "EarnCounter",
     "EarningRule",
     "Hold",
@@ -32,12 +40,15 @@ __all__ = [
     "Lot",
     "LotConsumption",
     "Member",
+    "MemberIdentifier",
+    "MemberMerge",
     "Membership",
     "MembershipTier",
     "Merchant",
     "OAuthClient",
     "OutboxEvent",
     "Posting",
+    "PrivacyPolicy",
     "Program",
     "PurchaseRefund",
     "QualifyingActivity",
@@ -46,5 +57,6 @@ __all__ = [
     "Tier",
     "TierChange",
     "TierLadder",
+    "Verification",
     "metadata",
 ]

@@ -60,6 +60,9 @@ class TransactionKind(enum.StrEnum):
     """An opening balance imported from a merchant's previous system."""
     REFUND = "refund"
     """Points of a captured spend given back (`reverses_id` names the spend)."""
+    MERGE = "merge"
+    """Points and lots carried to another member's account when two members are merged or a
+    membership is unlinked (alliance/identity/merge.py)."""
 
 
 class Account(Base):
@@ -136,7 +139,7 @@ class LedgerTransaction(Base):
             "idempotency_scope", "idempotency_key", name="uq_ledger_transaction_idempotency"
         ),
         CheckConstraint(
-            "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund')",
+            "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund', 'merge')",
             name="kind",
         ),
         Index(
