@@ -205,11 +205,14 @@ async def _exists(session: AsyncSession, member_id: int) -> bool:
 
 
 async def lock_members(session: AsyncSession, member_ids: list[int]) -> dict[int, Any]:
-    """Member rows locked in id order (merges, unlinks and erasures of one member queue)."""
+    """Member rows locked in id order (merges, unlinks and erasures of one member queue).
+
+    NO KEY UPDATE: the foreign keys that rows written meanwhile hold on members (KEY
+    SHARE, e.g. the merge's own record) do not conflict with it, so they cannot deadlock."""
     rows = await session.execute(
         text(
             "SELECT id, display_name, merged_into_id, erased_at FROM member"
-            " WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"
+            " WHERE id = ANY(:ids) ORDER BY id FOR NO KEY UPDATE"
         ),
         {"ids": sorted(set(member_ids))},
     )
@@ -358,11 +361,12 @@ async def _carry(
             "INSERT INTO posting (transaction_id, account_id, program_id, member_id, amount,"
             " balance_after)"
             " SELECT :tx, leg.account, :program, leg.member, leg.amount, leg.after"
-            " FROM jsonb_to_recordset(CAST(:legs AS jsonb)) WITH ORDINALITY"
-            " AS leg (account bigint, member bigint, amount bigint, after bigint, n bigint)"
+            " FROM jsonb_to_recordset(CAST(:legs AS jsonb))"
+            " AS leg (n integer, account bigint, member bigint, amount bigint, after bigint)"
             " ORDER BY leg.n"
         ),
-        {"tx": transaction_id, "program": source.program_id, "legs": _json(legs)},
+        {"tx": transaction_id, "program": source.program_id,
+         "legs": _json([leg | {"n": n} for n, leg in enumerate(legs)])},
     )
     if source.balance:
         # Lots move with their dates: the points expire when they would have.
