@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
+
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
 from alliance.identity.delivery import delivered_code
@@ -28,3 +30,18 @@ async def link(
     )
     code = await code_for(db, started.id)
     return await confirm_verification(db, actor, verification_id=started.id, code=code)
+
+
+async def same_person(db: Database, membership_id: int, member_id: int) -> None:
+    """Put a fresh membership (no postings yet) under another member, as if the merchant
+    had enrolled an already-linked member: the setup of merge scenarios."""
+    async with db.autocommit() as conn:
+        old = await conn.scalar(
+            text("SELECT member_id FROM membership WHERE id = :id"), {"id": membership_id}
+        )
+        params = {"m": member_id, "id": membership_id}
+        await conn.execute(text("UPDATE membership SET member_id = :m WHERE id = :id"), params)
+        await conn.execute(
+            text("UPDATE account SET member_id = :m WHERE membership_id = :id"), params
+        )
+        await conn.execute(text("DELETE FROM member WHERE id = :old"), {"old": old})
