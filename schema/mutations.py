@@ -21,6 +21,7 @@ from schema.context import Info
 from schema.earning import EarningMutations
 from schema.errors import UserError, mutate
 from schema.holds import HoldMutations
+from schema.identity import IdentityMutations
 from schema.permissions import IsAuthenticated
 from schema.rules import RuleMutations
 from schema.scalars import BigInt
@@ -134,7 +135,7 @@ class SetMemberSegmentsPayload:
 
 
 @strawberry.type
-class Mutation(RuleMutations, EarningMutations, TierMutations, HoldMutations):
+class Mutation(RuleMutations, EarningMutations, TierMutations, HoldMutations, IdentityMutations):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."
     )

@@ -15,6 +15,7 @@ from alliance.errors import InvalidInput
 from alliance.members.queries import membership_by_number
 from alliance.programs.queries import list_merchants, list_programs
 from schema.context import Info
+from schema.identity import IdentityQueries
 from schema.pagination import DEFAULT_PAGE_SIZE, build_connection, check_first, decode_cursor
 from schema.permissions import IsAuthenticated
 from schema.rules import RuleQueries
@@ -44,7 +45,7 @@ async def _resolve_node(info: Info, global_id: relay.GlobalID) -> relay.Node | N
 
 
 @strawberry.type
-class Query(RuleQueries):
+class Query(RuleQueries, IdentityQueries):
     @strawberry.field(
         permission_classes=authenticated,
         description="Any object by id; null when not found or not yours.",

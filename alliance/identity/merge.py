@@ -280,8 +280,9 @@ async def rehome_account(
     reason: str,
     key: str | None = None,
 ) -> int:
-    """Give the membership and its account to `member_id`, carrying its points over."""
-    _refuse_held(account)
+    """Give the membership and its account to `member_id`, carrying its points over.
+
+    Open holds stay on the account (it is the same account) and follow it."""
     moved = _Account(account.id, account.membership_id, account.program_id, member_id,
                      account.balance, 0, account.debt)  # fmt: skip
     details: dict[str, Any] = {"membership_id": account.membership_id}
@@ -365,8 +366,11 @@ async def _carry(
             " AS leg (n integer, account bigint, member bigint, amount bigint, after bigint)"
             " ORDER BY leg.n"
         ),
-        {"tx": transaction_id, "program": source.program_id,
-         "legs": _json([leg | {"n": n} for n, leg in enumerate(legs)])},
+        {
+            "tx": transaction_id,
+            "program": source.program_id,
+            "legs": _json([leg | {"n": n} for n, leg in enumerate(legs)]),
+        },
     )
     if source.balance:
         # Lots move with their dates: the points expire when they would have.

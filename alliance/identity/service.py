@@ -400,23 +400,33 @@ async def set_consent(
     return ConsentRecord(row[0], row[1], ConsentPurpose(row[2]), row[3], row[4])
 
 
+_PURPOSE_RANK = {purpose: n for n, purpose in enumerate(ConsentPurpose)}
+
+
+def consent_key(record: ConsentRecord) -> int:
+    """The keyset cursor of a consent: (merchant, purpose) as one number."""
+    return record.merchant_id * len(_PURPOSE_RANK) + _PURPOSE_RANK[record.purpose]
+
+
 async def list_consents(
     db: Database,
     actor: Actor,
     *,
     member_id: int | None,
     first: int,
-    after: tuple[int, str] | None,
+    after: int | None,
 ) -> Page[ConsentRecord]:
     """A member's consents: the member (their own), the operator and auditors (anyone's),
     a merchant (those given to it, by members it has a membership of)."""
+    actor.require(Role.OPERATOR, Role.AUDITOR, Role.MERCHANT, Role.MEMBER)
     if actor.role is Role.MEMBER:
+        if member_id is not None and member_id != actor.member_id:
+            return Page([], False)  # another member's: as if there were none
         member_id = actor.member_id
-    elif actor.role not in (Role.OPERATOR, Role.AUDITOR, Role.MERCHANT):
-        actor.require(Role.OPERATOR, Role.AUDITOR, Role.MERCHANT, Role.MEMBER)
     if member_id is None:
         raise InvalidInput("memberId is required", field=("memberId",))
-    merchant_only = actor.role is Role.MERCHANT
+    rank = " ".join(f"WHEN '{p.value}' THEN {n}" for p, n in _PURPOSE_RANK.items())
+    key = f"c.merchant_id * {len(_PURPOSE_RANK)} + CASE c.purpose {rank} END"
     async with db.transaction() as session:
         rows = (
             await session.execute(
@@ -426,16 +436,14 @@ async def list_consents(
                     " AND (NOT :merchant_only OR (c.merchant_id = :merchant AND EXISTS ("
                     "   SELECT 1 FROM membership m JOIN program p ON p.id = m.program_id"
                     "   WHERE m.member_id = c.member_id AND p.merchant_id = :merchant)))"
-                    " AND (CAST(:after_merchant AS bigint) IS NULL"
-                    "   OR (c.merchant_id, c.purpose) > (:after_merchant, :after_purpose))"
-                    " ORDER BY c.merchant_id, c.purpose LIMIT :limit"
+                    f" AND (CAST(:after AS bigint) IS NULL OR {key} > :after)"
+                    f" ORDER BY {key} LIMIT :limit"
                 ),
                 {
                     "member": member_id,
-                    "merchant_only": merchant_only,
+                    "merchant_only": actor.role is Role.MERCHANT,
                     "merchant": actor.merchant_id,
-                    "after_merchant": None if after is None else after[0],
-                    "after_purpose": None if after is None else after[1],
+                    "after": after,
                     "limit": first + 1,
                 },
             )
