@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alliance.audit.service import record_audit
@@ -259,7 +260,7 @@ async def erase_member(db: Database, actor: Actor, *, member_id: int | None = No
             return Erasure(subject, row["erased_at"], 0, 0, replayed=True)
         policy = await read_policy(session)
         if policy.erase_requires_settlement:
-            open_obligations = await unsettled_obligations(session, ids)
+            open_obligations = await unsettled_obligations(session, ids, OBLIGATIONS)
             if open_obligations:
                 raise ObligationsUnsettled(
                     f"{open_obligations} cross-merchant obligations on this member are not"
@@ -334,7 +335,8 @@ async def erase_member(db: Database, actor: Actor, *, member_id: int | None = No
             await session.execute(text(statement), {"ids": ids})
         # The trail keeps who did what and when; the quoted personal strings go.
         await session.execute(text("SET LOCAL alliance.erasure = 'on'"))
-        await session.execute(
+        await _redact(
+            session,
             text(
                 "UPDATE audit_record SET"
                 " before = identity_redact(before, :keys, :values),"
@@ -344,7 +346,7 @@ async def erase_member(db: Database, actor: Actor, *, member_id: int | None = No
             ),
             {"keys": REDACTED_KEYS, "values": personal,
              "targets": _targets(ids, membership_ids),
-             "patterns": [f"%{_like(v)}%" for v in personal] or ["\x00"]},
+             "patterns": [f"%{_like(v)}%" for v in personal]},
         )  # fmt: skip
         await session.execute(text("SET LOCAL alliance.erasure = 'off'"))
         erased_at = await session.scalar(
@@ -361,6 +363,17 @@ async def erase_member(db: Database, actor: Actor, *, member_id: int | None = No
             {"id": subject},
         )
     return Erasure(subject, erased_at, len(membership_ids), identifiers, replayed=False)
+
+
+async def _redact(session: AsyncSession, statement: Any, params: dict[str, Any]) -> None:
+    """Run the redaction; its parameters are the personal data being erased, so an error
+    must not carry them into a log (SQLAlchemy errors quote their parameters)."""
+    try:
+        await session.execute(statement, params)
+    except DBAPIError as error:
+        raise RuntimeError(
+            f"audit redaction failed: {type(error.orig).__name__} (parameters withheld)"
+        ) from None
 
 
 def _like(value: str) -> str:
