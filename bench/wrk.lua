@@ -2,11 +2,11 @@
 --
 --   wrk -t1 -c32 -d10s -s bench/wrk.lua http://127.0.0.1:PORT/graphql -- MODE CONFIG NONCE
 --
--- MODE    typename | award | balance | purchase
+-- MODE    typename | award | balance | purchase | alliance
 -- CONFIG  a file written by bench/run.py:
 --           typename: one line, a bearer token (a merchant client's)
 --           award, purchase: one line per merchant: TOKEN <tab> FIRST_MEMBERSHIP_ID <tab> LAST_MEMBERSHIP_ID
---           balance:  one line per member token
+--           balance, alliance:  one line per member token
 -- NONCE   makes idempotency keys unique across wrk invocations (warm-up, cases, profile)
 --
 -- Every response is checked (non-2xx, GraphQL "errors", non-empty "userErrors", missing
@@ -15,6 +15,8 @@
 
 local TYPENAME_BODY = '{"query":"{ __typename }"}'
 local BALANCE_BODY = '{"query":"{ viewer { membership { balance { points held } } } }"}'
+local ALLIANCE_BODY = '{"query":"{ allianceBalances { totalValue expiringPoints'
+  .. ' lines { programName points value expiringPoints } } }"}'
 local AWARD_PREFIX = '{"query":"mutation Award($input: MovePointsInput!) { awardPoints(input: $input)'
   .. ' { entry { id points balanceAfter createdAt } replayed userErrors { code message field } } }",'
   .. '"variables":{"input":{"membershipId":"'
@@ -25,6 +27,7 @@ local EXPECTED = {
   typename = '"__typename":"Query"',
   award = '"balanceAfter":',
   balance = '"points":',
+  alliance = '"totalValue":',
   purchase = '"balanceAfter":',
 }
 
@@ -88,6 +91,8 @@ function init(args)
         merchants[#merchants + 1] = { headers = headers_for(f[1]), lo = tonumber(f[2]), hi = tonumber(f[3]) }
       elseif mode == "typename" then
         fixed[#fixed + 1] = wrk.format("POST", nil, headers_for(line), TYPENAME_BODY)
+      elseif mode == "alliance" then
+        fixed[#fixed + 1] = wrk.format("POST", nil, headers_for(line), ALLIANCE_BODY)
       else
         fixed[#fixed + 1] = wrk.format("POST", nil, headers_for(line), BALANCE_BODY)
       end

@@ -11,6 +11,7 @@ import strawberry
 from strawberry import relay
 from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
+from strawberry.types.nodes import SelectedField
 
 from alliance.errors import InvalidInput, NotFound
 from alliance.identity import balances, merge, privacy, service
@@ -55,8 +56,8 @@ class Verification:
 @strawberry.type(description="One program of the member in the alliance-wide view.")
 class AllianceBalanceLine:
     program_id: relay.GlobalID
+    merchant_id: strawberry.Private[int]
     program_name: str
-    merchant_name: str
     unit_name: str
     point_value: Decimal
     own: bool = strawberry.field(
@@ -76,11 +77,17 @@ class AllianceBalanceLine:
     )
     tier_name: str | None
 
+    @strawberry.field
+    async def merchant(self, info: Info) -> Merchant:
+        found = await info.context.loaders.merchant.load(self.merchant_id)
+        assert found is not None, "merchants are readable by every actor"
+        return Merchant.from_record(found)
+
     @classmethod
     def from_line(cls, line: BalanceLine) -> Self:
         return cls(
             program_id=relay.GlobalID("Program", str(line.program_id)),
-            program_name=line.program_name, merchant_name=line.merchant_name,
+            merchant_id=line.merchant_id, program_name=line.program_name,
             unit_name=line.unit_name, point_value=line.point_value, own=line.own,
             membership_id=None if line.membership_id is None
             else relay.GlobalID("Membership", str(line.membership_id)),
@@ -313,6 +320,24 @@ class SetPrivacyPolicyPayload:
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
+_TIER_FIELDS = frozenset({"tierCode", "tierName"})
+
+
+def _asks_for_tiers(info: Info) -> bool:
+    """Whether the query selects a line's tier. A fragment on the way counts as a yes (it
+    is not looked into): the answer may cost a little more, never lack what was asked."""
+    for field in info.selected_fields:  # allianceBalances itself
+        for selection in field.selections:
+            if not isinstance(selection, SelectedField):
+                return True
+            if selection.name != "lines":
+                continue
+            for leaf in selection.selections:
+                if not isinstance(leaf, SelectedField) or leaf.name in _TIER_FIELDS:
+                    return True
+    return False
+
+
 def _member_pk(global_id: relay.GlobalID | None, field: str) -> int | None:
     return None if global_id is None else node_pk(global_id, Member, field)
 
@@ -348,6 +373,7 @@ class IdentityQueries:
             membership_id=None if membership_id is None
             else node_pk(membership_id, Membership, "membershipId"),
             expiring_within_days=expiring_within_days,
+            tiers=_asks_for_tiers(info),
         )  # fmt: skip
         if found is None:
             return None

@@ -31,7 +31,6 @@ MAX_EXPIRING_DAYS = 3660
 class BalanceLine:
     program_id: int
     merchant_id: int
-    merchant_name: str
     program_name: str
     unit_name: str
     point_value: Decimal
@@ -67,14 +66,23 @@ class AllianceBalances:
         return sum(line.expiring_points for line in self.lines)
 
 
-_SQL = """
+def _sql(tiers: bool) -> str:
+    """The statement; with `tiers`, each line's tier too (two more lookups per line)."""
+    tier_columns = "t.code, t.name" if tiers else "NULL::text, NULL::text"
+    tier_joins = (
+        "LEFT JOIN membership_tier mt ON mt.membership_id = ms.id"
+        " LEFT JOIN tier t ON t.id = mt.tier_id"
+        if tiers
+        else ""
+    )
+    return f"""
 WITH target AS (
     SELECT m.member_id
       FROM membership m JOIN program p ON p.id = m.program_id
      WHERE m.id = %(membership)s
        AND (%(wide)s OR p.merchant_id = %(merchant)s)
        AND (%(member)s::bigint IS NULL OR m.member_id = %(member)s::bigint)
-), grants AS (
+), grants AS MATERIALIZED (  -- once, not once per line
     SELECT coalesce(bool_or(c.purpose = 'partner_balances'), false) AS balances,
            coalesce(bool_or(c.purpose = 'share_tier'), false) AS tiers
       FROM consent c JOIN target ON c.member_id = target.member_id
@@ -83,14 +91,12 @@ WITH target AS (
 SELECT target.member_id, line.*
   FROM target
   LEFT JOIN LATERAL (
-    SELECT ms.program_id, p.merchant_id, mc.name AS merchant_name, p.name, p.unit_name,
-           p.point_value, (%(wide)s OR p.merchant_id = %(merchant)s) AS own,
+    SELECT ms.program_id, p.merchant_id, p.name, p.unit_name, p.point_value,
+           (%(wide)s OR p.merchant_id = %(merchant)s) AS own,
            ms.id AS membership_id, ms.member_number, a.balance, a.held,
-           coalesce(ex.points, 0) AS expiring, ex.next_expiry,
-           t.code AS tier_code, t.name AS tier_name, g.tiers
+           coalesce(ex.points, 0) AS expiring, ex.next_expiry, {tier_columns}, g.tiers
       FROM membership ms
       JOIN program p ON p.id = ms.program_id
-      JOIN merchant mc ON mc.id = p.merchant_id
       JOIN account a ON a.membership_id = ms.id
       CROSS JOIN grants g
       LEFT JOIN LATERAL (
@@ -99,13 +105,15 @@ SELECT target.member_id, line.*
          WHERE l.account_id = a.id AND l.remaining > 0
            AND l.expires_at <= now() + make_interval(days => %(days)s)
       ) ex ON true
-      LEFT JOIN membership_tier mt ON mt.membership_id = ms.id
-      LEFT JOIN tier t ON t.id = mt.tier_id
+      {tier_joins}
      WHERE ms.member_id = target.member_id AND ms.status = 'active'
        AND (%(wide)s OR p.merchant_id = %(merchant)s OR g.balances)
   ) line ON true
  ORDER BY line.membership_id
 """
+
+
+_SQL = {tiers: _sql(tiers) for tiers in (False, True)}
 
 
 async def alliance_balances(
@@ -114,9 +122,11 @@ async def alliance_balances(
     *,
     membership_id: int | None = None,
     expiring_within_days: int = DEFAULT_EXPIRING_DAYS,
+    tiers: bool = True,
 ) -> AllianceBalances | None:
     """Balances of the member behind `membership_id` (a member token: their own by
-    default); None when the membership is not the actor's to see."""
+    default); None when the membership is not the actor's to see. Without `tiers` the
+    lines carry no tier (the caller did not ask for it: a cheaper statement)."""
     actor.require(Role.OPERATOR, Role.AUDITOR, Role.MERCHANT, Role.MEMBER)
     if not 0 <= expiring_within_days <= MAX_EXPIRING_DAYS:
         raise InvalidInput(
@@ -128,7 +138,7 @@ async def alliance_balances(
         membership_id = actor.membership_id
     wide = actor.role in (Role.OPERATOR, Role.AUDITOR)
     rows = await db.fetch_all(
-        _SQL,
+        _SQL[tiers],
         {
             "membership": membership_id,
             "wide": wide,
@@ -143,7 +153,7 @@ async def alliance_balances(
     for row in rows:
         if row[1] is None:
             continue  # the member has no active membership the actor may see
-        (_, program_id, merchant_id, merchant_name, name, unit_name, point_value, own,
+        (_, program_id, merchant_id, name, unit_name, point_value, own,
          line_membership_id, number, balance, held, expiring, next_expiry, tier_code,
          tier_name, tiers_shared) = row  # fmt: skip
         show_tier = own or tiers_shared
@@ -151,7 +161,6 @@ async def alliance_balances(
             BalanceLine(
                 program_id,
                 merchant_id,
-                merchant_name,
                 name,
                 unit_name,
                 point_value,

@@ -31,7 +31,7 @@ from tests.identity.helpers import same_person
 
 BALANCES = """query($m: ID) { allianceBalances(membershipId: $m, expiringWithinDays: 30) {
     totalValue currency expiringPoints member { id }
-    lines { programName merchantName own membershipId memberNumber points value
+    lines { programName merchant { name } own membershipId memberNumber points value
             expiringPoints nextExpiry tierCode } } }"""
 
 
@@ -162,8 +162,11 @@ class TestAllianceBalances:
             with db.count_statements() as counter:
                 data = await ok(db, member, query)
             assert len(data["allianceBalances"]["lines"]) == size
-            counts.append(counter.count)
-        assert counts == [1, 1]
+            # With tiers, the merchants and the member: a loader statement for each.
+            with db.count_statements() as everything:
+                await ok(db, member, BALANCES, {"m": None})
+            counts.append((counter.count, everything.count))
+        assert counts == [(1, 3), (1, 3)]
 
 
 class TestConsents:
