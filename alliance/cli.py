@@ -1,4 +1,5 @@
-"""The `alliance` command: serve, migrate, verify, import, clients, tokens, keys, schema."""
+"""The `alliance` command: serve, migrate, verify, import, clients, tokens, keys, schema,
+identity."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ import_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(import_app, name="import")
+identity_app = typer.Typer(help="Identity federation tools for local use.", no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
 
 console = Console()
 err = Console(stderr=True)
@@ -241,6 +244,7 @@ class Job(enum.StrEnum):
     EXPIRE = "expire"
     TIERS = "tiers"
     HOLDS = "holds"
+    PRIVACY = "privacy"
 
 
 @jobs_app.command("run")
@@ -250,7 +254,8 @@ def jobs_run(
         typer.Argument(
             help="expire: post every due lot remainder. tiers: start grace periods, move "
             "members down whose grace has passed, carry members onto a new ladder version. "
-            "holds: release the points of authorizations past their deadline."
+            "holds: release the points of authorizations past their deadline. "
+            "privacy: delete verifications and their sealed codes past the retention period."
         ),
     ],
     batch_size: Annotated[
@@ -272,6 +277,12 @@ def jobs_run(
         released = _with_database(Settings.from_env(), release)
         console.print(f"released {released} expired holds")
         return
+    if job is Job.PRIVACY:
+        from alliance.identity.privacy import purge_verifications
+
+        purged = _with_database(Settings.from_env(), purge_verifications)
+        console.print(f"deleted {purged} verifications past the retention period")
+        return
     if job is Job.TIERS:
         from alliance.tiers import review as tiers
 
@@ -292,6 +303,26 @@ def jobs_run(
 
     run = _with_database(Settings.from_env(), expire)
     console.print(f"expired {run.lots} lots, {run.points} points, in {run.batches} batches")
+
+
+@identity_app.command("code")
+def identity_code(verification_id: int) -> None:
+    """Show the one-time code the outbox holds for a verification (local use and the demo:
+    it stands in for the phone or mailbox; refused in production mode)."""
+    settings = Settings.from_env()
+    if settings.production:
+        err.print("refused in production mode: codes go to the member, not to the console")
+        raise typer.Exit(2)
+    from alliance.identity.delivery import delivered_code
+
+    async def read(db: Database) -> tuple[str, str] | None:
+        return await delivered_code(db, verification_id)
+
+    found = _with_database(settings, read, read_only=True)
+    if found is None:
+        err.print(f"no code was delivered for verification {verification_id}")
+        raise typer.Exit(1)
+    console.print(found[1])
 
 
 ImportFile = Annotated[

@@ -219,3 +219,51 @@ def obligations(db: Database) -> Iterator[str]:
     yield "test_obligation"
     privacy.OBLIGATIONS = previous
     loop.run_until_complete(run("DROP TABLE test_obligation"))
+
+
+class TestRetention:
+    async def test_verifications_past_retention_are_purged_with_their_codes(
+        self, db: Database
+    ) -> None:
+        from tests.test_cli import _alliance
+
+        program = await make_program(db)
+        membership = await make_membership(db, program)
+        await link(db, merchant_actor(program.merchant_id), membership, PHONE)
+        await link(db, merchant_actor(program.merchant_id), membership, EMAIL,
+                   IdentifierKind.EMAIL)  # fmt: skip
+        await set_privacy_policy(db, OPERATOR, verification_retention_days=7)
+        async with db.autocommit() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE verification SET created_at = now() - interval '8 days'"
+                    " WHERE kind = 'phone'"
+                )
+            )
+        result = await _alliance(db, "jobs", "run", "privacy")
+        assert result.returncode == 0, result.stderr
+        assert "deleted 1 verifications" in result.stdout
+        async with db.autocommit() as conn:
+            left = await conn.scalar(text("SELECT count(*) FROM verification"))
+            codes = await conn.scalar(
+                text("SELECT count(*) FROM outbox_event WHERE topic = 'identity.code'")
+            )
+        assert (left, codes) == (1, 1)
+
+
+async def test_cli_shows_a_delivered_code_outside_production(db: Database) -> None:
+    from alliance.identity.service import start_verification
+    from tests.identity.helpers import code_for
+    from tests.test_cli import _alliance
+
+    program = await make_program(db)
+    membership = await make_membership(db, program)
+    started = await start_verification(
+        db, merchant_actor(program.merchant_id), membership_id=membership.id,
+        kind=IdentifierKind.PHONE, identifier=PHONE,
+    )  # fmt: skip
+    shown = await _alliance(db, "identity", "code", str(started.id))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == await code_for(db, started.id)
+    missing = await _alliance(db, "identity", "code", "999999")
+    assert missing.returncode == 1
