@@ -267,11 +267,13 @@ class MergeMembersPayload:
 class UnlinkMembershipInput:
     membership_id: relay.GlobalID
     reason: str
+    idempotency_key: str
 
 
 @strawberry.type
 class UnlinkMembershipPayload:
     membership_id: strawberry.Private[int | None] = None
+    replayed: bool = False
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
     @strawberry.field(description="The membership, now under a member of its own.")
@@ -502,12 +504,14 @@ class IdentityMutations:
         self, info: Info, input: UnlinkMembershipInput
     ) -> UnlinkMembershipPayload:
         async def run() -> UnlinkMembershipPayload:
-            membership_id = node_pk(input.membership_id, Membership, "membershipId")
-            await merge.unlink_membership(
-                info.context.db, info.context.actor, membership_id=membership_id,
-                reason=input.reason,
+            unlinked = await merge.unlink_membership(
+                info.context.db, info.context.actor,
+                membership_id=node_pk(input.membership_id, Membership, "membershipId"),
+                reason=input.reason, idempotency_key=input.idempotency_key,
             )  # fmt: skip
-            return UnlinkMembershipPayload(membership_id=membership_id)
+            return UnlinkMembershipPayload(
+                membership_id=unlinked.membership_id, replayed=unlinked.replayed
+            )
 
         return await mutate(UnlinkMembershipPayload, run)
 

@@ -8,6 +8,7 @@ from alliance.identity.models import (
     Consent,
     MemberIdentifier,
     MemberMerge,
+    MembershipUnlink,
     PrivacyPolicy,
     Verification,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "MemberMerge",
     "Membership",
     "MembershipTier",
+    "MembershipUnlink",
     "Merchant",
     "OAuthClient",
     "OutboxEvent",

@@ -426,13 +426,49 @@ async def _move_person(
     )
 
 
-async def unlink_membership(db: Database, actor: Actor, *, membership_id: int, reason: str) -> int:
+@dataclass(frozen=True, slots=True)
+class Unlink:
+    membership_id: int
+    from_member_id: int
+    to_member_id: int
+    """The member of its own the membership now belongs to."""
+    replayed: bool
+
+
+async def unlink_membership(
+    db: Database, actor: Actor, *, membership_id: int, reason: str, idempotency_key: str
+) -> Unlink:
     """Detach a membership from its member: it becomes a member of its own, keeping its
     account, points and lots in its program. The merchant (its own memberships), the member
-    (their own) or the operator. Returns the new member's id."""
+    (their own) or the operator. Idempotent by the client's key."""
     actor.require(Role.MERCHANT, Role.MEMBER, Role.OPERATOR)
     reason = clean_text(reason, "reason", max_length=500)
+    check_idempotency_key(idempotency_key)
+    scope = actor.idempotency_scope
+    fingerprint = request_fingerprint("unlink", membership=membership_id, reason=reason)
     async with db.transaction() as session:
+        # One request per key at a time: a concurrent retry waits here, then replays.
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:claim, 0))"),
+            {"claim": f"unlink:{scope}:{idempotency_key}"},
+        )
+        done = (
+            await session.execute(
+                text(
+                    "SELECT membership_id, from_member_id, to_member_id, request_hash"
+                    " FROM membership_unlink"
+                    " WHERE idempotency_scope = :scope AND idempotency_key = :key"
+                ),
+                {"scope": scope, "key": idempotency_key},
+            )
+        ).first()
+        if done is not None:
+            if bytes(done.request_hash) != fingerprint:
+                raise IdempotencyKeyReused(
+                    "idempotency key was already used for a different unlink",
+                    field=("idempotencyKey",),
+                )
+            return Unlink(done.membership_id, done.from_member_id, done.to_member_id, True)
         owner = await session.execute(
             text(
                 "SELECT m.member_id, p.merchant_id FROM membership m"
@@ -459,11 +495,20 @@ async def unlink_membership(db: Database, actor: Actor, *, membership_id: int, r
         await rehome_account(session, mine[0], int(new_member), client_id=actor.client_id,
                              reason=reason,
                              key=f"unlink:{membership_id}:member:{new_member}")  # fmt: skip
+        await session.execute(
+            text(
+                "INSERT INTO membership_unlink (membership_id, from_member_id, to_member_id,"
+                " idempotency_scope, idempotency_key, request_hash, reason)"
+                " VALUES (:membership, :old, :new, :scope, :key, :hash, :reason)"
+            ),
+            {"membership": membership_id, "old": member_id, "new": int(new_member),
+             "scope": scope, "key": idempotency_key, "hash": fingerprint, "reason": reason},
+        )  # fmt: skip
         await record_audit(
             session, actor, action="membership.unlink", target=f"membership:{membership_id}",
             before={"member_id": member_id}, after={"member_id": int(new_member)},
         )  # fmt: skip
-        return int(new_member)
+        return Unlink(membership_id, member_id, int(new_member), False)
 
 
 def _may_unlink(actor: Actor, member_id: int, merchant_id: int) -> bool:

@@ -148,6 +148,29 @@ class MemberMerge(Base):
     )
 
 
+class MembershipUnlink(Base):
+    """A membership detached from its member onto a member of its own (idempotent by key)."""
+
+    __tablename__ = "membership_unlink"
+
+    id: Mapped[int] = id_column()
+    membership_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("membership.id"))
+    from_member_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("member.id"))
+    to_member_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("member.id"))
+    idempotency_scope: Mapped[str] = mapped_column(Text)
+    idempotency_key: Mapped[str] = mapped_column(Text)
+    request_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        UniqueConstraint(
+            "idempotency_scope", "idempotency_key", name="uq_membership_unlink_idempotency"
+        ),
+        Index("ix_membership_unlink_membership", "membership_id"),
+    )
+
+
 class PrivacyPolicy(Base):
     """The alliance's identity and retention settings (one row, set by the operator)."""
 

@@ -221,6 +221,13 @@ async def export_member_data(
                 " WHERE survivor_id = ANY(:ids) OR absorbed_id = ANY(:ids) ORDER BY id",
                 ids=ids,
             ),
+            "unlinks": await _rows(
+                session,
+                "SELECT id, membership_id, from_member_id, to_member_id, reason, created_at"
+                " FROM membership_unlink WHERE from_member_id = ANY(:ids)"
+                " OR to_member_id = ANY(:ids) ORDER BY id",
+                ids=ids,
+            ),
             "audit": await _rows(
                 session,
                 "SELECT id, role, action, target, before, after, created_at FROM audit_record"

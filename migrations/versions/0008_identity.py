@@ -145,6 +145,36 @@ def upgrade() -> None:
     )
     op.create_index("ix_member_merge_absorbed", "member_merge", ["absorbed_id"])
     op.create_table(
+        "membership_unlink",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("membership_id", sa.BigInteger(), nullable=False),
+        sa.Column("from_member_id", sa.BigInteger(), nullable=False),
+        sa.Column("to_member_id", sa.BigInteger(), nullable=False),
+        sa.Column("idempotency_scope", sa.Text(), nullable=False),
+        sa.Column("idempotency_key", sa.Text(), nullable=False),
+        sa.Column("request_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        _created_at(),
+        sa.ForeignKeyConstraint(
+            ["membership_id"],
+            ["membership.id"],
+            name=op.f("fk_membership_unlink_membership_id_membership"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["from_member_id"],
+            ["member.id"],
+            name=op.f("fk_membership_unlink_from_member_id_member"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["to_member_id"], ["member.id"], name=op.f("fk_membership_unlink_to_member_id_member")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_membership_unlink")),
+        sa.UniqueConstraint(
+            "idempotency_scope", "idempotency_key", name="uq_membership_unlink_idempotency"
+        ),
+    )
+    op.create_index("ix_membership_unlink_membership", "membership_unlink", ["membership_id"])
+    op.create_table(
         "privacy_policy",
         sa.Column("id", sa.Integer(), server_default="1", nullable=False),
         sa.Column("code_ttl_seconds", sa.Integer(), server_default="600", nullable=False),
@@ -182,6 +212,8 @@ def downgrade() -> None:
         SQL.with_name("0008_identity_down.sql").read_text()
     )
     op.drop_table("privacy_policy")
+    op.drop_index("ix_membership_unlink_membership", table_name="membership_unlink")
+    op.drop_table("membership_unlink")
     op.drop_index("ix_member_merge_absorbed", table_name="member_merge")
     op.drop_table("member_merge")
     op.drop_table("consent")

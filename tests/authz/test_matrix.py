@@ -201,7 +201,8 @@ IDENTITY_OPERATIONS: dict[str, tuple[str, Any]] = {
     ),
     **{
         f"unlinkMembership({side})": (
-            """mutation($m: ID!) { unlinkMembership(input: {membershipId: $m, reason: "x"}) {
+            """mutation($m: ID!) { unlinkMembership(input: {membershipId: $m, reason: "x",
+            idempotencyKey: "unlink"}) {
             membership { id } userErrors { code } } }""",
             lambda ids, side=side: {"m": ids[f"membership_{side.lower()}"]},
         )

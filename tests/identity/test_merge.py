@@ -260,15 +260,30 @@ class TestUnlink:
             reason="dup",
             idempotency_key="m",
         )
-        new_member = await unlink_membership(
-            db, merchant_actor(program_b.merchant_id), membership_id=b.id, reason="wrong person"
-        )
+        unlinked = await unlink_membership(
+            db, merchant_actor(program_b.merchant_id), membership_id=b.id,
+            reason="wrong person", idempotency_key="u1",
+        )  # fmt: skip
+        new_member = unlinked.to_member_id
+        replay = await unlink_membership(
+            db, merchant_actor(program_b.merchant_id), membership_id=b.id,
+            reason="wrong person", idempotency_key="u1",
+        )  # fmt: skip
+        assert replay.replayed
+        assert replay.to_member_id == new_member
+        with pytest.raises(IdempotencyKeyReused):
+            await unlink_membership(
+                db, merchant_actor(program_b.merchant_id), membership_id=b.id,
+                reason="another reason", idempotency_key="u1",
+            )  # fmt: skip
         found = await memberships_by_id(db, OPERATOR, [a.id, b.id])
         assert found[b.id].member_id == new_member != a.member_id
         assert found[b.id].balance == 30
         assert found[b.id].program_id == program_b.id
         with pytest.raises(InvalidInput):  # alone now: nothing to unlink from
-            await unlink_membership(db, OPERATOR, membership_id=b.id, reason="again")
+            await unlink_membership(
+                db, OPERATOR, membership_id=b.id, reason="again", idempotency_key="u2"
+            )
         assert await verify_ledger(db) == []
 
     async def test_others_cannot_unlink(self, db: Database) -> None:
@@ -276,10 +291,18 @@ class TestUnlink:
         a = await make_membership(db, program_a)
         with pytest.raises(NotFound):
             await unlink_membership(
-                db, merchant_actor(program_b.merchant_id), membership_id=a.id, reason="x"
+                db,
+                merchant_actor(program_b.merchant_id),
+                membership_id=a.id,
+                reason="x",
+                idempotency_key="u3",
             )
         other = await make_membership(db, program_a)
         with pytest.raises(NotFound):
             await unlink_membership(
-                db, member_actor(other, program_a.merchant_id), membership_id=a.id, reason="x"
+                db,
+                member_actor(other, program_a.merchant_id),
+                membership_id=a.id,
+                reason="x",
+                idempotency_key="u3",
             )

@@ -138,6 +138,7 @@ class TestExport:
             "outbox_event": "(deliveries: events about the member, not data about them)",
             "qualifying_activity": "tier_history", "action_claim": "transactions",
             "referral": "transactions", "earn_counter": "transactions",
+            "membership_unlink": "unlinks",
         }  # fmt: skip
         assert with_member - set(covered) == set()
 
