@@ -1,22 +1,24 @@
 """Merging two members who are one person, and unlinking a membership from its member.
 
-Points never change hands by editing rows: every account that changes member goes
-through a `merge` ledger transaction, so each posting and lot keeps the member it was
-written for (the ledger's distribution key) and `alliance verify` holds throughout.
+An account's `member_id` is its *ledger member*: the member it was opened for, the key its
+postings, lots and clawback debt carry (the ledger's distribution key). It never changes:
+the foundation's movements read it before they lock the account, refunds find the
+clawback debt by it, and postings are immutable. What a merge or unlink changes is the
+membership's member, i.e. who the account belongs to now; reads by member go through
+memberships (alliance/members/queries.py).
 
 - **Fold** (both members hold an account in the program): the absorbed account's balance
-  moves to the survivor's account (-n / +n, balanced), its open lots are consumed and
-  re-created on the survivor's account with the same `available_at` and `expires_at`,
-  clawback debt follows through the program's clawback account; the absorbed membership
-  is closed and keeps its history.
+  moves to the survivor's account by a `merge` ledger transaction (-n / +n, balanced),
+  its open lots are consumed and re-created on the survivor's account with the same
+  `available_at` and `expires_at`, clawback debt follows through the program's clawback
+  account; the absorbed membership is closed and keeps its history.
 - **Re-home** (only the absorbed member is in the program, or a membership is unlinked):
-  the membership and its account go to the other member; the account's balance is carried
-  over by a transaction on the same account (-n under the old member, +n under the new,
-  lots re-created likewise), so the account's postings after the move carry its new member.
+  the membership goes to the other member with its account as it is: no points move, so
+  nothing races with the account's own movements.
 
 Lock order: member rows by id, then every member account of both by id (as the expiry job
 does), before anything is read for the move: a concurrent spend either commits first (the
-move carries what is left) or waits and then finds the account emptied.
+fold carries what is left) or waits and then finds the account emptied.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class _Account:
     membership_id: int
     program_id: int
     member_id: int
+    """The membership's member (whose account it is now)."""
+    ledger_member_id: int
+    """The account's ledger member (what its postings and lots carry)."""
     balance: int
     held: int
     debt: int
@@ -131,8 +136,7 @@ async def merge_in_session(
             continue
         target = survivor_programs.get(account.program_id)
         if target is None:
-            points += await rehome_account(session, account, survivor_id, merge_id=merge_id,
-                                           client_id=actor.client_id, reason=reason)  # fmt: skip
+            await rehome_account(session, account, survivor_id)
             moved += 1
         else:
             points += await fold_account(session, account, target, merge_id=merge_id,
@@ -225,7 +229,8 @@ async def lock_accounts(
     """The members' accounts locked in account id order: the ledger's lock order."""
     rows = await session.execute(
         text(
-            "SELECT a.id, a.membership_id, a.program_id, m.member_id, a.balance, a.held, a.debt"
+            "SELECT a.id, a.membership_id, a.program_id, m.member_id, a.member_id, a.balance,"
+            " a.held, a.debt"
             " FROM account a JOIN membership m ON m.id = a.membership_id"
             " WHERE m.member_id = ANY(:ids) AND (CAST(:membership AS bigint) IS NULL"
             " OR m.id = :membership) ORDER BY a.id FOR UPDATE OF a"
@@ -270,38 +275,16 @@ async def fold_account(
     return source.balance
 
 
-async def rehome_account(
-    session: AsyncSession,
-    account: _Account,
-    member_id: int,
-    *,
-    merge_id: int | None = None,
-    client_id: str,
-    reason: str,
-    key: str | None = None,
-) -> int:
-    """Give the membership and its account to `member_id`, carrying its points over.
-
-    Open holds stay on the account (it is the same account) and follow it."""
-    moved = _Account(account.id, account.membership_id, account.program_id, member_id,
-                     account.balance, 0, account.debt)  # fmt: skip
-    details: dict[str, Any] = {"membership_id": account.membership_id}
-    if merge_id is not None:
-        details["merge_id"] = merge_id
-    await _carry(session, account, moved,
-                 key=key or f"merge:{merge_id}:account:{account.id}",
-                 client_id=client_id, reason=reason, details=details)  # fmt: skip
-    params = {"member": member_id, "account": account.id, "membership": account.membership_id}
-    # Lots mirror their account's member (verify: lots_on_their_accounts); the emptied old
-    # lots follow too, their consumption by the carry-over transaction records the move.
-    for statement in (
-        "UPDATE account SET member_id = :member WHERE id = :account",
-        "UPDATE lot SET member_id = :member WHERE account_id = :account",
-        "UPDATE hold SET member_id = :member WHERE account_id = :account",
-        "UPDATE membership SET member_id = :member WHERE id = :membership",
-        "UPDATE membership_tier SET member_id = :member WHERE membership_id = :membership",
-    ):
-        await session.execute(text(statement), params)
+async def rehome_account(session: AsyncSession, account: _Account, member_id: int) -> int:
+    """Give the membership, with its account as it is, to `member_id`; its balance."""
+    params = {"member": member_id, "membership": account.membership_id}
+    await session.execute(
+        text("UPDATE membership SET member_id = :member WHERE id = :membership"), params
+    )
+    await session.execute(
+        text("UPDATE membership_tier SET member_id = :member WHERE membership_id = :membership"),
+        params,
+    )
     return account.balance
 
 
@@ -327,18 +310,19 @@ async def _carry(
         ),
         {"member": target.member_id, "client": client_id, "scope": MERGE_SCOPE, "key": key,
          "reason": reason,
-         "details": _json(details | {"from_member_id": source.member_id,
-                                     "to_member_id": target.member_id,
+         "details": _json(details | {"from_member_id": source.ledger_member_id,
+                                     "to_member_id": target.ledger_member_id,
                                      "from_account_id": source.id,
                                      "to_account_id": target.id})},
     )  # fmt: skip
     legs: list[dict[str, Any]] = []
     if source.balance:
-        target_after = source.balance if target.id == source.id else target.balance + source.balance
+        assert target.id != source.id, "a fold moves points between two accounts"
+        target_after = target.balance + source.balance
         legs += [
-            {"account": source.id, "member": source.member_id, "amount": -source.balance,
+            {"account": source.id, "member": source.ledger_member_id, "amount": -source.balance,
              "after": 0},
-            {"account": target.id, "member": target.member_id, "amount": source.balance,
+            {"account": target.id, "member": target.ledger_member_id, "amount": source.balance,
              "after": target_after},
         ]  # fmt: skip
     if source.debt:
@@ -351,9 +335,9 @@ async def _carry(
             {"program": source.program_id},
         )
         legs += [
-            {"account": clawback, "member": source.member_id, "amount": source.debt,
+            {"account": clawback, "member": source.ledger_member_id, "amount": source.debt,
              "after": None},
-            {"account": clawback, "member": target.member_id, "amount": -source.debt,
+            {"account": clawback, "member": target.ledger_member_id, "amount": -source.debt,
              "after": None},
         ]  # fmt: skip
     # One statement: the balance trigger checks each statement's postings per transaction.
@@ -387,7 +371,7 @@ async def _carry(
                 "   expires_at FROM open ORDER BY expires_at NULLS LAST, id"
             ),
             {"source": source.id, "target": target.id, "program": source.program_id,
-             "member": target.member_id, "tx": transaction_id},
+             "member": target.ledger_member_id, "tx": transaction_id},
         )  # fmt: skip
 
 
@@ -492,9 +476,7 @@ async def unlink_membership(
             )
         new_member = await session.scalar(text("INSERT INTO member DEFAULT VALUES RETURNING id"))
         assert new_member is not None
-        await rehome_account(session, mine[0], int(new_member), client_id=actor.client_id,
-                             reason=reason,
-                             key=f"unlink:{membership_id}:member:{new_member}")  # fmt: skip
+        await rehome_account(session, mine[0], int(new_member))
         await session.execute(
             text(
                 "INSERT INTO membership_unlink (membership_id, from_member_id, to_member_id,"

@@ -134,8 +134,10 @@ class MemberMerge(Base):
     request_hash: Mapped[bytes] = mapped_column(LargeBinary)
     reason: Mapped[str] = mapped_column(Text)
     memberships_moved: Mapped[int] = mapped_column(Integer)
+    """Memberships re-homed to the survivor with their accounts as they are."""
     accounts_folded: Mapped[int] = mapped_column(Integer)
     points_moved: Mapped[int] = mapped_column(BigInteger)
+    """Points the folds carried between accounts by `merge` ledger transactions."""
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (

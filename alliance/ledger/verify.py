@@ -218,11 +218,22 @@ CHECKS: tuple[Check, ...] = (
 IDENTITY_CHECKS: tuple[Check, ...] = (
     Check(
         "account_member_is_membership_member",
-        "each member account belongs to its membership's member (merges and unlinks move both)",
+        "each member account's ledger member is its membership's member, unless a merge or an"
+        " unlink moved the membership (the account keeps the member its postings carry)",
         """SELECT 'account ' || a.id || ' of member ' || a.member_id || ' but its membership '
-                  || m.id || ' is of member ' || m.member_id
+                  || m.id || ' is of member ' || m.member_id || ', moved by no merge or unlink'
              FROM account a JOIN membership m ON m.id = a.membership_id
-            WHERE a.member_id <> m.member_id""",
+            WHERE a.member_id <> m.member_id
+              AND NOT EXISTS (SELECT 1 FROM membership_unlink u WHERE u.membership_id = m.id)
+              AND NOT EXISTS (SELECT 1 FROM member_merge g WHERE g.absorbed_id = a.member_id)""",
+    ),
+    Check(
+        "postings_carry_their_ledger_member",
+        "each member-account posting carries its account's ledger member",
+        """SELECT 'posting ' || p.id || ' carries member ' || p.member_id || ' but account '
+                  || a.id || ' is of member ' || a.member_id
+             FROM posting p JOIN account a ON a.id = p.account_id
+            WHERE p.balance_after IS NOT NULL AND p.member_id <> a.member_id""",
     ),
     Check(
         "merged_members_hold_nothing",
