@@ -240,3 +240,36 @@ async def _merchant_of(db: Database, program_id: int) -> int:
         )
     assert merchant is not None
     return int(merchant)
+
+
+class TestDeliveryChannel:
+    async def test_a_provider_plugs_in_per_kind(self, db: Database) -> None:
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        from alliance.identity import delivery
+        from alliance.identity.identifiers import Keyring
+
+        sent: list[delivery.CodeMessage] = []
+
+        class Sms:
+            async def deliver(
+                self, session: AsyncSession, keys: Keyring, message: delivery.CodeMessage
+            ) -> None:
+                sent.append(message)
+
+        previous = delivery.set_channel(IdentifierKind.PHONE, Sms())
+        try:
+            membership = await make_membership(db)
+            actor = merchant_actor(await _merchant_of(db, membership.program_id))
+            started = await start_verification(
+                db, actor, membership_id=membership.id, kind=IdentifierKind.PHONE,
+                identifier=PHONE,
+            )  # fmt: skip
+        finally:
+            delivery.set_channel(IdentifierKind.PHONE, previous)
+        assert [(m.verification_id, m.recipient) for m in sent] == [(started.id, "+8613800138000")]
+        assert await delivered_code(db, started.id) is None  # nothing went to the outbox
+        linked = await confirm_verification(
+            db, actor, verification_id=started.id, code=sent[0].code
+        )
+        assert linked.member_id == membership.member_id
