@@ -325,6 +325,16 @@ def identity_code(verification_id: int) -> None:
     console.print(found[1])
 
 
+@identity_app.command("rekey")
+def identity_rekey() -> None:
+    """Re-seal and re-digest identifiers under the current identity key (after adding a new
+    first key to ALLIANCE_IDENTITY_KEYS); afterwards the older keys can be removed."""
+    from alliance.identity.service import rekey_identifiers
+
+    changed = _with_database(Settings.from_env(), rekey_identifiers)
+    console.print(f"re-keyed {changed} identifiers")
+
+
 ImportFile = Annotated[
     Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The CSV file (UTF-8).")
 ]

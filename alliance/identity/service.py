@@ -451,3 +451,38 @@ async def list_consents(
     return Page.from_rows(
         rows, first, lambda r: ConsentRecord(r[0], r[1], ConsentPurpose(r[2]), r[3], r[4])
     )
+
+
+async def rekey_identifiers(db: Database, *, batch_size: int = 500) -> int:
+    """Re-seal and re-digest every identifier made under an older identity key with the
+    current one (after a rotation; then the old key can leave ALLIANCE_IDENTITY_KEYS).
+    Pending verifications keep their key until they settle. Returns how many changed."""
+    keys = keyring(db.settings)
+    current = keys.current.key_id
+    changed = 0
+    while True:
+        async with db.transaction() as session:
+            rows = (
+                await session.execute(
+                    text(
+                        "SELECT id, kind, key_id, sealed FROM member_identifier"
+                        " WHERE key_id <> :current ORDER BY id LIMIT :limit"
+                        " FOR UPDATE SKIP LOCKED"
+                    ),
+                    {"current": current, "limit": batch_size},
+                )
+            ).all()
+            for row in rows:
+                kind = IdentifierKind(row.kind)
+                normalised = keys.open(kind, row.key_id, bytes(row.sealed))
+                await session.execute(
+                    text(
+                        "UPDATE member_identifier SET digest = :digest, key_id = :key_id,"
+                        " sealed = :sealed WHERE id = :id"
+                    ),
+                    {"digest": keys.digest(kind, normalised), "key_id": current,
+                     "sealed": keys.seal(kind, normalised), "id": row.id},
+                )  # fmt: skip
+        changed += len(rows)
+        if len(rows) < batch_size:
+            return changed

@@ -273,3 +273,36 @@ class TestDeliveryChannel:
             db, actor, verification_id=started.id, code=sent[0].code
         )
         assert linked.member_id == membership.member_id
+
+
+class TestKeyRotation:
+    async def test_rotation_then_rekey_keeps_matching(self, db: Database) -> None:
+        import dataclasses
+
+        from alliance.identity.service import rekey_identifiers
+        from tests.conftest import TEST_SECRET_KEY
+
+        old_key = "k1:" + TEST_SECRET_KEY
+        new_key = "k2:b3RoZXItc2VjcmV0LWtleS1vdGhlci1zZWNyZXQta2U="
+        before = Database(db.url, dataclasses.replace(db.settings, identity_keys=old_key))
+        rotated = Database(
+            db.url, dataclasses.replace(db.settings, identity_keys=f"{new_key},{old_key}")
+        )
+        after = Database(db.url, dataclasses.replace(db.settings, identity_keys=new_key))
+        try:
+            program_a, program_b, program_c = [await make_program(before) for _ in range(3)]
+            a = await make_membership(before, program_a)
+            await link(before, merchant_actor(program_a.merchant_id), a, PHONE)
+            # After the rotation, the old digest still matches: B joins A's member.
+            b = await make_membership(rotated, program_b)
+            linked = await link(rotated, merchant_actor(program_b.merchant_id), b, PHONE)
+            assert linked.member_id == a.member_id
+            assert await rekey_identifiers(rotated) == 1
+            assert await rekey_identifiers(rotated) == 0
+            # With the old key gone, the re-keyed identifier still matches.
+            c = await make_membership(after, program_c)
+            linked = await link(after, merchant_actor(program_c.merchant_id), c, "13800138000")
+            assert linked.member_id == a.member_id
+        finally:
+            for database in (before, rotated, after):
+                await database.dispose()
