@@ -135,7 +135,8 @@ async def _membership_for(
         await session.execute(
             text(
                 "SELECT m.member_id, p.merchant_id, m.status FROM membership m"
-                " JOIN program p ON p.id = m.program_id WHERE m.id = :id"
+                " JOIN program p ON p.id = m.program_id JOIN member r ON r.id = m.member_id"
+                " WHERE m.id = :id AND r.erased_at IS NULL AND r.merged_into_id IS NULL"
             ),
             {"id": membership_id},
         )

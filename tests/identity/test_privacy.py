@@ -266,3 +266,17 @@ async def test_cli_shows_a_delivered_code_outside_production(db: Database) -> No
     assert shown.stdout.strip() == await code_for(db, started.id)
     missing = await _alliance(db, "identity", "code", "999999")
     assert missing.returncode == 1
+
+
+async def test_an_erased_member_cannot_be_linked_again(db: Database) -> None:
+    from alliance.errors import NotFound as Missing
+    from alliance.identity.service import start_verification
+
+    program = await make_program(db)
+    membership = await make_membership(db, program)
+    await erase_member(db, OPERATOR, member_id=membership.member_id)
+    with pytest.raises(Missing):
+        await start_verification(
+            db, merchant_actor(program.merchant_id), membership_id=membership.id,
+            kind=IdentifierKind.PHONE, identifier=PHONE,
+        )  # fmt: skip
