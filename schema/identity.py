@@ -45,6 +45,24 @@ def _verification_pk(global_id: relay.GlobalID) -> int:
     return int(global_id.node_id)
 
 
+@strawberry.type(description="A verified phone or e-mail address of a member.")
+class MemberIdentifier:
+    kind: IdentifierKind  # type: ignore[valid-type]
+    masked: str = strawberry.field(description="e.g. +86138****5678, l***@example.com")
+    value: str | None = strawberry.field(description="In full for the member themself only.")
+    verified_at: datetime
+
+    @classmethod
+    def from_record(cls, record: service.IdentifierRecord) -> Self:
+        return cls(kind=record.kind, masked=record.masked, value=record.value,
+                   verified_at=record.verified_at)  # fmt: skip
+
+
+async def member_identifiers(info: Info, member_id: int) -> list[MemberIdentifier]:
+    found = await info.context.loaders.identifiers.load(member_id)
+    return [MemberIdentifier.from_record(record) for record in found or []]
+
+
 @strawberry.type(description="A one-time code on its way to a phone or mailbox.")
 class Verification:
     id: relay.GlobalID

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -487,3 +488,55 @@ async def rekey_identifiers(db: Database, *, batch_size: int = 500) -> int:
         changed += len(rows)
         if len(rows) < batch_size:
             return changed
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifierRecord:
+    member_id: int
+    kind: IdentifierKind
+    masked: str
+    value: str | None
+    """In full only for the member themself; everyone else sees `masked`."""
+    verified_at: datetime
+
+
+async def identifiers_by_member(
+    db: Database, actor: Actor, member_ids: Sequence[int]
+) -> dict[int, list[IdentifierRecord]]:
+    """The verified identifiers of members the actor may see: the operator and auditors any
+    member's, a merchant those of members it has a membership of, a member their own."""
+    if actor.role is Role.FINANCE:
+        return {}
+    ids = list(member_ids)
+    if actor.role is Role.MEMBER:
+        ids = [i for i in ids if i == actor.member_id]
+    keys = keyring(db.settings)
+    async with db.autocommit() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT i.member_id, i.kind, i.key_id, i.sealed, i.verified_at"
+                    " FROM member_identifier i WHERE i.member_id = ANY(:ids)"
+                    " AND (NOT :merchant_only OR EXISTS (SELECT 1 FROM membership m"
+                    "   JOIN program p ON p.id = m.program_id"
+                    "   WHERE m.member_id = i.member_id AND p.merchant_id = :merchant))"
+                    " ORDER BY i.member_id, i.id"
+                ),
+                {
+                    "ids": ids,
+                    "merchant_only": actor.role is Role.MERCHANT,
+                    "merchant": actor.merchant_id,
+                },
+            )
+        ).all()
+    found: dict[int, list[IdentifierRecord]] = {}
+    for row in rows:
+        kind = IdentifierKind(row.kind)
+        value = keys.open(kind, row.key_id, bytes(row.sealed))
+        own = actor.role is Role.MEMBER and row.member_id == actor.member_id
+        found.setdefault(row.member_id, []).append(
+            IdentifierRecord(
+                row.member_id, kind, mask(kind, value), value if own else None, row.verified_at
+            )
+        )
+    return found

@@ -44,7 +44,7 @@ from tests.factories import (
     qualify,
 )
 from tests.graphql.helpers import gid, run
-from tests.identity.helpers import code_for, same_person
+from tests.identity.helpers import code_for, link, same_person
 
 ROLES = ("operator", "auditor", "finance_wide", "finance_a", "merchant_a", "member_a")
 
@@ -79,6 +79,8 @@ async def world(db: Database) -> World:
     await same_person(db, linked_b.id, membership_a.member_id)
     await set_consent(db, member_actor(membership_a, merchant_a.id), merchant_id=merchant_a.id,
                       purpose=ConsentPurpose.PARTNER_BALANCES, granted=True)  # fmt: skip
+    await link(db, member_actor(membership_a, merchant_a.id), membership_a,
+               "li.na@example.com", IdentifierKind.EMAIL)  # fmt: skip
     verification = await start_verification(
         db, merchant_actor(merchant_a), membership_id=membership_a.id,
         kind=IdentifierKind.PHONE, identifier="+8613900000001",
@@ -218,6 +220,10 @@ IDENTITY_OPERATIONS: dict[str, tuple[str, Any]] = {
         lambda ids: None,
     ),
     "read privacyPolicy": ("{ privacyPolicy { maxAttempts } }", lambda ids: None),
+    "read member(A) identifiers": (
+        "query($id: ID!) { member(id: $id) { identifiers { masked } } }",
+        lambda ids: {"id": ids["member_a"]},
+    ),
 }
 
 
@@ -455,6 +461,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "eraseMember(B)":         ("ok", F, F, F, F, N),
     "setPrivacyPolicy":       ("ok", F, F, F, F, F),
     "read privacyPolicy":     ("ok", "ok", F, F, F, F),
+    "read member(A) identifiers": ("ok", "ok", H, H, "ok", "ok"),
 }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from alliance.db.engine import Database
 from alliance.errors import NotFound
+from alliance.identity.models import IdentifierKind
 from alliance.members.service import enroll_member
 from tests.factories import OPERATOR, give_points, make_membership, make_program, merchant_actor
 from tests.graphql.helpers import gid, ok
@@ -92,3 +93,20 @@ def _pk(global_id: str) -> int:
     import base64
 
     return int(base64.b64decode(global_id).decode().split(":")[1])
+
+
+async def test_identifiers_in_full_for_the_member_only(db: Database) -> None:
+    from tests.factories import member_actor
+    from tests.identity.helpers import link
+
+    program = await make_program(db)
+    membership = await make_membership(db, program)
+    member = member_actor(membership, program.merchant_id)
+    await link(db, member, membership, " Li.Na@Example.com ", IdentifierKind.EMAIL)
+    query = "query($id: ID!) { member(id: $id) { identifiers { kind masked value } } }"
+    variables = {"id": gid("Member", membership.member_id)}
+    own = (await ok(db, member, query, variables))["member"]["identifiers"]
+    assert own == [{"kind": "EMAIL", "masked": "l***@example.com", "value": "li.na@example.com"}]
+    for actor in (merchant_actor(program.merchant_id), OPERATOR):
+        seen = (await ok(db, actor, query, variables))["member"]["identifiers"]
+        assert seen == [{"kind": "EMAIL", "masked": "l***@example.com", "value": None}]
