@@ -38,10 +38,7 @@ def upgrade() -> None:
         sa.Column("transaction_id", sa.BigInteger(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
         ),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("kind IN ('discount', 'reward')", name=op.f("ck_hold_kind")),
