@@ -1,4 +1,5 @@
-"""The `alliance` command: serve, migrate, verify, import, clients, tokens, keys, schema."""
+"""The `alliance` command: serve, migrate, verify, import, clients, tokens, keys, schema,
+identity."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ import_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(import_app, name="import")
+identity_app = typer.Typer(help="Identity federation tools for local use.", no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
 
 console = Console()
 err = Console(stderr=True)
@@ -242,6 +245,7 @@ class Job(enum.StrEnum):
     TIERS = "tiers"
     HOLDS = "holds"
     SETTLEMENT = "settlement"
+    PRIVACY = "privacy"
 
 
 @jobs_app.command("run")
@@ -252,7 +256,8 @@ def jobs_run(
             help="expire: post every due lot remainder. tiers: start grace periods, move "
             "members down whose grace has passed, carry members onto a new ladder version. "
             "holds: release the points of authorizations past their deadline. "
-            "settlement: close every settlement period that has ended."
+            "settlement: close every settlement period that has ended. "
+            "privacy: delete verifications and their sealed codes past the retention period."
         ),
     ],
     batch_size: Annotated[
@@ -287,6 +292,11 @@ def jobs_run(
                 f" UTC: {period.obligations} obligations"
             )
         console.print(f"closed {len(closed)} settlement periods")
+    if job is Job.PRIVACY:
+        from alliance.identity.privacy import purge_verifications
+
+        purged = _with_database(Settings.from_env(), purge_verifications)
+        console.print(f"deleted {purged} verifications past the retention period")
         return
     if job is Job.TIERS:
         from alliance.tiers import review as tiers
@@ -308,6 +318,36 @@ def jobs_run(
 
     run = _with_database(Settings.from_env(), expire)
     console.print(f"expired {run.lots} lots, {run.points} points, in {run.batches} batches")
+
+
+@identity_app.command("code")
+def identity_code(verification_id: int) -> None:
+    """Show the one-time code the outbox holds for a verification (local use and the demo:
+    it stands in for the phone or mailbox; refused in production mode)."""
+    settings = Settings.from_env()
+    if settings.production:
+        err.print("refused in production mode: codes go to the member, not to the console")
+        raise typer.Exit(2)
+    from alliance.identity.delivery import delivered_code
+
+    async def read(db: Database) -> tuple[str, str] | None:
+        return await delivered_code(db, verification_id)
+
+    found = _with_database(settings, read, read_only=True)
+    if found is None:
+        err.print(f"no code was delivered for verification {verification_id}")
+        raise typer.Exit(1)
+    console.print(found[1])
+
+
+@identity_app.command("rekey")
+def identity_rekey() -> None:
+    """Re-seal and re-digest identifiers under the current identity key (after adding a new
+    first key to ALLIANCE_IDENTITY_KEYS); afterwards the older keys can be removed."""
+    from alliance.identity.service import rekey_identifiers
+
+    changed = _with_database(Settings.from_env(), rekey_identifiers)
+    console.print(f"re-keyed {changed} identifiers")
 
 
 ImportFile = Annotated[

@@ -73,6 +73,9 @@ class Settings:
     settlement_interval_seconds: int = 3600
     """How often `serve` closes settlement periods that have ended."""
     log_level: str = "INFO"
+    identity_keys: str | None = None
+    """`kid:base64,kid:base64` (first current): identifier digests and ciphertexts
+    (alliance/identity/identifiers.py). None: one key derived from `secret_key`."""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -111,4 +114,5 @@ class Settings:
                 "SETTLEMENT_INTERVAL", defaults.settlement_interval_seconds
             ),
             log_level=_env("LOG_LEVEL", defaults.log_level) or defaults.log_level,
+            identity_keys=_env("IDENTITY_KEYS"),
         )

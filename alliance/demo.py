@@ -23,6 +23,8 @@ from alliance.db.engine import Database
 from alliance.errors import AlreadyExists
 from alliance.exchange.rates import publish_rate, rates_in_force
 from alliance.exchange.service import exchange_points, set_partner_acceptance
+from alliance.identity.models import ConsentPurpose
+from alliance.identity.service import set_consent
 from alliance.ledger.service import award_points, spend_points
 from alliance.members.models import Member, Membership
 from alliance.members.service import open_membership
@@ -202,6 +204,10 @@ async def seed_demo(db: Database) -> DemoSeed:
     app_client = await get_client(db, app.client_id)
     assert app_client is not None
     member = await member_actor(db, app_client, membership_id)
+    # 李娜 lets golden-wok's app show her points at the other programs (allianceBalances).
+    assert app.merchant_id is not None
+    await set_consent(db, member, merchant_id=app.merchant_id,
+                      purpose=ConsentPurpose.PARTNER_BALANCES, granted=True)  # fmt: skip
     ttl = min(DEMO_TOKEN_TTL, db.settings.access_token_ttl_seconds)
     tokens = {}
     for label, actor in (
@@ -270,6 +276,11 @@ def print_demo(seed: DemoSeed, base_url: str, console: Console) -> None:
         f"\nGraphiQL: {base_url}/graphql   Try: "
         "{ viewer { role } merchants { edges { node { name programs { edges { node "
         "{ name pointValue } } } } } } }",
+        soft_wrap=True,
+    )
+    console.print(
+        "As the member: { allianceBalances { totalValue lines { programName points value "
+        "expiringPoints } } }. Codes sent by startVerification: alliance identity code <id>.",
         soft_wrap=True,
     )
 

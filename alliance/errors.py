@@ -26,6 +26,9 @@ class ErrorCode(enum.StrEnum):
     NOT_ACCEPTED = "NOT_ACCEPTED"
     PROFITABLE_CYCLE = "PROFITABLE_CYCLE"
     INVALID_TRANSITION = "INVALID_TRANSITION"
+    RATE_LIMITED = "RATE_LIMITED"
+    VERIFICATION_FAILED = "VERIFICATION_FAILED"
+    OBLIGATIONS_UNSETTLED = "OBLIGATIONS_UNSETTLED"
 
 
 class DomainError(Exception):
@@ -124,3 +127,20 @@ class InvalidTransition(DomainError):
     """The object is not in a state that allows this step."""
 
     code = ErrorCode.INVALID_TRANSITION
+
+
+class RateLimited(DomainError):
+    """Too many requests of this kind for this identifier or client; try again later."""
+
+    code = ErrorCode.RATE_LIMITED
+
+
+class VerificationFailed(DomainError):
+    """Wrong, expired or exhausted code, or a verification that is not the caller's: one
+    answer for all, so nothing can be told apart."""
+
+    code = ErrorCode.VERIFICATION_FAILED
+
+
+class ObligationsUnsettled(DomainError):
+    code = ErrorCode.OBLIGATIONS_UNSETTLED

@@ -92,8 +92,18 @@ CASES = {
     "d": "(d) HTTP balance, member token",
     "e": "(e) HTTP recordPurchase, 5 rules + 2 promotions",
     "x": "(x) HTTP exchangePoints, member token, rate + 1 % fee",
+    "f": "(f) HTTP allianceBalances, 5 linked programs, member token",
 }
-HTTP_MODES = {"b": "typename", "c": "award", "d": "balance", "e": "purchase", "x": "exchange"}
+HTTP_MODES = {
+    "b": "typename",
+    "c": "award",
+    "d": "balance",
+    "e": "purchase",
+    "f": "alliance",
+    "x": "exchange",
+}
+LINKED_PROGRAMS = 5
+"""Case (f): each of its members holds a membership in this many programs, all shown."""
 PGBENCH_SCRIPTS = {
     "a": BENCH_DIR / "pgbench_award_function.sql",
     "a_plain": BENCH_DIR / "pgbench_award_plain.sql",
@@ -103,6 +113,10 @@ AWARD_QUERY = (
     " { entry { id points balanceAfter createdAt } replayed userErrors { code message field } } }"
 )
 BALANCE_QUERY = "{ viewer { membership { balance { points held } } } }"
+ALLIANCE_QUERY = (
+    "{ allianceBalances { totalValue expiringPoints"
+    " lines { programName points value expiringPoints } } }"
+)
 PURCHASE_QUERY = (
     "mutation Purchase($input: RecordPurchaseInput!) { recordPurchase(input: $input)"
     " { entry { id points balanceAfter } breakdown { points } userErrors { code field } } }"
@@ -128,7 +142,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", default="1,8,32", help="concurrencies (1,8,32)")
     parser.add_argument("--with-128", action="store_true", help="also run 128 clients")
     parser.add_argument(
-        "--cases", default="a,a_plain,b,c,d,e,x", help="subset of a,a_plain,b,c,d,e,x (all)"
+        "--cases",
+        default="a,a_plain,b,c,d,e,f,x",
+        help="subset of a,a_plain,b,c,d,e,f,x (all)",
     )
     parser.add_argument(
         "--database-url",
@@ -307,6 +323,8 @@ class Seed:
     seconds: dict[str, float] = field(default_factory=dict)
     exchangers: list[tuple[str, int, int]] = field(default_factory=list)
     """Case (x): a member token and the member's two memberships (from, to)."""
+    alliance_tokens: list[str] = field(default_factory=list)
+    """Case (f): member tokens of people linked across LINKED_PROGRAMS programs."""
 
 
 RULES_IN_FORCE_AT = 0.0
@@ -412,6 +430,12 @@ async def seed_database(
             t0 = time.perf_counter()
             exchangers = await seed_exchangers(db, url, records, blocks, program_ids, args)
             seconds["exchangers"] = time.perf_counter() - t0
+        alliance_tokens: list[str] = []
+        if "f" in args.case_list:
+            t0 = time.perf_counter()
+            alliance_tokens = await seed_linked(db, url, args, run_id, records[0], blocks[0],
+                                                program_ids)  # fmt: skip
+            seconds["linked"] = time.perf_counter() - t0
     finally:
         await db.dispose()
     return Seed(
@@ -425,6 +449,7 @@ async def seed_database(
         opening,
         seconds,
         exchangers,
+        alliance_tokens,
     )
 
 
@@ -470,6 +495,84 @@ async def seed_exchangers(
         token, _ = await issue_access_token(db, actor=actor)
         exchangers.append((token, source, target))
     return exchangers
+
+
+async def seed_linked(
+    db: Database,
+    url: str,
+    args: argparse.Namespace,
+    run_id: str,
+    client: Any,
+    block: tuple[int, int],
+    program_ids: list[int],
+) -> list[str]:
+    """Case (f): `member_tokens` people of merchant 1's block, each also a member of
+    LINKED_PROGRAMS - 1 other programs (partner merchants made here when there are too few
+    programs), with an opening balance and a lot expiring in 10 days in each, and consent
+    for merchant 1 to see partner balances. Tokens through merchant 1's app."""
+    partners = list(program_ids[1:LINKED_PROGRAMS])
+    for k in range(LINKED_PROGRAMS - 1 - len(partners)):
+        merchant = await create_merchant(
+            db, OPERATOR, code=f"bench-{run_id}-partner-{k + 1}", name=f"Bench Partner {k + 1}"
+        )
+        program = await create_program(
+            db, OPERATOR, merchant_id=merchant.id, code="points", name=f"Partner Points {k + 1}",
+            unit_name="points", point_value=Decimal("0.02"),
+            expiry_policy=ExpiryPolicy.DAYS_AFTER_EARN, expiry_value=365,
+        )  # fmt: skip
+        partners.append(program.id)
+    people = min(args.member_tokens, block[1] - block[0] + 1)
+    partner_array = "ARRAY[" + ",".join(str(int(p)) for p in partners) + "]::bigint[]"
+    with psycopg.connect(libpq_form(url), autocommit=False) as conn:
+        conn.execute(
+            f"""CREATE TEMP TABLE bench_linked ON COMMIT DROP AS
+                SELECT m.id AS home_id, m.member_id, p.program_id, p.n,
+                       nextval(pg_get_serial_sequence('membership', 'id')) AS membership_id
+                  FROM membership m
+                 CROSS JOIN unnest({partner_array}) WITH ORDINALITY AS p (program_id, n)
+                 WHERE m.id BETWEEN {int(block[0])} AND {int(block[0]) + people - 1}"""
+        )
+        conn.execute(
+            "INSERT INTO membership (id, member_id, program_id, member_number)"
+            " SELECT membership_id, member_id, program_id, 'L' || home_id || '-' || n"
+            " FROM bench_linked ORDER BY membership_id"
+        )
+        conn.execute(
+            "INSERT INTO account (program_id, kind, membership_id, member_id, balance, held)"
+            " SELECT program_id, 'member', membership_id, member_id, 0, 0 FROM bench_linked"
+            " ORDER BY membership_id"
+        )
+        conn.execute(
+            f"""SELECT count(*) FROM (SELECT membership_id, home_id, n FROM bench_linked
+                UNION ALL SELECT DISTINCT home_id, home_id, 0 FROM bench_linked) s
+                CROSS JOIN LATERAL ledger_award(
+                    p_scope => 'bench-linked-{run_id}', p_key => 'linked-' || s.membership_id,
+                    p_request_hash => '\\x00'::bytea, p_client_id => 'bench-seed',
+                    p_merchant_id => NULL::bigint, p_member_id => NULL::bigint,
+                    p_membership_id => s.membership_id, p_points => (50 + s.n * 10)::bigint,
+                    p_reason => 'opening balance', p_time_zone => %s) a""",
+            (TIME_ZONE,),
+        )
+        # Some points expire soon: the query sums them per program.
+        conn.execute(
+            "UPDATE lot SET expires_at = now() + interval '10 days' WHERE transaction_id IN"
+            " (SELECT id FROM ledger_transaction WHERE idempotency_scope = %s)",
+            (f"bench-linked-{run_id}",),
+        )
+        conn.execute(
+            "INSERT INTO consent (member_id, merchant_id, purpose, granted_at)"
+            " SELECT DISTINCT member_id, %s::bigint, 'partner_balances', now() FROM bench_linked",
+            (client.merchant_id,),
+        )
+        conn.commit()
+    with psycopg.connect(libpq_form(url), autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) membership, account, lot, consent, posting")
+    tokens = []
+    for membership_id in range(block[0], block[0] + people):
+        actor = await member_actor(db, client, membership_id)
+        token, _ = await issue_access_token(db, actor=actor)
+        tokens.append(token)
+    return tokens
 
 
 def bulk_members(
@@ -694,6 +797,8 @@ class Bench:
             )
         )
         (self.scratch / "balance.txt").write_text("\n".join(seed.member_tokens) + "\n")
+        if seed.alliance_tokens:
+            (self.scratch / "alliance.txt").write_text("\n".join(seed.alliance_tokens) + "\n")
         shutil.copy(self.scratch / "award.txt", self.scratch / "purchase.txt")
         (self.scratch / "exchange.txt").write_text(
             "".join(f"{token}\t{source}\t{target}\n" for token, source, target in seed.exchangers)
@@ -853,6 +958,12 @@ class Bench:
         membership = ((body.get("data") or {}).get("viewer") or {}).get("membership") or {}
         if status != 200 or not isinstance((membership.get("balance") or {}).get("points"), int):
             self.problems.append(f"balance sanity request failed: {status} {body}")
+        if seed.alliance_tokens:
+            status, body = self.post(seed.alliance_tokens[0], {"query": ALLIANCE_QUERY})
+            checks["alliance"] = {"status": status, "body": body}
+            found = (body.get("data") or {}).get("allianceBalances") or {}
+            if status != 200 or len(found.get("lines") or []) != LINKED_PROGRAMS:
+                self.problems.append(f"allianceBalances sanity request failed: {status} {body}")
         for problem in self.problems:
             log(f"PROBLEM: {problem}")
         return checks
@@ -885,6 +996,10 @@ class Bench:
             "c": award,
             "d": lambda i: self.post(rng.choice(seed.member_tokens), {"query": BALANCE_QUERY}),
         }
+        if seed.alliance_tokens:
+            senders["f"] = lambda i: self.post(
+                rng.choice(seed.alliance_tokens), {"query": ALLIANCE_QUERY}
+            )
         result: dict[str, Any] = {}
         try:
             self.maintenance.execute("ALTER SYSTEM SET log_statement = 'all'")
@@ -1545,6 +1660,8 @@ def compute_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["purchase_vs_award"] = rps["e"] / rps["c"]
         if {"c", "x"} <= rps.keys():
             row["exchange_vs_award"] = rps["x"] / rps["c"]
+        if {"d", "f"} <= rps.keys():
+            row["alliance_vs_balance"] = rps["f"] / rps["d"]
         rows.append(row)
     return rows
 
@@ -1583,6 +1700,15 @@ def compute_verdict(ratios: list[dict[str, Any]], results: list[dict[str, Any]])
             "target": ">= 70 % of (b), every concurrency",
             "value_pct": {c: round(100 * v, 1) for c, v in balance.items()},
             "pass": all(v >= 0.7 for v in balance.values()),
+        }
+    alliance = {
+        r["clients"]: r["alliance_vs_balance"] for r in ratios if "alliance_vs_balance" in r
+    }
+    if alliance:
+        verdict["alliance_balances_throughput"] = {
+            "target": ">= 70 % of the single balance read (d), every concurrency",
+            "value_pct": {c: round(100 * v, 1) for c, v in alliance.items()},
+            "pass": all(v >= 0.7 for v in alliance.values()),
         }
     return verdict
 
@@ -1665,8 +1791,9 @@ def render_markdown(doc: dict[str, Any], json_path: Path) -> str:
         "`errors` + non-empty `userErrors` + responses missing the expected field (every "
         "response is checked in wrk's Lua `response()`); pgbench: failed transactions.",
         "",
-        "| clients | (c)/min(a,b) | (c)/(a) | (c)/(b) | (d)/(b) | (a)/(a') | (e)/(c) | (x)/(c) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | (c)/min(a,b) | (c)/(a) | (c)/(b) | (d)/(b) | (a)/(a') | (e)/(c) | (x)/(c)"
+        " | (f)/(d) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def pct(row: dict[str, Any], key: str) -> str:
@@ -1678,7 +1805,8 @@ def render_markdown(doc: dict[str, Any], json_path: Path) -> str:
             f"{pct(row, 'award_vs_pgbench')} | "
             f"{pct(row, 'award_vs_typename')} | {pct(row, 'balance_vs_typename')} | "
             f"{pct(row, 'function_vs_plain_sql')} | {pct(row, 'purchase_vs_award')} | "
-            f"{pct(row, 'exchange_vs_award')} |"
+            f"{pct(row, 'exchange_vs_award')} | "
+            f"{pct(row, 'alliance_vs_balance')} |"
         )
     probe = doc.get("statements_per_request")
     if probe:

@@ -2,11 +2,11 @@
 --
 --   wrk -t1 -c32 -d10s -s bench/wrk.lua http://127.0.0.1:PORT/graphql -- MODE CONFIG NONCE
 --
--- MODE    typename | award | balance | purchase | exchange
+-- MODE    typename | award | balance | purchase | alliance | exchange
 -- CONFIG  a file written by bench/run.py:
 --           typename: one line, a bearer token (a merchant client's)
 --           award, purchase: one line per merchant: TOKEN <tab> FIRST_MEMBERSHIP_ID <tab> LAST_MEMBERSHIP_ID
---           balance:  one line per member token
+--           balance, alliance:  one line per member token
 --           exchange: one line per member: TOKEN <tab> FROM_MEMBERSHIP_ID <tab> TO_MEMBERSHIP_ID
 -- NONCE   makes idempotency keys unique across wrk invocations (warm-up, cases, profile)
 --
@@ -16,6 +16,8 @@
 
 local TYPENAME_BODY = '{"query":"{ __typename }"}'
 local BALANCE_BODY = '{"query":"{ viewer { membership { balance { points held } } } }"}'
+local ALLIANCE_BODY = '{"query":"{ allianceBalances { totalValue expiringPoints'
+  .. ' lines { programName points value expiringPoints } } }"}'
 local AWARD_PREFIX = '{"query":"mutation Award($input: MovePointsInput!) { awardPoints(input: $input)'
   .. ' { entry { id points balanceAfter createdAt } replayed userErrors { code message field } } }",'
   .. '"variables":{"input":{"membershipId":"'
@@ -30,6 +32,7 @@ local EXPECTED = {
   typename = '"__typename":"Query"',
   award = '"balanceAfter":',
   balance = '"points":',
+  alliance = '"totalValue":',
   purchase = '"balanceAfter":',
 }
 
@@ -97,6 +100,8 @@ function init(args)
         exchangers[#exchangers + 1] = { headers = headers_for(f[1]), from = f[2], to = f[3] }
       elseif mode == "typename" then
         fixed[#fixed + 1] = wrk.format("POST", nil, headers_for(line), TYPENAME_BODY)
+      elseif mode == "alliance" then
+        fixed[#fixed + 1] = wrk.format("POST", nil, headers_for(line), ALLIANCE_BODY)
       else
         fixed[#fixed + 1] = wrk.format("POST", nil, headers_for(line), BALANCE_BODY)
       end

@@ -20,6 +20,7 @@ from alliance.db.engine import Database
 from alliance.db.paging import Page
 from alliance.exchange import rates as exchange_rates
 from alliance.exchange import service as exchanges
+from alliance.identity import service as identity
 from alliance.ledger import holds
 from alliance.members import queries as members
 from alliance.programs import queries as programs
@@ -188,6 +189,11 @@ class Loaders:
     def tier_policy(self) -> DataLoader[int, Ladder | None]:
         """The ladder in force per program."""
         return self._by_id("tier_policy", tier_queries.ladders_by_program)
+
+    @property
+    def identifiers(self) -> DataLoader[int, list[identity.IdentifierRecord] | None]:
+        """Verified identifiers per member (masked unless the member's own)."""
+        return self._by_id("identifiers", identity.identifiers_by_member)
 
     @property
     def held_tier(self) -> DataLoader[int, TierRecord | None]:

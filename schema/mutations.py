@@ -22,6 +22,7 @@ from schema.earning import EarningMutations
 from schema.errors import UserError, mutate
 from schema.exchange import ExchangeMutations
 from schema.holds import HoldMutations
+from schema.identity import IdentityMutations
 from schema.permissions import IsAuthenticated
 from schema.rules import RuleMutations
 from schema.scalars import BigInt
@@ -143,6 +144,7 @@ class Mutation(
     HoldMutations,
     ExchangeMutations,
     SettlementMutations,
+    IdentityMutations,
 ):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."

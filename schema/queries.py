@@ -16,6 +16,7 @@ from alliance.members.queries import membership_by_number
 from alliance.programs.queries import list_merchants, list_programs
 from schema.context import Info
 from schema.exchange import ExchangeQueries
+from schema.identity import IdentityQueries
 from schema.pagination import DEFAULT_PAGE_SIZE, build_connection, check_first, decode_cursor
 from schema.permissions import IsAuthenticated
 from schema.rules import RuleQueries
@@ -46,7 +47,7 @@ async def _resolve_node(info: Info, global_id: relay.GlobalID) -> relay.Node | N
 
 
 @strawberry.type
-class Query(RuleQueries, ExchangeQueries, SettlementQueries):
+class Query(RuleQueries, ExchangeQueries, SettlementQueries, IdentityQueries):
     @strawberry.field(
         permission_classes=authenticated,
         description="Any object by id; null when not found or not yours.",

@@ -58,6 +58,8 @@ class EntryKind(enum.Enum):
     """Points exchanged to or from another program."""
     PARTNER_REDEMPTION = "partner_redemption"
     """Points spent at a partner merchant."""
+    MERGE = "merge"
+    """Points carried between members' accounts by a merge or an unlink."""
 
 
 strawberry.enum(CapPeriod, name="CapPeriod")
@@ -85,6 +87,7 @@ class CapInput:
 
 
 if TYPE_CHECKING:
+    from schema.identity import MemberIdentifier
     from schema.rules import EarnBreakdown, EarningRuleConnection
     from schema.tiers import Tier, TierChangeConnection, TierConnection, TierPolicy, TierProgress
 
@@ -346,6 +349,14 @@ class Member(relay.Node):
             Membership.from_record,
             _BY_ID,
         )
+
+    @strawberry.field(description="Verified phones and e-mail addresses (identity federation).")
+    async def identifiers(self, info: Info) -> list[Annotated[
+        MemberIdentifier, strawberry.lazy("schema.identity")
+    ]]:  # fmt: skip
+        from schema.identity import member_identifiers
+
+        return await member_identifiers(info, self.id)
 
     @strawberry.field(description="Balance per program, one per membership you may see.")
     async def balances(

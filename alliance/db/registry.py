@@ -11,6 +11,14 @@ from alliance.exchange.models import (
     ExchangeRate,
     PartnerAcceptance,
 )
+from alliance.identity.models import (
+    Consent,
+    MemberIdentifier,
+    MemberMerge,
+    MembershipUnlink,
+    PrivacyPolicy,
+    Verification,
+)
 from alliance.ledger.models import (
     Account,
     Hold,
@@ -39,6 +47,7 @@ __all__ = [
     "Account",
     "ActionClaim",
     "AuditRecord",
+    "Consent",
     "EarnCounter",
     "EarningRule",
     "Exchange",
@@ -50,13 +59,17 @@ __all__ = [
     "Lot",
     "LotConsumption",
     "Member",
+    "MemberIdentifier",
+    "MemberMerge",
     "Membership",
     "MembershipTier",
+    "MembershipUnlink",
     "Merchant",
     "OAuthClient",
     "OutboxEvent",
     "PartnerAcceptance",
     "Posting",
+    "PrivacyPolicy",
     "Program",
     "PurchaseRefund",
     "QualifyingActivity",
@@ -70,5 +83,6 @@ __all__ = [
     "Tier",
     "TierChange",
     "TierLadder",
+    "Verification",
     "metadata",
 ]

@@ -66,6 +66,9 @@ class TransactionKind(enum.StrEnum):
     """Points of one program turned into points of another at a published rate."""
     PARTNER_REDEMPTION = "partner_redemption"
     """Points of a program spent at a partner merchant (cross-brand redemption)."""
+    MERGE = "merge"
+    """Points and lots carried to another member's account when two members are merged or a
+    membership is unlinked (alliance/identity/merge.py)."""
 
 
 class Account(Base):
@@ -143,7 +146,7 @@ class LedgerTransaction(Base):
         ),
         CheckConstraint(
             "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund',"
-            " 'exchange', 'partner_redemption')",
+            " 'exchange', 'partner_redemption', 'merge')",
             name="kind",
         ),
         Index(

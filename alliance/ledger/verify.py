@@ -216,6 +216,69 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
+IDENTITY_CHECKS: tuple[Check, ...] = (
+    Check(
+        "account_member_is_membership_member",
+        "each member account's ledger member is its membership's member, unless a merge or an"
+        " unlink moved the membership (the account keeps the member its postings carry)",
+        """SELECT 'account ' || a.id || ' of member ' || a.member_id || ' but its membership '
+                  || m.id || ' is of member ' || m.member_id || ', moved by no merge or unlink'
+             FROM account a JOIN membership m ON m.id = a.membership_id
+            WHERE a.member_id <> m.member_id
+              AND NOT EXISTS (SELECT 1 FROM membership_unlink u WHERE u.membership_id = m.id)
+              AND NOT EXISTS (SELECT 1 FROM member_merge g WHERE g.absorbed_id = a.member_id)""",
+    ),
+    Check(
+        "postings_carry_their_ledger_member",
+        "each member-account posting carries its account's ledger member",
+        """SELECT 'posting ' || p.id || ' carries member ' || p.member_id || ' but account '
+                  || a.id || ' is of member ' || a.member_id
+             FROM posting p JOIN account a ON a.id = p.account_id
+            WHERE p.balance_after IS NOT NULL AND p.member_id <> a.member_id""",
+    ),
+    Check(
+        "merged_members_hold_nothing",
+        "a member merged into another keeps no active membership, identifier or consent",
+        """SELECT 'merged member ' || m.id || ' still has '
+                  || CASE WHEN EXISTS (SELECT 1 FROM membership s WHERE s.member_id = m.id
+                                          AND s.status = 'active') THEN 'an active membership'
+                          WHEN EXISTS (SELECT 1 FROM member_identifier i
+                                        WHERE i.member_id = m.id) THEN 'an identifier'
+                          ELSE 'a consent' END
+             FROM member m
+            WHERE m.merged_into_id IS NOT NULL
+              AND (EXISTS (SELECT 1 FROM membership s WHERE s.member_id = m.id
+                              AND s.status = 'active')
+                   OR EXISTS (SELECT 1 FROM member_identifier i WHERE i.member_id = m.id)
+                   OR EXISTS (SELECT 1 FROM consent c WHERE c.member_id = m.id))""",
+    ),
+    Check(
+        "merge_transactions_move_lots",
+        "each merge transaction re-creates as lots exactly the points it consumed",
+        """SELECT 'merge transaction ' || t.id || ' consumed ' || coalesce(c.total, 0)
+                  || ' but created lots of ' || coalesce(l.total, 0)
+             FROM ledger_transaction t
+             LEFT JOIN (SELECT transaction_id, sum(points) AS total FROM lot_consumption
+                         GROUP BY transaction_id) c ON c.transaction_id = t.id
+             LEFT JOIN (SELECT transaction_id, sum(amount) AS total FROM lot
+                         GROUP BY transaction_id) l ON l.transaction_id = t.id
+            WHERE t.kind = 'merge' AND coalesce(c.total, 0) <> coalesce(l.total, 0)""",
+    ),
+    Check(
+        "erased_members_pseudonymised",
+        "an erased member has no name, no identifier and no member number of its own",
+        """SELECT 'erased member ' || m.id || ' still has personal data'
+             FROM member m
+            WHERE m.erased_at IS NOT NULL
+              AND (m.display_name IS NOT NULL
+                   OR EXISTS (SELECT 1 FROM member_identifier i WHERE i.member_id = m.id)
+                   OR EXISTS (SELECT 1 FROM membership s WHERE s.member_id = m.id
+                                 AND s.member_number <> 'erased-' || s.id))""",
+    ),
+)
+CHECKS = CHECKS + IDENTITY_CHECKS
+
+
 async def verify_ledger(db: Database, *, limit: int = 20) -> list[Violation]:
     """Every check, the settlement's too, on one snapshot."""
     from alliance.settlement.reconcile import SETTLEMENT_CHECKS

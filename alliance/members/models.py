@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -17,6 +26,10 @@ class Member(Base):
     id: Mapped[int] = id_column()
     display_name: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
+    merged_into_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("member.id"))
+    """Set when a merge folded this member into another (alliance/identity/merge.py)."""
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Set when the member's personal data was erased (pseudonymised)."""
 
 
 class Membership(Base):

@@ -138,6 +138,29 @@ def _merchant_programs() -> Any:
     return select(program_table.c.id).where(program_table.c.merchant_id == ACTOR_MERCHANT)
 
 
+def _accounts_of(member: Any) -> Any:
+    """The accounts of a member's memberships. After a merge or an unlink an account can
+    belong to a member other than its ledger member (the one its postings carry, see
+    alliance/identity/merge.py), so postings are found by account, not by member alone."""
+    return (
+        select(account_table.c.id)
+        .select_from(_memberships)
+        .where(membership_table.c.member_id == member)
+        .correlate_except(membership_table, account_table)
+    )
+
+
+def _ledger_members_of(member: Any) -> Any:
+    """The ledger members of those accounts (the member itself unless merged with others):
+    what the history index on postings is searched by."""
+    return (
+        select(account_table.c.member_id)
+        .select_from(_memberships)
+        .where(membership_table.c.member_id == member)
+        .correlate_except(membership_table, account_table)
+    )
+
+
 def readable_memberships(role: Role, bound: bool) -> ColumnElement[bool]:
     if role in (Role.OPERATOR, Role.AUDITOR):
         return true()
@@ -171,7 +194,7 @@ def readable_postings(role: Role, bound: bool) -> ColumnElement[bool]:
     if role is Role.MERCHANT:
         return posting_table.c.program_id.in_(_merchant_programs())
     if role is Role.MEMBER:
-        own = posting_table.c.member_id == ACTOR_MEMBER
+        own = posting_table.c.account_id.in_(_accounts_of(ACTOR_MEMBER))
         return and_(own, posting_table.c.program_id.in_(_merchant_programs())) if bound else own
     return false()
 
@@ -274,7 +297,14 @@ _history_of_membership = Compiled(
 _history_of_member = Compiled(
     lambda role, bound, after, filters: paged_by_parent(
         lambda member_id: _history_page(
-            posting_table.c.member_id == member_id, role, bound, after, filters
+            and_(
+                posting_table.c.member_id.in_(_ledger_members_of(member_id)),
+                posting_table.c.account_id.in_(_accounts_of(member_id)),
+            ),
+            role,
+            bound,
+            after,
+            filters,
         )
     )
 )

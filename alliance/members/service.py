@@ -60,6 +60,12 @@ async def enroll_member(
                         Membership.program_id.in_(
                             select(Program.id).where(Program.merchant_id == actor.merchant_id)
                         ),
+                        # A member merged into another, or erased, takes no new membership.
+                        Membership.member_id.in_(
+                            select(Member.id).where(
+                                Member.merged_into_id.is_(None), Member.erased_at.is_(None)
+                            )
+                        ),
                     )
                 )
             )

@@ -65,6 +65,19 @@ class ObligationRecord:
     occurred_at: datetime
 
 
+SETTLED_OBLIGATION = """EXISTS (
+    SELECT 1 FROM settlement_period p
+     WHERE p.status = 'closed' AND o.id <= p.watermark AND o.occurred_at < p.ends_at
+       AND (o.id > p.previous_watermark
+            OR o.occurred_at >= coalesce(p.previous_ends_at, '-infinity'::timestamptz))
+       AND NOT EXISTS (
+           SELECT 1 FROM settlement_statement s
+            WHERE s.period_id = p.id AND s.status <> 'paid'
+              AND (s.merchant_id = o.debtor_merchant_id
+                   OR s.merchant_id IS NOT DISTINCT FROM o.creditor_merchant_id)))"""
+"""SQL on an obligation `o`: settled, i.e. in a closed period whose statements for both of
+its parties (the alliance's, for a fee) are paid."""
+
 STATEMENT_COLUMNS = ", ".join(f"s.{name}" for name in StatementRecord.__slots__)
 LINE_COLUMNS = ", ".join(f"l.{name}" for name in LineRecord.__slots__)
 OBLIGATION_COLUMNS = ", ".join(f"o.{name}" for name in ObligationRecord.__slots__)

@@ -136,8 +136,8 @@ SETTLEMENT_CHECKS: tuple[Check, ...] = (
     ),
     Check(
         "settlement_references_exist",
-        "obligations name existing merchants; exchanges and quotes existing rates, and the"
-        " member's own memberships",
+        "obligations name existing merchants and transactions; exchanges and quotes existing"
+        " rates and memberships",
         """SELECT 'obligation ' || o.id || ' names merchant '
                   || coalesce(o.creditor_merchant_id, o.debtor_merchant_id) || ', unknown'
              FROM settlement_obligation o
@@ -146,14 +146,11 @@ SETTLEMENT_CHECKS: tuple[Check, ...] = (
                    AND NOT EXISTS (SELECT 1 FROM merchant m WHERE m.id = o.creditor_merchant_id))
            UNION ALL
            SELECT 'exchange ' || e.id || ' names rate ' || e.rate_id || ' or memberships '
-                  || e.from_membership_id || ', ' || e.to_membership_id
-                  || ' not of member ' || e.member_id
+                  || e.from_membership_id || ', ' || e.to_membership_id || ', unknown'
              FROM exchange e
             WHERE NOT EXISTS (SELECT 1 FROM exchange_rate r WHERE r.id = e.rate_id)
-               OR NOT EXISTS (SELECT 1 FROM membership m WHERE m.id = e.from_membership_id
-                                 AND m.member_id = e.member_id)
-               OR NOT EXISTS (SELECT 1 FROM membership m WHERE m.id = e.to_membership_id
-                                 AND m.member_id = e.member_id)
+               OR NOT EXISTS (SELECT 1 FROM membership m WHERE m.id = e.from_membership_id)
+               OR NOT EXISTS (SELECT 1 FROM membership m WHERE m.id = e.to_membership_id)
            UNION ALL
            SELECT 'exchange ' || e.id || ' has no exchange transaction of that id'
              FROM exchange e

@@ -17,12 +17,15 @@ CREATE TRIGGER settlement_line_append_only BEFORE UPDATE OR DELETE ON settlement
     FOR EACH ROW EXECUTE FUNCTION ledger_reject_change();
 
 -- A membership of one member, with its account and program: what an exchange or a
--- partner redemption needs of each side. Nothing when it is not the member's.
+-- partner redemption needs of each side. Nothing when it is not the member's. The
+-- account's own member (its ledger member, which a merge of two members may leave
+-- different from the membership's) is the one its postings and lots carry.
 CREATE FUNCTION exchange_side(p_membership_id bigint, p_member_id bigint)
-RETURNS TABLE (membership_id bigint, account_id bigint, program_id bigint, merchant_id bigint,
-               point_value numeric, active boolean, expiry_policy text, expiry_value integer)
+RETURNS TABLE (membership_id bigint, account_id bigint, ledger_member_id bigint,
+               program_id bigint, merchant_id bigint, point_value numeric, active boolean,
+               expiry_policy text, expiry_value integer)
 LANGUAGE sql STABLE AS $$
-    SELECT m.id, a.id, p.id, p.merchant_id, p.point_value,
+    SELECT m.id, a.id, a.member_id, p.id, p.merchant_id, p.point_value,
            p.status = 'active' AND m.status = 'active' AND x.status = 'active',
            p.expiry_policy, p.expiry_value
       FROM membership m
@@ -245,26 +248,28 @@ BEGIN
     WITH legs AS (
         INSERT INTO posting
             (transaction_id, account_id, program_id, member_id, amount, balance_after)
-        SELECT v_tx, leg.account_id, leg.program_id, p_member_id, leg.amount, leg.balance_after
+        SELECT v_tx, leg.account_id, leg.program_id, leg.member_id, leg.amount,
+               leg.balance_after
           FROM (VALUES
-                (1, s.account_id, s.program_id, -v_points, v_balance),
+                (1, s.account_id, s.program_id, s.ledger_member_id, -v_points, v_balance),
                 (2, (SELECT a.id FROM account a WHERE a.program_id = s.program_id
                        AND a.kind = 'exchanged_out' AND a.membership_id IS NULL),
-                 s.program_id, v_points - t.fee, NULL::bigint),
+                 s.program_id, s.ledger_member_id, v_points - t.fee, NULL::bigint),
                 (3, CASE WHEN t.fee > 0 THEN
                         (SELECT a.id FROM account a WHERE a.program_id = s.program_id
                             AND a.kind = 'fee' AND a.membership_id IS NULL) END,
-                 s.program_id, t.fee, NULL::bigint),
-                (4, d.account_id, d.program_id, t.points_out, v_to_balance + v_repaid),
-                (5, d.account_id, d.program_id, -v_repaid, v_to_balance),
+                 s.program_id, s.ledger_member_id, t.fee, NULL::bigint),
+                (4, d.account_id, d.program_id, d.ledger_member_id, t.points_out,
+                 v_to_balance + v_repaid),
+                (5, d.account_id, d.program_id, d.ledger_member_id, -v_repaid, v_to_balance),
                 (6, (SELECT a.id FROM account a WHERE a.program_id = d.program_id
                        AND a.kind = 'exchanged_in' AND a.membership_id IS NULL),
-                 d.program_id, -t.points_out, NULL::bigint),
+                 d.program_id, d.ledger_member_id, -t.points_out, NULL::bigint),
                 (7, CASE WHEN v_repaid > 0 THEN
                         (SELECT a.id FROM account a WHERE a.program_id = d.program_id
                             AND a.kind = 'clawback' AND a.membership_id IS NULL) END,
-                 d.program_id, v_repaid, NULL::bigint))
-               AS leg(n, account_id, program_id, amount, balance_after)
+                 d.program_id, d.ledger_member_id, v_repaid, NULL::bigint))
+               AS leg(n, account_id, program_id, member_id, amount, balance_after)
          WHERE leg.amount <> 0
          ORDER BY leg.n
         RETURNING id, account_id, amount
@@ -276,7 +281,7 @@ BEGIN
 
     INSERT INTO lot (account_id, program_id, member_id, transaction_id, amount, remaining,
                      available_at, expires_at)
-    VALUES (d.account_id, d.program_id, p_member_id, v_tx, t.points_out,
+    VALUES (d.account_id, d.program_id, d.ledger_member_id, v_tx, t.points_out,
             t.points_out - v_repaid, now(),
             lot_expiry(d.expiry_policy, d.expiry_value, now(), p_time_zone))
     RETURNING id INTO v_lot;
@@ -363,7 +368,7 @@ BEGIN
     v_entry := ledger_post(v_tx, s.account_id,
                            (SELECT a.id FROM account a WHERE a.program_id = s.program_id
                                AND a.kind = 'redeemed' AND a.membership_id IS NULL),
-                           s.program_id, p_member_id, -p_points, v_balance);
+                           s.program_id, s.ledger_member_id, -p_points, v_balance);
     INSERT INTO settlement_obligation (transaction_id, kind, debtor_merchant_id,
                                        creditor_merchant_id, program_id, member_id, points,
                                        point_value, amount, occurred_at)

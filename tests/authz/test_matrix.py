@@ -21,6 +21,8 @@ import pytest
 
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
+from alliance.identity.models import ConsentPurpose, IdentifierKind
+from alliance.identity.service import set_consent, start_verification
 from alliance.ledger.holds import authorize_hold
 from alliance.rules.earning import record_purchase
 from alliance.rules.engine import Action, Purchase
@@ -42,6 +44,7 @@ from tests.factories import (
     qualify,
 )
 from tests.graphql.helpers import gid, run
+from tests.identity.helpers import code_for, link, same_person
 
 ROLES = ("operator", "auditor", "finance_wide", "finance_a", "merchant_a", "member_a")
 
@@ -71,6 +74,17 @@ async def world(db: Database) -> World:
         )  # fmt: skip
         await make_ladder(db, program)
         await qualify(db, membership, program, spend=1000)  # into gold: a tier history
+    # Identity: member A is also B's member (linked), consents to A, has a code on its way.
+    linked_b = await make_membership(db, program_b)
+    await same_person(db, linked_b.id, membership_a.member_id)
+    await set_consent(db, member_actor(membership_a, merchant_a.id), merchant_id=merchant_a.id,
+                      purpose=ConsentPurpose.PARTNER_BALANCES, granted=True)  # fmt: skip
+    await link(db, member_actor(membership_a, merchant_a.id), membership_a,
+               "li.na@example.com", IdentifierKind.EMAIL)  # fmt: skip
+    verification = await start_verification(
+        db, merchant_actor(merchant_a), membership_id=membership_a.id,
+        kind=IdentifierKind.PHONE, identifier="+8613900000001",
+    )  # fmt: skip
     hold_a = await authorize_hold(
         db, merchant_actor(merchant_a), membership_id=membership_a.id, points=10,
         kind="discount", reason="bill", idempotency_key="world-hold",
@@ -93,6 +107,9 @@ async def world(db: Database) -> World:
             "membership_b": gid("Membership", membership_b.id),
             "member_a": gid("Member", membership_a.member_id),
             "member_b": gid("Member", membership_b.member_id),
+            "membership_a_at_b": gid("Membership", linked_b.id),
+            "verification_a": gid("Verification", verification.id),
+            "code_a": await code_for(db, verification.id),
         },
     )
 
@@ -132,6 +149,82 @@ def _read_tier(membership: str) -> tuple[str, Any]:
         tierProgress { qualifyingTotal current { code } }
         tierHistory { edges { node { reason } } } } }"""
     return query, lambda ids: {"id": ids[membership]}
+
+
+def _member_data(kind: str, member: str) -> tuple[str, Any]:
+    field = "document" if kind == "exportMyData" else "erasedAt"
+    query = f"""mutation($m: ID) {{ {kind}(input: {{memberId: $m}}) {{ {field}
+        userErrors {{ code }} }} }}"""
+    return query, lambda ids: {"m": ids[member]}
+
+
+def _consent(kind: str) -> tuple[str, Any]:
+    query = f"""mutation($m: ID!) {{ {kind}(input: {{merchantId: $m, purpose: MARKETING}}) {{
+        consent {{ purpose }} userErrors {{ code }} }} }}"""
+    return query, lambda ids: {"m": ids["merchant_a"]}
+
+
+_BALANCES = """query($m: ID!) { allianceBalances(membershipId: $m) { totalValue
+    lines { points } } }"""
+IDENTITY_OPERATIONS: dict[str, tuple[str, Any]] = {
+    **{
+        f"startVerification({side})": (
+            """mutation($m: ID!) { startVerification(input: {membershipId: $m,
+            phone: "+86 139 0000 0002"}) { verification { id } userErrors { code } } }""",
+            lambda ids, side=side: {"m": ids[f"membership_{side.lower()}"]},
+        )
+        for side in "AB"
+    },
+    "confirmVerification(A)": (
+        """mutation($v: ID!, $c: String!) { confirmVerification(input: {verificationId: $v,
+        code: $c}) { membership { id } userErrors { code } } }""",
+        lambda ids: {"v": ids["verification_a"], "c": ids["code_a"]},
+    ),
+    "grantConsent(A)": _consent("grantConsent"),
+    "withdrawConsent(A)": _consent("withdrawConsent"),
+    **{
+        f"read consents({side})": (
+            """query($m: ID!) { consents(memberId: $m) { edges { node { purpose } } } }""",
+            lambda ids, side=side: {"m": ids[f"member_{side.lower()}"]},
+        )
+        for side in "AB"
+    },
+    **{
+        f"allianceBalances({side})": (
+            _BALANCES,
+            lambda ids, side=side: {"m": ids[f"membership_{side.lower()}"]},
+        )
+        for side in "AB"
+    },
+    "mergeMembers": (
+        """mutation($s: ID!, $a: ID!) { mergeMembers(input: {survivorId: $s, absorbedId: $a,
+        reason: "dup", idempotencyKey: "merge"}) { merge { pointsMoved } userErrors { code } } }""",
+        lambda ids: {"s": ids["member_a"], "a": ids["member_b"]},
+    ),
+    **{
+        f"unlinkMembership({side})": (
+            """mutation($m: ID!) { unlinkMembership(input: {membershipId: $m, reason: "x",
+            idempotencyKey: "unlink"}) {
+            membership { id } userErrors { code } } }""",
+            lambda ids, side=side: {"m": ids[f"membership_{side.lower()}"]},
+        )
+        for side in ("A", "B", "A_at_B")
+    },
+    "exportMyData(A)": _member_data("exportMyData", "member_a"),
+    "exportMyData(B)": _member_data("exportMyData", "member_b"),
+    "eraseMember(A)": _member_data("eraseMember", "member_a"),
+    "eraseMember(B)": _member_data("eraseMember", "member_b"),
+    "setPrivacyPolicy": (
+        """mutation { setPrivacyPolicy(input: {maxAttempts: 3}) { policy { maxAttempts }
+        userErrors { code } } }""",
+        lambda ids: None,
+    ),
+    "read privacyPolicy": ("{ privacyPolicy { maxAttempts } }", lambda ids: None),
+    "read member(A) identifiers": (
+        "query($id: ID!) { member(id: $id) { identifiers { masked } } }",
+        lambda ids: {"id": ids["member_a"]},
+    ),
+}
 
 
 OPERATIONS: dict[str, tuple[str, Any]] = {
@@ -297,6 +390,7 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         "query($id: ID!) { node(id: $id) { ... on Program { outstandingPoints } } }",
         lambda ids: {"id": ids["program_b"]},
     ),
+    **IDENTITY_OPERATIONS,
 }
 
 F, N, H = "FORBIDDEN", "NOT_FOUND", "hidden"
@@ -346,6 +440,28 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "read membership(B) tier": ("ok", "ok", H, H, H, H),
     "outstandingPoints(A)":   ("ok", "ok", "ok", "ok", "ok", F),
     "outstandingPoints(B)":   ("ok", "ok", "ok", H, H, F),
+    # Identity federation. A verification is its starter's: others cannot tell it exists.
+    "startVerification(A)":   (F, F, F, F, "ok", "ok"),
+    "startVerification(B)":   (F, F, F, F, N, N),
+    "confirmVerification(A)": (F, F, F, F, "ok", "VERIFICATION_FAILED"),
+    "grantConsent(A)":        (F, F, F, F, F, "ok"),
+    "withdrawConsent(A)":     (F, F, F, F, F, "ok"),
+    "read consents(A)":       ("ok", "ok", F, F, "ok", "ok"),
+    "read consents(B)":       (H, H, F, F, H, H),
+    "allianceBalances(A)":    ("ok", "ok", F, F, "ok", "ok"),
+    "allianceBalances(B)":    ("ok", "ok", F, F, H, H),
+    "mergeMembers":           ("ok", F, F, F, F, F),
+    "unlinkMembership(A)":    ("ok", F, F, F, "ok", "ok"),
+    # B's member has no other membership: nothing to unlink from.
+    "unlinkMembership(B)":    ("INVALID_INPUT", F, F, F, N, N),
+    "unlinkMembership(A_at_B)": ("ok", F, F, F, N, N),
+    "exportMyData(A)":        ("ok", F, F, F, F, "ok"),
+    "exportMyData(B)":        ("ok", F, F, F, F, N),
+    "eraseMember(A)":         ("ok", F, F, F, F, "ok"),
+    "eraseMember(B)":         ("ok", F, F, F, F, N),
+    "setPrivacyPolicy":       ("ok", F, F, F, F, F),
+    "read privacyPolicy":     ("ok", "ok", F, F, F, F),
+    "read member(A) identifiers": ("ok", "ok", H, H, "ok", "ok"),
 }  # fmt: skip
 
 

@@ -1,0 +1,1 @@
+"""Identity federation: verified identifiers, consent, merge and unlink, privacy rights."""

@@ -1,0 +1,139 @@
+"""Merges and the rest of the ledger: refunds, spends and history around a merge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import text
+
+from alliance.db.engine import Database
+from alliance.errors import DomainError
+from alliance.identity.merge import merge_members, unlink_membership
+from alliance.ledger.reversal import reverse_purchase
+from alliance.ledger.service import spend_points
+from alliance.ledger.verify import verify_ledger
+from alliance.members.queries import HistoryFilter, history_pages_by_member, memberships_by_id
+from alliance.rules.earning import record_purchase
+from alliance.rules.engine import Purchase
+from alliance.rules.models import RuleKind
+from alliance.rules.service import ClawbackPolicy, set_earning_policy
+from alliance.rules.terms import TermsInput
+from tests.factories import (
+    OPERATOR,
+    backdated_rule,
+    give_points,
+    make_membership,
+    make_program,
+    member_actor,
+    merchant_actor,
+)
+from tests.graphql.helpers import ok
+
+
+async def test_refund_after_rehome_claws_back_from_the_moved_membership(db: Database) -> None:
+    home, other = await make_program(db), await make_program(db)
+    actor = merchant_actor(other.merchant_id)
+    await backdated_rule(db, other, "base", RuleKind.PURCHASE,
+                         TermsInput(points_per_unit=Decimal(1)))  # fmt: skip
+    await set_earning_policy(db, actor, program_id=other.id, clawback_policy=ClawbackPolicy.DEBT)
+    survivor = await make_membership(db, home)
+    absorbed = await make_membership(db, other)
+    await record_purchase(db, actor, membership_id=absorbed.id, order_id="o-1",
+                          purchase=Purchase(Decimal(100), datetime.now(UTC)),
+                          currency="CNY")  # fmt: skip
+    await spend_points(db, actor, membership_id=absorbed.id, points=80, reason="spent",
+                       idempotency_key="s1")  # fmt: skip
+    await merge_members(db, OPERATOR, survivor_id=survivor.member_id,
+                        absorbed_id=absorbed.member_id, reason="dup",
+                        idempotency_key="m")  # fmt: skip
+    reversal = await reverse_purchase(db, actor, order_id="o-1", refund_id="r-1",
+                                      amount=Decimal(100), currency="CNY")  # fmt: skip
+    assert (reversal.taken, reversal.debt) == (20, 80)
+    found = await memberships_by_id(db, OPERATOR, [absorbed.id])
+    assert found[absorbed.id].member_id == survivor.member_id
+    assert found[absorbed.id].debt == 80
+    assert await verify_ledger(db) == []
+
+
+async def _race_round(db: Database, round_: int) -> None:
+    """A merge that re-homes a membership while 40 spends hit its account."""
+    home, other = await make_program(db), await make_program(db)
+    survivor = await make_membership(db, home)
+    absorbed = await make_membership(db, other)
+    for _ in range(5):
+        await give_points(db, absorbed, other, 100)
+    rng = random.Random(round_)
+
+    async def spend(n: int) -> None:
+        await asyncio.sleep(rng.random() * 0.02)
+        with contextlib.suppress(DomainError):
+            await spend_points(
+                db, merchant_actor(other.merchant_id), membership_id=absorbed.id, points=3,
+                reason="race", idempotency_key=f"r{round_}-{n}",
+            )  # fmt: skip
+
+    async def merge() -> None:
+        await asyncio.sleep(0.01)
+        await merge_members(db, OPERATOR, survivor_id=survivor.member_id,
+                            absorbed_id=absorbed.member_id, reason="race",
+                            idempotency_key=f"race{round_}")  # fmt: skip
+
+    await asyncio.gather(merge(), *(spend(n) for n in range(40)))
+
+
+async def test_rehome_under_concurrent_spends_keeps_every_invariant(db: Database) -> None:
+    for round_ in range(4):
+        await _race_round(db, round_)
+    assert await verify_ledger(db) == []
+    # Every posting of an account carries the account's ledger member, before and after.
+    async with db.autocommit() as conn:
+        stray = await conn.scalar(
+            text(
+                "SELECT count(*) FROM posting p JOIN account a ON a.id = p.account_id"
+                " WHERE p.balance_after IS NOT NULL AND p.member_id <> a.member_id"
+            )
+        )
+    assert stray == 0
+
+
+async def test_survivor_sees_the_moved_membership_history(db: Database) -> None:
+    home, other = await make_program(db), await make_program(db)
+    survivor = await make_membership(db, home)
+    absorbed = await make_membership(db, other)
+    await give_points(db, survivor, home, 5)
+    await give_points(db, absorbed, other, 7)
+    await merge_members(db, OPERATOR, survivor_id=survivor.member_id,
+                        absorbed_id=absorbed.member_id, reason="dup",
+                        idempotency_key="m")  # fmt: skip
+    pages = await history_pages_by_member(db, OPERATOR, [survivor.member_id], first=10,
+                                          after=None, filters=HistoryFilter())  # fmt: skip
+    assert sorted(e.points for e in pages[survivor.member_id].items) == [5, 7]
+    # Through the moved membership's merchant app, the member sees its entries too.
+    actor = member_actor(await _record(db, absorbed.id), other.merchant_id)
+    data = await ok(
+        db, actor,
+        """{ viewer { member { transactions { edges { node { points } } } }
+             membership { transactions { edges { node { points } } } } } }""",
+    )  # fmt: skip
+    member_entries = data["viewer"]["member"]["transactions"]["edges"]
+    membership_entries = data["viewer"]["membership"]["transactions"]["edges"]
+    assert [e["node"]["points"] for e in member_entries] == [7]
+    assert [e["node"]["points"] for e in membership_entries] == [7]
+    # Unlinked again: the history goes with the membership.
+    unlinked = await unlink_membership(db, OPERATOR, membership_id=absorbed.id,
+                                       reason="not the same", idempotency_key="u")  # fmt: skip
+    pages = await history_pages_by_member(
+        db, OPERATOR, [survivor.member_id, unlinked.to_member_id], first=10, after=None,
+        filters=HistoryFilter(),
+    )  # fmt: skip
+    assert [e.points for e in pages[survivor.member_id].items] == [5]
+    assert [e.points for e in pages[unlinked.to_member_id].items] == [7]
+    assert await verify_ledger(db) == []
+
+
+async def _record(db: Database, membership_id: int):  # type: ignore[no-untyped-def]
+    return (await memberships_by_id(db, OPERATOR, [membership_id]))[membership_id]
