@@ -54,6 +54,8 @@ class EntryKind(enum.Enum):
     """An opening balance imported from the merchant's previous system."""
     REFUND = "refund"
     """Points of a paid discount given back."""
+    GIFT = "gift"
+    """Points given by one member to another of the same program."""
 
 
 strawberry.enum(CapPeriod, name="CapPeriod")

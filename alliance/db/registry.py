@@ -15,6 +15,7 @@ from alliance.ledger.models import (
 )
 from alliance.members.models import Member, Membership
 from alliance.programs.models import Merchant, Program
+from alliance.rewards.models import Coupon, Gift, GiftPolicy, Redemption, Reward, RewardVersion
 from alliance.rules.claims import ActionClaim, EarnCounter, Referral
 from alliance.rules.models import EarningRule
 from alliance.tiers.models import MembershipTier, QualifyingActivity, Tier, TierChange, TierLadder
@@ -23,6 +24,12 @@ metadata = Base.metadata
 
 __all__ = [
     "Account",
+    "Coupon",
+    "Gift",
+    "GiftPolicy",
+    "Redemption",
+    "Reward",
+    "RewardVersion",
     "ActionClaim",
     "AuditRecord",
     "EarnCounter",

@@ -60,6 +60,8 @@ class TransactionKind(enum.StrEnum):
     """An opening balance imported from a merchant's previous system."""
     REFUND = "refund"
     """Points of a captured spend given back (`reverses_id` names the spend)."""
+    GIFT = "gift"
+    """Points one member gave another of the same program (alliance/rewards/gifting.py)."""
 
 
 class Account(Base):
@@ -136,7 +138,7 @@ class LedgerTransaction(Base):
             "idempotency_scope", "idempotency_key", name="uq_ledger_transaction_idempotency"
         ),
         CheckConstraint(
-            "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund')",
+            "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund', 'gift')",
             name="kind",
         ),
         Index(
