@@ -47,7 +47,10 @@ async def setup(
 
 
 async def reserve(
-    db: Database, program: ProgramRecord, reward: RewardRecord, membership: MembershipRecord,
+    db: Database,
+    program: ProgramRecord,
+    reward: RewardRecord,
+    membership: MembershipRecord,
     key: str | None = None,
 ) -> Reservation:
     return await reserve_reward(

@@ -182,8 +182,8 @@ async def test_audience_window_and_archive(db: Database) -> None:
 async def test_who_may_reserve(db: Database) -> None:
     program, reward, membership = await setup(db)
     elsewhere = await make_program(db)
+    other_reward = (await setup(db))[1]
     with pytest.raises(NotFound):  # a reward of another program
-        other_reward = (await setup(db))[1]
         await reserve(db, program, other_reward, membership)
     with pytest.raises(NotFound):  # another merchant's member
         await reserve_reward(db, merchant_actor(elsewhere.merchant_id),

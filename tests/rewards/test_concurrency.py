@@ -1,0 +1,39 @@
+"""Many members racing for a reward: the stock and every member's limit hold."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alliance.db.engine import Database
+from alliance.errors import LimitReached, OutOfStock
+from alliance.ledger.verify import verify_ledger
+from alliance.rewards.redemptions import Reservation
+from tests.factories import make_program
+from tests.rewards.helpers import make_reward, member_with_points, reserve, stock
+
+
+async def test_200_concurrent_reservations_of_a_stock_of_50(db: Database) -> None:
+    program = await make_program(db)
+    reward = await make_reward(db, program, stock=50, limit_total=1)
+    members = [await member_with_points(db, program, 250) for _ in range(100)]
+    # Every member asks twice at once: 200 reservations for 50 units, one per member.
+    outcomes = await asyncio.gather(
+        *(reserve(db, program, reward, membership) for membership in members * 2),
+        return_exceptions=True,
+    )
+    won = [o for o in outcomes if isinstance(o, Reservation)]
+    refused = [o for o in outcomes if not isinstance(o, Reservation)]
+    assert len(won) == 50
+    assert all(isinstance(o, OutOfStock | LimitReached) for o in refused), refused[:3]
+    assert await stock(db, reward) == (0, 50)
+    per_member = await db.fetch_all(
+        "SELECT membership_id, count(*) FROM redemption WHERE reward_id = %(r)s"
+        " GROUP BY membership_id HAVING count(*) > 1", {"r": reward.id},
+    )  # fmt: skip
+    assert per_member == []
+    held = await db.fetch_one(
+        "SELECT sum(held), count(*) FILTER (WHERE held > 0) FROM account"
+        " WHERE program_id = %(p)s AND kind = 'member'", {"p": program.id},
+    )  # fmt: skip
+    assert held == (50 * 100, 50)
+    assert await verify_ledger(db) == []
