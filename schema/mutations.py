@@ -22,6 +22,7 @@ from schema.earning import EarningMutations
 from schema.errors import UserError, mutate
 from schema.holds import HoldMutations
 from schema.permissions import IsAuthenticated
+from schema.rewards import RewardMutations
 from schema.rules import RuleMutations
 from schema.scalars import BigInt
 from schema.tiers import TierMutations
@@ -134,7 +135,7 @@ class SetMemberSegmentsPayload:
 
 
 @strawberry.type
-class Mutation(RuleMutations, EarningMutations, TierMutations, HoldMutations):
+class Mutation(RuleMutations, EarningMutations, TierMutations, HoldMutations, RewardMutations):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."
     )

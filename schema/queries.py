@@ -17,6 +17,7 @@ from alliance.programs.queries import list_merchants, list_programs
 from schema.context import Info
 from schema.pagination import DEFAULT_PAGE_SIZE, build_connection, check_first, decode_cursor
 from schema.permissions import IsAuthenticated
+from schema.rewards import RewardQueries
 from schema.rules import RuleQueries
 from schema.types import (
     Member,
@@ -44,7 +45,7 @@ async def _resolve_node(info: Info, global_id: relay.GlobalID) -> relay.Node | N
 
 
 @strawberry.type
-class Query(RuleQueries):
+class Query(RuleQueries, RewardQueries):
     @strawberry.field(
         permission_classes=authenticated,
         description="Any object by id; null when not found or not yours.",
