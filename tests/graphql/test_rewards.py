@@ -123,8 +123,9 @@ async def test_can_afford_costs_the_same_statements_for_any_page(db: Database) -
     counts = []
     for total in (2, 12):
         for n in range(total - (2 if counts else 0)):
-            await ok(db, merchant, CREATE, {"input": {"programId": pid, "code": f"c{total}-{n}",
-                                                      "terms": _terms("x", 10 * (n + 1))}})  # fmt: skip
+            terms = _terms("x", 10 * (n + 1))
+            await ok(db, merchant, CREATE,
+                     {"input": {"programId": pid, "code": f"c{total}-{n}", "terms": terms}})  # fmt: skip
         with db.count_statements() as counter:
             data = await ok(db, member, query, {"p": pid, "n": total})
         assert len(data["rewards"]["edges"]) == total
@@ -141,8 +142,8 @@ async def test_gifts_over_graphql(db: Database) -> None:
     member = member_actor(sender, program.merchant_id)
     gift = """mutation($input: GiftPointsInput!) { giftPoints(input: $input) {
       entry { points balanceAfter kind } replayed userErrors { code field } } }"""
-    base = {"fromMembershipId": gid("Membership", sender.id),
-            "toMemberNumber": recipient.member_number, "points": 30, "idempotencyKey": "g"}  # fmt: skip
+    base = {"fromMembershipId": gid("Membership", sender.id), "points": 30,
+            "toMemberNumber": recipient.member_number, "idempotencyKey": "g"}  # fmt: skip
     off = await ok(db, member, gift, {"input": base})
     assert off["giftPoints"]["userErrors"] == [
         {"code": "NOT_AVAILABLE", "field": ["input", "fromMembershipId"]}]  # fmt: skip
