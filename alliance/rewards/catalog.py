@@ -285,9 +285,7 @@ async def _rewards(db: Database, ids: Sequence[int]) -> dict[int, RewardRecord]:
     return {row[0]: RewardRecord(*row) for row in rows}
 
 
-async def rewards_by_id(
-    db: Database, actor: Actor, ids: Sequence[int]
-) -> dict[int, RewardRecord]:
+async def rewards_by_id(db: Database, actor: Actor, ids: Sequence[int]) -> dict[int, RewardRecord]:
     """Rewards by id: the catalog is readable by every authenticated role."""
     return await _rewards(db, ids)
 

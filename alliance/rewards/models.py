@@ -226,9 +226,7 @@ class Coupon(Base):
     __tablename__ = "coupon"
 
     id: Mapped[int] = id_column()
-    redemption_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("redemption.id"), unique=True
-    )
+    redemption_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("redemption.id"), unique=True)
     program_id: Mapped[int] = mapped_column(BigInteger)
     code: Mapped[str] = mapped_column(Text, unique=True)
     status: Mapped[str] = mapped_column(Text, server_default=CouponStatus.ISSUED.value)

@@ -240,17 +240,14 @@ async def complete_redemption(
     return RedemptionRecord(*row)
 
 
-async def cancel_redemption(
-    db: Database, actor: Actor, *, redemption_id: int
-) -> RedemptionRecord:
+async def cancel_redemption(db: Database, actor: Actor, *, redemption_id: int) -> RedemptionRecord:
     """Give the points and the stock back: the member while reserved, the merchant while
     reserved or fulfilled (a coupon not yet used becomes void)."""
     actor.require(Role.MERCHANT, Role.MEMBER)
     merchant, member = _scope(actor)
     try:
         row = await db.fetch_one(
-            "SELECT * FROM reward_cancel(%(id)s::bigint, %(merchant)s::bigint,"
-            " %(member)s::bigint)",
+            "SELECT * FROM reward_cancel(%(id)s::bigint, %(merchant)s::bigint, %(member)s::bigint)",
             {"id": redemption_id, "merchant": merchant, "member": member},
         )
     except psycopg.Error as error:

@@ -74,14 +74,10 @@ def upgrade() -> None:
         sa.Column("limit_total", sa.Integer(), nullable=True),
         sa.Column("limit_per_period", sa.Integer(), nullable=True),
         sa.Column("limit_period", sa.Text(), nullable=True),
-        sa.Column(
-            "tier_codes", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False
-        ),
+        sa.Column("tier_codes", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False),
         sa.Column("valid_from", sa.DateTime(timezone=True), nullable=False),
         sa.Column("valid_until", sa.DateTime(timezone=True), nullable=True),
-        sa.Column(
-            "image_urls", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False
-        ),
+        sa.Column("image_urls", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False),
         sa.Column("reserve_minutes", sa.Integer(), server_default="30", nullable=False),
         sa.Column("complete_days", sa.Integer(), server_default="30", nullable=False),
         sa.Column("created_by", sa.Text(), nullable=False),
@@ -156,7 +152,9 @@ def upgrade() -> None:
             name=op.f("fk_redemption_reward_version_id_reward_version"),
         ),
         sa.ForeignKeyConstraint(
-            ["membership_id"], ["membership.id"], name=op.f("fk_redemption_membership_id_membership")
+            ["membership_id"],
+            ["membership.id"],
+            name=op.f("fk_redemption_membership_id_membership"),
         ),
         sa.ForeignKeyConstraint(
             ["account_id"], ["account.id"], name=op.f("fk_redemption_account_id_account")
@@ -246,7 +244,9 @@ def upgrade() -> None:
             name=op.f("fk_gift_from_membership_id_membership"),
         ),
         sa.ForeignKeyConstraint(
-            ["to_membership_id"], ["membership.id"], name=op.f("fk_gift_to_membership_id_membership")
+            ["to_membership_id"],
+            ["membership.id"],
+            name=op.f("fk_gift_to_membership_id_membership"),
         ),
         sa.ForeignKeyConstraint(
             ["transaction_id"],

@@ -120,12 +120,11 @@ async def test_can_afford_costs_the_same_statements_for_any_page(db: Database) -
     member = member_actor(membership, program.merchant_id)
     query = """query($p: ID!, $n: Int!) { rewards(programId: $p, first: $n) { edges { node {
       canAfford program { name } } } } }"""
-    counts = []
+    counts: list[int] = []
     for total in (2, 12):
         for n in range(total - (2 if counts else 0)):
-            terms = _terms("x", 10 * (n + 1))
-            await ok(db, merchant, CREATE,
-                     {"input": {"programId": pid, "code": f"c{total}-{n}", "terms": terms}})  # fmt: skip
+            new = {"programId": pid, "code": f"c{total}-{n}", "terms": _terms("x", 10 * (n + 1))}
+            await ok(db, merchant, CREATE, {"input": new})
         with db.count_statements() as counter:
             data = await ok(db, member, query, {"p": pid, "n": total})
         assert len(data["rewards"]["edges"]) == total
