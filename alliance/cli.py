@@ -241,6 +241,7 @@ class Job(enum.StrEnum):
     EXPIRE = "expire"
     TIERS = "tiers"
     HOLDS = "holds"
+    REWARDS = "rewards"
 
 
 @jobs_app.command("run")
@@ -250,7 +251,8 @@ def jobs_run(
         typer.Argument(
             help="expire: post every due lot remainder. tiers: start grace periods, move "
             "members down whose grace has passed, carry members onto a new ladder version. "
-            "holds: release the points of authorizations past their deadline."
+            "holds: release the points of authorizations past their deadline. "
+            "rewards: release redemptions past their deadline (points, coupon, stock)."
         ),
     ],
     batch_size: Annotated[
@@ -271,6 +273,17 @@ def jobs_run(
 
         released = _with_database(Settings.from_env(), release)
         console.print(f"released {released} expired holds")
+        return
+    if job is Job.REWARDS:
+        from alliance.rewards import redemptions
+
+        async def release_redemptions(db: Database) -> int:
+            return await redemptions.release_expired_redemptions(
+                db, batch_size=batch_size or redemptions.RELEASE_BATCH
+            )
+
+        released = _with_database(Settings.from_env(), release_redemptions)
+        console.print(f"released {released} expired redemptions")
         return
     if job is Job.TIERS:
         from alliance.tiers import review as tiers
