@@ -73,6 +73,8 @@ from alliance.db.engine import Database  # noqa: E402
 from alliance.ledger.verify import CHECKS, verify_ledger  # noqa: E402
 from alliance.programs.models import ExpiryPolicy  # noqa: E402
 from alliance.programs.service import create_merchant, create_program  # noqa: E402
+from alliance.rewards.catalog import MAX_STOCK, RewardTerms, create_reward  # noqa: E402
+from alliance.rewards.models import RewardKind  # noqa: E402
 from alliance.rules.models import RuleKind  # noqa: E402
 from alliance.rules.service import create_rule  # noqa: E402
 from alliance.rules.terms import ConditionsInput, TermsInput  # noqa: E402
@@ -90,8 +92,9 @@ CASES = {
     "c": "(c) HTTP awardPoints",
     "d": "(d) HTTP balance, member token",
     "e": "(e) HTTP recordPurchase, 5 rules + 2 promotions",
+    "r": "(r) HTTP reserveReward, one hot reward",
 }
-HTTP_MODES = {"b": "typename", "c": "award", "d": "balance", "e": "purchase"}
+HTTP_MODES = {"b": "typename", "c": "award", "d": "balance", "e": "purchase", "r": "reserve"}
 PGBENCH_SCRIPTS = {
     "a": BENCH_DIR / "pgbench_award_function.sql",
     "a_plain": BENCH_DIR / "pgbench_award_plain.sql",
@@ -126,7 +129,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", default="1,8,32", help="concurrencies (1,8,32)")
     parser.add_argument("--with-128", action="store_true", help="also run 128 clients")
     parser.add_argument(
-        "--cases", default="a,a_plain,b,c,d,e", help="subset of a,a_plain,b,c,d,e (all)"
+        "--cases",
+        default="a,a_plain,b,c,d,e",
+        help="subset of a,a_plain,b,c,d,e,r (a..e); r: reserveReward on one hot reward",
     )
     parser.add_argument(
         "--database-url",
@@ -297,6 +302,8 @@ class Seed:
     member_tokens: list[str]
     opening_awards: int
     seconds: dict[str, float] = field(default_factory=dict)
+    hot_reward_id: int = 0
+    """Case (r): one reward of merchant 1 that every reservation takes a unit of."""
 
 
 RULES_IN_FORCE_AT = 0.0
@@ -397,6 +404,12 @@ async def seed_database(
             token, _ = await issue_access_token(db, actor=actor)
             member_tokens.append(token)
         seconds["clients_tokens"] = time.perf_counter() - t0
+        hot_reward = await create_reward(
+            db, Actor(Role.MERCHANT, "client:bench", "bench", merchant_id=merchant_ids[0]),
+            program_id=program_ids[0], code="hot", stock=MAX_STOCK,
+            terms=RewardTerms(kind=RewardKind.COUPON, name="Hot reward", points_price=1,
+                              reserve_minutes=10080),
+        )  # fmt: skip
     finally:
         await db.dispose()
     return Seed(
@@ -409,6 +422,7 @@ async def seed_database(
         member_tokens,
         opening,
         seconds,
+        hot_reward.id,
     )
 
 
@@ -635,6 +649,15 @@ class Bench:
         )
         (self.scratch / "balance.txt").write_text("\n".join(seed.member_tokens) + "\n")
         shutil.copy(self.scratch / "award.txt", self.scratch / "purchase.txt")
+        # Case (r): merchant 1's token, the hot reward, then the memberships of merchant 1
+        # with an opening balance (every 5th seeded membership, see bulk_members).
+        first_id = seed.blocks[0][0]
+        lo, hi = seed.blocks[0]
+        funded = [i for i in range(lo, hi + 1) if (i - first_id + 1) % 5 == 0]
+        reward = base64.b64encode(f"Reward:{seed.hot_reward_id}".encode()).decode()
+        (self.scratch / "reserve.txt").write_text(
+            f"{seed.merchant_tokens[0]}\t{reward}\n" + "".join(f"{i}\n" for i in funded)
+        )
 
     def server_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -1480,6 +1503,8 @@ def compute_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["function_vs_plain_sql"] = rps["a"] / rps["a_plain"]
         if {"c", "e"} <= rps.keys():
             row["purchase_vs_award"] = rps["e"] / rps["c"]
+        if {"c", "r"} <= rps.keys():
+            row["reserve_vs_award"] = rps["r"] / rps["c"]
         rows.append(row)
     return rows
 
@@ -1505,6 +1530,12 @@ def compute_verdict(ratios: list[dict[str, Any]], results: list[dict[str, Any]])
             "target": ">= 80 % of awardPoints (c) at 32 clients",
             "value_pct": round(100 * at32["purchase_vs_award"], 1),
             "pass": at32["purchase_vs_award"] >= 0.8,
+        }
+    if at32 is not None and "reserve_vs_award" in at32:
+        verdict["reserve_throughput"] = {
+            "target": ">= 50 % of awardPoints (c) at 32 clients, one hot reward",
+            "value_pct": round(100 * at32["reserve_vs_award"], 1),
+            "pass": at32["reserve_vs_award"] >= 0.5,
         }
     balance = {r["clients"]: r["balance_vs_typename"] for r in ratios if "balance_vs_typename" in r}
     if balance:
