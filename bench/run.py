@@ -104,6 +104,10 @@ AWARD_QUERY = (
     " { entry { id points balanceAfter createdAt } replayed userErrors { code message field } } }"
 )
 BALANCE_QUERY = "{ viewer { membership { balance { points held } } } }"
+RESERVE_QUERY = (
+    "mutation Reserve($input: ReserveRewardInput!) { reserveReward(input: $input)"
+    " { redemption { id status points } replayed userErrors { code message field } } }"
+)
 PURCHASE_QUERY = (
     "mutation Purchase($input: RecordPurchaseInput!) { recordPurchase(input: $input)"
     " { entry { id points balanceAfter } breakdown { points } userErrors { code field } } }"
@@ -840,10 +844,22 @@ class Bench:
             }
             self.post(seed.merchant_tokens[k], {"query": AWARD_QUERY, "variables": variables})
 
+        def reserve(i: int) -> None:
+            funded = seed.blocks[0][0] + 5 * rng.randrange(1, (seed.per_merchant // 5) + 1) - 1
+            variables = {
+                "input": {
+                    "membershipId": base64.b64encode(f"Membership:{funded}".encode()).decode(),
+                    "rewardId": base64.b64encode(f"Reward:{seed.hot_reward_id}".encode()).decode(),
+                    "idempotencyKey": f"probe-{self.run_id}-r{i}",
+                }
+            }
+            self.post(seed.merchant_tokens[0], {"query": RESERVE_QUERY, "variables": variables})
+
         senders = {
             "b": lambda i: self.post(seed.merchant_tokens[0], {"query": "{ __typename }"}),
             "c": award,
             "d": lambda i: self.post(rng.choice(seed.member_tokens), {"query": BALANCE_QUERY}),
+            "r": reserve,
         }
         result: dict[str, Any] = {}
         try:
