@@ -133,9 +133,10 @@ def check_terms(terms: RewardTerms, now: datetime) -> RewardTerms:
     if len(terms.image_urls) > MAX_IMAGES:
         raise InvalidInput(f"at most {MAX_IMAGES} images", field=("imageUrls",))
     images = tuple(_check_url(url) for url in terms.image_urls)
-    for name, moment in (("validFrom", terms.valid_from), ("validUntil", terms.valid_until)):
+    for field_name, moment in (("validFrom", terms.valid_from),
+                               ("validUntil", terms.valid_until)):  # fmt: skip
         if moment is not None and moment.tzinfo is None:
-            raise InvalidInput(f"{name} needs a time zone", field=(name,))
+            raise InvalidInput(f"{field_name} needs a time zone", field=(field_name,))
     valid_from = terms.valid_from or now
     if terms.valid_until is not None and terms.valid_until <= valid_from:
         raise InvalidInput("validUntil must be after validFrom", field=("validUntil",))

@@ -31,6 +31,7 @@ async def test_an_update_is_a_new_version_and_redemptions_keep_theirs(db: Databa
     reward = await make_reward(db, program, stock=2, cash_price=Decimal("9.90"),
                                image_urls=("https://img.example/tea.png",))  # fmt: skip
     assert (reward.version, reward.stock, reward.cash_price) == (1, 2, Decimal("9.90"))
+    assert (reward.name, reward.image_urls) == ("Free tea", ["https://img.example/tea.png"])
     membership = await member_with_points(db, program)
     red = (await reserve(db, program, reward, membership)).redemption
     updated = await update_reward(db, merchant, reward_id=reward.id,
@@ -73,6 +74,7 @@ async def test_who_manages_the_catalog_and_bad_terms(db: Database) -> None:
         "imageUrls": replace(TERMS, image_urls=("javascript:alert(1)",)),
         "tierCodes": replace(TERMS, tier_codes=("Not A Code",)),
         "reserveMinutes": replace(TERMS, reserve_minutes=0),
+        "validFrom": replace(TERMS, valid_from=datetime(2030, 1, 1)),  # no time zone
     }
     for field, terms in bad.items():
         with pytest.raises(InvalidInput) as refused:
