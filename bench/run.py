@@ -93,11 +93,13 @@ CASES = {
     "d": "(d) HTTP balance, member token",
     "e": "(e) HTTP recordPurchase, 5 rules + 2 promotions",
     "r": "(r) HTTP reserveReward, one hot reward",
+    "r_sql": "(r_sql) pgbench: SELECT reward_reserve(...), one hot reward",
 }
 HTTP_MODES = {"b": "typename", "c": "award", "d": "balance", "e": "purchase", "r": "reserve"}
 PGBENCH_SCRIPTS = {
     "a": BENCH_DIR / "pgbench_award_function.sql",
     "a_plain": BENCH_DIR / "pgbench_award_plain.sql",
+    "r_sql": BENCH_DIR / "pgbench_reserve_function.sql",
 }
 AWARD_QUERY = (
     "mutation Award($input: MovePointsInput!) { awardPoints(input: $input)"
@@ -135,7 +137,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cases",
         default="a,a_plain,b,c,d,e",
-        help="subset of a,a_plain,b,c,d,e,r (a..e); r: reserveReward on one hot reward",
+        help="subset of a,a_plain,b,c,d,e,r,r_sql (a..e); r, r_sql: a reservation of one hot "
+        "reward, over HTTP and straight to PostgreSQL",
     )
     parser.add_argument(
         "--database-url",
@@ -979,6 +982,7 @@ class Bench:
             "hash": "\\x" + "00" * 32,
             "reason": "bench award",
             "tz": TIME_ZONE,
+            "reward": seed.hot_reward_id,
         }
         command = [
             str(PGBENCH),
@@ -1521,6 +1525,8 @@ def compute_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["purchase_vs_award"] = rps["e"] / rps["c"]
         if {"c", "r"} <= rps.keys():
             row["reserve_vs_award"] = rps["r"] / rps["c"]
+        if {"a", "r_sql"} <= rps.keys():
+            row["reserve_sql_vs_award_sql"] = rps["r_sql"] / rps["a"]
         rows.append(row)
     return rows
 
