@@ -94,12 +94,14 @@ CASES = {
     "e": "(e) HTTP recordPurchase, 5 rules + 2 promotions",
     "r": "(r) HTTP reserveReward, one hot reward",
     "r_sql": "(r_sql) pgbench: SELECT reward_reserve(...), one hot reward",
+    "r_spread": "(r_spread) pgbench: the same over 32 rewards (no shared row)",
 }
 HTTP_MODES = {"b": "typename", "c": "award", "d": "balance", "e": "purchase", "r": "reserve"}
 PGBENCH_SCRIPTS = {
     "a": BENCH_DIR / "pgbench_award_function.sql",
     "a_plain": BENCH_DIR / "pgbench_award_plain.sql",
     "r_sql": BENCH_DIR / "pgbench_reserve_function.sql",
+    "r_spread": BENCH_DIR / "pgbench_reserve_spread.sql",
 }
 AWARD_QUERY = (
     "mutation Award($input: MovePointsInput!) { awardPoints(input: $input)"
@@ -311,6 +313,8 @@ class Seed:
     seconds: dict[str, float] = field(default_factory=dict)
     hot_reward_id: int = 0
     """Case (r): one reward of merchant 1 that every reservation takes a unit of."""
+    spread_rewards: tuple[int, int] = (0, 0)
+    """Case (r_spread): the first and last id of 32 more rewards of merchant 1."""
 
 
 RULES_IN_FORCE_AT = 0.0
@@ -417,6 +421,24 @@ async def seed_database(
             terms=RewardTerms(kind=RewardKind.COUPON, name="Hot reward", points_price=1,
                               reserve_minutes=10080),
         )  # fmt: skip
+        spread = [
+            await create_reward(
+                db,
+                Actor(Role.MERCHANT, "client:bench", "bench", merchant_id=merchant_ids[0]),
+                program_id=program_ids[0],
+                code=f"spread-{n}",
+                stock=MAX_STOCK,
+                terms=RewardTerms(
+                    kind=RewardKind.COUPON,
+                    name=f"Spread {n}",
+                    points_price=1,
+                    reserve_minutes=10080,
+                ),
+            )
+            for n in range(32)
+        ]
+        if [r.id for r in spread] != list(range(spread[0].id, spread[0].id + 32)):
+            raise SystemExit("spread reward ids are not consecutive; rerun")
     finally:
         await db.dispose()
     return Seed(
@@ -430,6 +452,7 @@ async def seed_database(
         opening,
         seconds,
         hot_reward.id,
+        (spread[0].id, spread[-1].id),
     )
 
 
@@ -983,6 +1006,8 @@ class Bench:
             "reason": "bench award",
             "tz": TIME_ZONE,
             "reward": seed.hot_reward_id,
+            "spread_first": seed.spread_rewards[0],
+            "spread_last": seed.spread_rewards[1],
         }
         command = [
             str(PGBENCH),
@@ -1527,6 +1552,8 @@ def compute_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["reserve_vs_award"] = rps["r"] / rps["c"]
         if {"a", "r_sql"} <= rps.keys():
             row["reserve_sql_vs_award_sql"] = rps["r_sql"] / rps["a"]
+        if {"r_sql", "r_spread"} <= rps.keys():
+            row["hot_vs_spread_sql"] = rps["r_sql"] / rps["r_spread"]
         rows.append(row)
     return rows
 
