@@ -15,7 +15,15 @@ from alliance.ledger.models import (
 )
 from alliance.members.models import Member, Membership
 from alliance.programs.models import Merchant, Program
-from alliance.rewards.models import Coupon, Gift, GiftPolicy, Redemption, Reward, RewardVersion
+from alliance.rewards.models import (
+    Coupon,
+    Gift,
+    GiftPolicy,
+    Redemption,
+    Reward,
+    RewardStockSlot,
+    RewardVersion,
+)
 from alliance.rules.claims import ActionClaim, EarnCounter, Referral
 from alliance.rules.models import EarningRule
 from alliance.tiers.models import MembershipTier, QualifyingActivity, Tier, TierChange, TierLadder
@@ -48,6 +56,7 @@ __all__ = [
     "Redemption",
     "Referral",
     "Reward",
+    "RewardStockSlot",
     "RewardVersion",
     "SigningKey",
     "Tier",

@@ -29,7 +29,15 @@ from alliance.db.engine import Database
 from alliance.db.paging import MAX_PAGE_SIZE, Page
 from alliance.errors import AlreadyExists, InvalidInput, NotFound
 from alliance.programs.models import Program
-from alliance.rewards.models import LimitPeriod, Reward, RewardKind, RewardStatus, RewardVersion
+from alliance.rewards.models import (
+    STOCK_SLOTS,
+    LimitPeriod,
+    Reward,
+    RewardKind,
+    RewardStatus,
+    RewardStockSlot,
+    RewardVersion,
+)
 from alliance.validation import (
     check_decimal,
     check_points,
@@ -93,22 +101,17 @@ class RewardRecord:
     complete_days: int
     version_created_at: datetime
 
-    def available_at(self, now: datetime) -> bool:
-        return (
-            self.status == RewardStatus.ACTIVE
-            and self.stock != 0
-            and self.valid_from <= now
-            and (self.valid_until is None or now < self.valid_until)
-        )
-
 
 REWARD_SELECT = """
-    SELECT r.id, r.program_id, r.code, r.status, r.version, r.stock, r.stock_issued,
-           r.redeemed, r.created_at, r.archived_at, v.id, v.kind, v.name, v.description,
+    SELECT r.id, r.program_id, r.code, r.status, r.version, k.stock, r.stock_issued,
+           k.redeemed, r.created_at, r.archived_at, v.id, v.kind, v.name, v.description,
            v.points_price, v.cash_price, v.limit_total, v.limit_per_period, v.limit_period,
            v.tier_codes, v.valid_from, v.valid_until, v.image_urls, v.reserve_minutes,
            v.complete_days, v.created_at
-      FROM reward r JOIN reward_version v ON v.reward_id = r.id AND v.version = r.version"""
+      FROM reward r JOIN reward_version v ON v.reward_id = r.id AND v.version = r.version
+     CROSS JOIN LATERAL (SELECT sum(s.stock)::bigint AS stock,
+                                coalesce(sum(s.redeemed), 0)::bigint AS redeemed
+                           FROM reward_stock_slot s WHERE s.reward_id = r.id) k"""
 
 
 def check_terms(terms: RewardTerms, now: datetime) -> RewardTerms:
@@ -160,6 +163,14 @@ def _check_url(url: str) -> str:
     return url
 
 
+def _striped(units: int | None, slots: int = STOCK_SLOTS) -> list[int | None]:
+    """`units` spread over the slots as evenly as can be (None: unlimited in each)."""
+    if units is None:
+        return [None] * slots
+    share, rest = divmod(units, slots)
+    return [share + (1 if slot < rest else 0) for slot in range(slots)]
+
+
 def _version_values(terms: RewardTerms) -> dict[str, Any]:
     return {
         "kind": terms.kind.value, "name": terms.name, "description": terms.description,
@@ -202,9 +213,14 @@ async def create_reward(
                 raise NotFound("program not found", field=("programId",))
             reward_id = await session.scalar(
                 insert(Reward)
-                .values(program_id=program_id, code=code, stock=stock, stock_issued=stock)
+                .values(program_id=program_id, code=code, stock_issued=stock)
                 .returning(Reward.id)
             )
+            await session.execute(
+                insert(RewardStockSlot),
+                [{"reward_id": reward_id, "slot": slot, "stock": share}
+                 for slot, share in enumerate(_striped(stock))],
+            )  # fmt: skip
             await session.execute(
                 insert(RewardVersion).values(reward_id=reward_id, version=1,
                                              created_by=actor.subject, **_version_values(terms))
@@ -244,7 +260,7 @@ async def update_reward(
             raise NotFound("reward not found", field=("rewardId",))
         if reward.status == RewardStatus.ARCHIVED:
             raise InvalidInput("an archived reward is not updated", field=("rewardId",))
-        if add_stock and reward.stock is None:
+        if add_stock and reward.stock_issued is None:
             raise InvalidInput("the reward's stock is unlimited", field=("addStock",))
         version = reward.version + 1
         await session.execute(
@@ -253,8 +269,20 @@ async def update_reward(
         )  # fmt: skip
         values: dict[str, Any] = {"version": version}
         if add_stock:
-            values |= {"stock": Reward.stock + add_stock,
-                       "stock_issued": Reward.stock_issued + add_stock}  # fmt: skip
+            values["stock_issued"] = Reward.stock_issued + add_stock
+            # Slots locked in slot order, as the release job locks them.
+            slots = list(await session.scalars(
+                select(RewardStockSlot.slot).where(RewardStockSlot.reward_id == reward_id)
+                .order_by(RewardStockSlot.slot).with_for_update()
+            ))  # fmt: skip
+            for slot, share in zip(slots, _striped(add_stock, len(slots)), strict=True):
+                if share:
+                    await session.execute(
+                        update(RewardStockSlot)
+                        .where(RewardStockSlot.reward_id == reward_id,
+                               RewardStockSlot.slot == slot)
+                        .values(stock=RewardStockSlot.stock + share)
+                    )  # fmt: skip
         await session.execute(update(Reward).where(Reward.id == reward_id).values(**values))
         await record_audit(session, actor, action="reward.update", target=f"reward:{reward_id}",
                            before={"version": reward.version},
@@ -345,7 +373,7 @@ _ORDER = {
     # (sort key expression, descending)
     RewardSort.PRICE_ASC: ("v.points_price", False),
     RewardSort.PRICE_DESC: ("v.points_price", True),
-    RewardSort.POPULARITY: ("r.redeemed", True),
+    RewardSort.POPULARITY: ("k.redeemed", True),
     RewardSort.NEWEST: ("r.id", True),
 }
 
@@ -395,7 +423,7 @@ async def browse_rewards(
     if not filters.include_archived or filters.available_only:
         conditions.append("r.status = 'active'")
     if filters.available_only:
-        conditions.append("(r.stock IS NULL OR r.stock > 0) AND v.valid_from <= now()"
+        conditions.append("(k.stock IS NULL OR k.stock > 0) AND v.valid_from <= now()"
                           " AND (v.valid_until IS NULL OR v.valid_until > now())")  # fmt: skip
     if filters.kinds:
         conditions.append("v.kind = ANY(%(kinds)s)")

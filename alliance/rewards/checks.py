@@ -7,17 +7,40 @@ from __future__ import annotations
 REWARD_CHECKS: tuple[tuple[str, str, str], ...] = (
     (
         "reward_stock_consistent",
-        "each reward's standing redemptions are its `redeemed`, and a finite stock left plus"
-        " them is the stock ever issued",
-        """SELECT 'reward ' || r.id || ' stock ' || coalesce(r.stock::text, 'unlimited')
-                  || ' of ' || coalesce(r.stock_issued::text, 'unlimited') || ', redeemed '
-                  || r.redeemed || ' but ' || coalesce(s.standing, 0) || ' standing redemptions'
+        "each stock slot's `redeemed` is the standing redemptions that took their unit from it;"
+        " a finite reward's units left plus its standing redemptions are its stock issued",
+        """SELECT 'reward ' || s.reward_id || ' slot ' || s.slot || ' counts ' || s.redeemed
+                  || ' redeemed but ' || coalesce(c.standing, 0) || ' standing redemptions'
+                  || ' took their unit there'
+                  || CASE WHEN (s.stock IS NULL) <> (r.stock_issued IS NULL)
+                          THEN ' (and its stock is ' || coalesce(s.stock::text, 'unlimited')
+                               || ' against ' || coalesce(r.stock_issued::text, 'unlimited')
+                               || ' issued)' ELSE '' END
+             FROM reward_stock_slot s JOIN reward r ON r.id = s.reward_id
+             LEFT JOIN (SELECT reward_id, stock_slot, count(*) AS standing FROM redemption
+                         WHERE status IN ('reserved', 'fulfilled', 'completed')
+                         GROUP BY reward_id, stock_slot) c
+                    ON c.reward_id = s.reward_id AND c.stock_slot = s.slot
+            WHERE s.redeemed <> coalesce(c.standing, 0)
+               OR (s.stock IS NULL) <> (r.stock_issued IS NULL)
+            UNION ALL
+           SELECT 'reward ' || r.id || ' issued ' || r.stock_issued || ' but has '
+                  || coalesce(k.left_, 0) || ' left and ' || coalesce(c.standing, 0)
+                  || ' standing redemptions'
              FROM reward r
+             LEFT JOIN (SELECT reward_id, sum(stock) AS left_ FROM reward_stock_slot
+                         GROUP BY reward_id) k ON k.reward_id = r.id
              LEFT JOIN (SELECT reward_id, count(*) AS standing FROM redemption
                          WHERE status IN ('reserved', 'fulfilled', 'completed')
-                         GROUP BY reward_id) s ON s.reward_id = r.id
-            WHERE r.redeemed <> coalesce(s.standing, 0)
-               OR r.stock_issued - r.stock <> coalesce(s.standing, 0)""",
+                         GROUP BY reward_id) c ON c.reward_id = r.id
+            WHERE r.stock_issued IS NOT NULL
+              AND coalesce(k.left_, 0) + coalesce(c.standing, 0) <> r.stock_issued
+            UNION ALL
+           SELECT 'redemption ' || d.id || ' took its unit from slot ' || d.stock_slot
+                  || ', which reward ' || d.reward_id || ' does not have'
+             FROM redemption d LEFT JOIN reward_stock_slot s
+                  ON s.reward_id = d.reward_id AND s.slot = d.stock_slot
+            WHERE s.slot IS NULL""",
     ),
     (
         "redemptions_match_holds",

@@ -2,10 +2,11 @@
 
 A reward's terms (price, limits, audience, window) live in append-only versions: an
 update writes a new version and every redemption names the version it was reserved
-under. The `reward` row keeps only what changes with every redemption: the stock left
-and the redemptions standing (popularity). Its stock is taken by a conditional
-`UPDATE … WHERE stock > 0` in the reservation's own transaction (see
-migrations/sql/0009_rewards.sql).
+under. What changes with every redemption, the stock left and the redemptions standing
+(popularity), is striped over `STOCK_SLOTS` rows of `reward_stock_slot`: a reservation
+takes a unit from a slot no other transaction holds (`FOR UPDATE SKIP LOCKED`), with a
+conditional `UPDATE … WHERE stock > 0`, so concurrent reservations of one popular reward
+do not queue behind one row (see migrations/sql/0009_rewards.sql).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ STANDING = (RedemptionStatus.RESERVED, RedemptionStatus.FULFILLED, RedemptionSta
 """Redemptions that hold stock and count against a member's limits."""
 
 
+STOCK_SLOTS = 8
+"""Rows a reward's stock is striped over: concurrent reservations take different ones."""
+
+
 class Reward(Base):
     __tablename__ = "reward"
 
@@ -79,27 +84,34 @@ class Reward(Base):
     status: Mapped[str] = mapped_column(Text, server_default=RewardStatus.ACTIVE.value)
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     """The version in force (the newest)."""
-    stock: Mapped[int | None] = mapped_column(BigInteger)
-    """Units left; NULL: unlimited."""
     stock_issued: Mapped[int | None] = mapped_column(BigInteger)
-    """Units ever put in stock (initial + restocks); stock_issued - stock = standing
-    redemptions (verify checks it)."""
-    redeemed: Mapped[int] = mapped_column(BigInteger, server_default="0")
-    """Standing redemptions (reserved, fulfilled, completed): the popularity sort."""
+    """Units ever put in stock (initial + restocks); NULL: unlimited. Units left (the sum
+    of its slots' stock) + standing redemptions = stock_issued (verify checks it)."""
     created_at: Mapped[datetime] = created_at_column()
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         UniqueConstraint("program_id", "code", name="uq_reward_program_code"),
         CheckConstraint("status IN ('active', 'archived')", name="status"),
-        CheckConstraint(
-            "(stock IS NULL) = (stock_issued IS NULL) AND stock >= 0 AND stock <= stock_issued"
-            " AND redeemed >= 0",
-            name="stock_shape",
-        ),
+        CheckConstraint("stock_issued >= 0", name="stock_issued"),
         CheckConstraint("(status = 'archived') = (archived_at IS NOT NULL)", name="archived"),
         Index("ix_reward_program", "program_id", "id"),
     )
+
+
+class RewardStockSlot(Base):
+    """One stripe of a reward's stock and of its popularity counter."""
+
+    __tablename__ = "reward_stock_slot"
+
+    reward_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("reward.id"), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stock: Mapped[int | None] = mapped_column(BigInteger)
+    """Units left in this slot; NULL: unlimited."""
+    redeemed: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """Standing redemptions that took their unit here."""
+
+    __table_args__ = (CheckConstraint("stock >= 0 AND redeemed >= 0", name="counts"),)
 
 
 class RewardVersion(Base):
@@ -170,6 +182,8 @@ class Redemption(Base):
     member_id: Mapped[int] = mapped_column(BigInteger)
     account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("account.id"))
     hold_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("hold.id"), unique=True)
+    stock_slot: Mapped[int] = mapped_column(Integer)
+    """The slot its unit came from, and goes back to."""
     points: Mapped[int] = mapped_column(BigInteger)
     cash_price: Mapped[Decimal] = mapped_column(Numeric(20, 4))
     status: Mapped[str] = mapped_column(Text, server_default=RedemptionStatus.RESERVED.value)

@@ -69,6 +69,7 @@ class RedemptionRecord:
     member_id: int
     account_id: int
     hold_id: int
+    stock_slot: int
     points: int
     cash_price: Decimal
     status: str

@@ -58,7 +58,9 @@ _REMINDERS = """
                                FROM reward r JOIN reward_version v
                                  ON v.reward_id = r.id AND v.version = r.version
                               WHERE r.program_id = %(program)s AND r.status = 'active'
-                                AND (r.stock IS NULL OR r.stock > 0)
+                                AND EXISTS (SELECT 1 FROM reward_stock_slot s
+                                             WHERE s.reward_id = r.id
+                                               AND (s.stock IS NULL OR s.stock > 0))
                                 AND v.valid_from <= now()
                                 AND (v.valid_until IS NULL OR v.valid_until > now())
                                 AND v.points_price <= m.spendable

@@ -1,11 +1,19 @@
 -- Rewards (migration 0009): redemptions on reward holds, stock, coupons, point gifts.
 --
--- Lock order, everywhere: the member account row(s) first (in id order), the reward's
--- stock row last. A redemption, its hold and its coupon change only under the member
--- account's lock, like lots and holds (0006), so per-member limits are counted under it
--- and a redemption never changes under a reader that holds it. The stock row is the one
--- hot row of a popular reward: a reservation takes it with its last statement (a
--- conditional UPDATE … WHERE stock > 0), so it is held only from there to commit.
+-- Lock order, everywhere: the member account row(s) first (in id order), then the reward's
+-- stock slot(s) (in slot order). A redemption, its hold and its coupon change only under
+-- the member account's lock, like lots and holds (0006), so per-member limits are counted
+-- under it and a redemption never changes under a reader that holds it.
+--
+-- Stock contention: a popular reward's stock would be one hot row that every reservation
+-- updates and holds until its commit (a WAL flush), so reservations of it would run one at
+-- a time. The stock is striped over slots (reward_stock_slot); a reservation takes a unit
+-- from the first slot with stock that no other transaction holds (FOR UPDATE SKIP LOCKED,
+-- starting at a random slot), late in its transaction. Only when every slot with stock is
+-- busy does it wait, for the first one that still has stock after the wait: so a reward is
+-- out of stock exactly when every slot is empty, never because slots were busy. The
+-- reward row itself is not written by reservations (and redemptions have no foreign key
+-- to it, which would take a KEY SHARE lock on it each time).
 --
 -- SQLSTATEs (as in 0001; the domain maps them to error codes):
 --   LR404 reward, redemption or coupon not found (or not the caller's)
@@ -95,6 +103,8 @@ DECLARE
     v_hold hold;
     v_tier text;
     v_count bigint;
+    v_start integer;
+    v_slot integer;
 BEGIN
     SELECT * INTO v FROM ledger_member_account(p_membership_id, p_merchant_id, p_member_id,
                                                'redeemed');
@@ -120,7 +130,9 @@ BEGIN
     IF v_reward.status <> 'active' THEN
         RAISE EXCEPTION 'reward % is archived', p_reward_id USING ERRCODE = 'LR004';
     END IF;
-    IF v_reward.stock = 0 THEN  -- unlocked read: sold out fails fast, without a hold
+    PERFORM 1 FROM reward_stock_slot s  -- unlocked read: sold out fails fast, without a hold
+     WHERE s.reward_id = v_reward.id AND (s.stock IS NULL OR s.stock > 0);
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'reward % is out of stock', p_reward_id USING ERRCODE = 'LR001';
     END IF;
     SELECT * INTO v_version FROM reward_version
@@ -167,11 +179,27 @@ BEGIN
         p_scope || '/reward', p_key, p_request_hash, p_merchant_id, p_member_id,
         p_membership_id, v_version.points_price, 'reward', v_version.reserve_minutes * 60,
         'reward ' || v_reward.code || ' v' || v_version.version);
+    -- A unit of stock, as late as can be: a free slot, else wait for one (see the top).
+    v_start := floor(random() * 8)::integer;  -- 8: STOCK_SLOTS (alliance/rewards/models.py)
+    SELECT s.slot INTO v_slot FROM reward_stock_slot s
+     WHERE s.reward_id = v_reward.id AND (s.stock IS NULL OR s.stock > 0)
+     ORDER BY s.slot < v_start, s.slot
+     LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        SELECT s.slot INTO v_slot FROM reward_stock_slot s
+         WHERE s.reward_id = v_reward.id AND (s.stock IS NULL OR s.stock > 0)
+         ORDER BY s.slot LIMIT 1 FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'reward % is out of stock', p_reward_id USING ERRCODE = 'LR001';
+        END IF;
+    END IF;
+    UPDATE reward_stock_slot s SET stock = s.stock - 1, redeemed = s.redeemed + 1
+     WHERE s.reward_id = v_reward.id AND s.slot = v_slot;
     INSERT INTO redemption (reward_id, reward_version_id, program_id, membership_id, member_id,
-                            account_id, hold_id, points, cash_price, expires_at,
+                            account_id, hold_id, stock_slot, points, cash_price, expires_at,
                             idempotency_scope, idempotency_key, request_hash)
     VALUES (v_reward.id, v_version.id, v.program_id, p_membership_id, v.member_id,
-            v.account_id, v_hold.id, v_version.points_price, v_version.cash_price,
+            v.account_id, v_hold.id, v_slot, v_version.points_price, v_version.cash_price,
             v_hold.expires_at, p_scope, p_key, p_request_hash)
     RETURNING * INTO v_red;
     INSERT INTO outbox_event (topic, merchant_id, member_id, payload)
@@ -179,13 +207,6 @@ BEGIN
             jsonb_build_object('redemption_id', v_red.id, 'reward_id', v_reward.id,
                                'membership_id', p_membership_id, 'points', v_red.points,
                                'expires_at', v_red.expires_at));
-
-    -- The hot row, last.
-    UPDATE reward SET stock = reward.stock - 1, redeemed = reward.redeemed + 1
-     WHERE id = v_reward.id AND status = 'active' AND (stock IS NULL OR stock > 0);
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'reward % is out of stock', p_reward_id USING ERRCODE = 'LR001';
-    END IF;
     RETURN QUERY SELECT v_red, false;
 END $$;
 
@@ -309,12 +330,12 @@ BEGIN
     RETURN NEXT reward_capture(v_red, p_merchant_id, p_client_id);
 END $$;
 
--- Give a redemption's stock unit back (after its account's lock: the stock row last).
-CREATE FUNCTION reward_restock(p_reward_id bigint, p_units bigint)
+-- Give redemptions' stock units back to the slot they came from (after the account lock).
+CREATE FUNCTION reward_restock(p_reward_id bigint, p_slot integer, p_units bigint)
 RETURNS void
 LANGUAGE sql AS $$
-    UPDATE reward SET stock = reward.stock + p_units, redeemed = reward.redeemed - p_units
-     WHERE id = p_reward_id
+    UPDATE reward_stock_slot s SET stock = s.stock + p_units, redeemed = s.redeemed - p_units
+     WHERE s.reward_id = p_reward_id AND s.slot = p_slot
 $$;
 
 -- Cancel a reserved or fulfilled redemption (a fulfilled one: the merchant, while its
@@ -352,7 +373,7 @@ BEGIN
     SELECT 'reward.cancelled', p.merchant_id, v_red.member_id,
            jsonb_build_object('redemption_id', p_id, 'points', v_red.points)
       FROM program p WHERE p.id = v_red.program_id;
-    PERFORM reward_restock(v_red.reward_id, 1);
+    PERFORM reward_restock(v_red.reward_id, v_red.stock_slot, 1);
     RETURN NEXT v_red;
 END $$;
 
@@ -366,6 +387,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_accounts bigint[];
     v_rewards bigint[];
+    v_slots integer[];
     v_released integer;
     s record;
 BEGIN
@@ -383,7 +405,7 @@ BEGIN
         UPDATE redemption SET status = 'expired', closed_at = now()
          WHERE account_id = ANY (v_accounts) AND status IN ('reserved', 'fulfilled')
            AND expires_at <= p_now
-        RETURNING id, hold_id, reward_id, program_id, member_id, points
+        RETURNING id, hold_id, reward_id, stock_slot, program_id, member_id, points
     ), holds AS (
         UPDATE hold SET status = 'expired', closed_at = now()
           FROM released
@@ -403,13 +425,15 @@ BEGIN
                jsonb_build_object('redemption_id', released.id, 'points', released.points)
           FROM released JOIN program p ON p.id = released.program_id
     )
-    SELECT count(*)::integer, array_agg(reward_id) INTO v_released, v_rewards FROM released;
+    SELECT count(*)::integer, array_agg(reward_id), array_agg(stock_slot)
+      INTO v_released, v_rewards, v_slots FROM released;
     PERFORM set_config('alliance.redemption', 'off', true);
-    -- Stock rows after the account locks, one at a time in id order (no deadlock between
-    -- two runs that release redemptions of the same rewards).
-    FOR s IN SELECT u.reward_id, count(*) AS units FROM unnest(v_rewards) AS u (reward_id)
-              GROUP BY u.reward_id ORDER BY u.reward_id LOOP
-        PERFORM reward_restock(s.reward_id, s.units);
+    -- Stock slots after the account locks, one at a time in (reward, slot) order: two runs
+    -- that give back units of the same rewards never deadlock.
+    FOR s IN SELECT u.reward_id, u.slot, count(*) AS units
+               FROM unnest(v_rewards, v_slots) AS u (reward_id, slot)
+              GROUP BY u.reward_id, u.slot ORDER BY u.reward_id, u.slot LOOP
+        PERFORM reward_restock(s.reward_id, s.slot, s.units);
     END LOOP;
     RETURN v_released;
 END $$;

@@ -3,7 +3,7 @@ DROP FUNCTION points_gift(text, text, bytea, text, bigint, bigint, bigint, bigin
 DROP FUNCTION reward_redeem_coupon(text, bigint, text, text);
 DROP FUNCTION reward_release_expired(timestamptz, integer);
 DROP FUNCTION reward_cancel(bigint, bigint, bigint);
-DROP FUNCTION reward_restock(bigint, bigint);
+DROP FUNCTION reward_restock(bigint, integer, bigint);
 DROP FUNCTION reward_complete(bigint, bigint, text);
 DROP FUNCTION reward_capture(redemption, bigint, text);
 DROP FUNCTION reward_fulfil(bigint, bigint, text[], text, text);

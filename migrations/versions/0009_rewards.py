@@ -40,17 +40,11 @@ def upgrade() -> None:
         sa.Column("code", sa.Text(), nullable=False),
         sa.Column("status", sa.Text(), server_default="active", nullable=False),
         sa.Column("version", sa.Integer(), server_default="1", nullable=False),
-        sa.Column("stock", sa.BigInteger(), nullable=True),
         sa.Column("stock_issued", sa.BigInteger(), nullable=True),
-        sa.Column("redeemed", sa.BigInteger(), server_default="0", nullable=False),
         _created_at(),
         sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("status IN ('active', 'archived')", name=op.f("ck_reward_status")),
-        sa.CheckConstraint(
-            "(stock IS NULL) = (stock_issued IS NULL) AND stock >= 0 AND stock <= stock_issued"
-            " AND redeemed >= 0",
-            name=op.f("ck_reward_stock_shape"),
-        ),
+        sa.CheckConstraint("stock_issued >= 0", name=op.f("ck_reward_stock_issued")),
         sa.CheckConstraint(
             "(status = 'archived') = (archived_at IS NOT NULL)", name=op.f("ck_reward_archived")
         ),
@@ -61,6 +55,20 @@ def upgrade() -> None:
         sa.UniqueConstraint("program_id", "code", name="uq_reward_program_code"),
     )
     op.create_index("ix_reward_program", "reward", ["program_id", "id"])
+    op.create_table(
+        "reward_stock_slot",
+        sa.Column("reward_id", sa.BigInteger(), nullable=False),
+        sa.Column("slot", sa.Integer(), nullable=False),
+        sa.Column("stock", sa.BigInteger(), nullable=True),
+        sa.Column("redeemed", sa.BigInteger(), server_default="0", nullable=False),
+        sa.CheckConstraint(
+            "stock >= 0 AND redeemed >= 0", name=op.f("ck_reward_stock_slot_counts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["reward_id"], ["reward.id"], name=op.f("fk_reward_stock_slot_reward_id_reward")
+        ),
+        sa.PrimaryKeyConstraint("reward_id", "slot", name=op.f("pk_reward_stock_slot")),
+    )
     op.create_table(
         "reward_version",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -120,6 +128,7 @@ def upgrade() -> None:
         sa.Column("member_id", sa.BigInteger(), nullable=False),
         sa.Column("account_id", sa.BigInteger(), nullable=False),
         sa.Column("hold_id", sa.BigInteger(), nullable=False),
+        sa.Column("stock_slot", sa.Integer(), nullable=False),
         sa.Column("points", sa.BigInteger(), nullable=False),
         sa.Column("cash_price", sa.Numeric(20, 4), nullable=False),
         sa.Column("status", sa.Text(), server_default="reserved", nullable=False),
@@ -272,6 +281,7 @@ def downgrade() -> None:
     op.drop_index("ix_redemption_member_reward", table_name="redemption")
     op.drop_table("redemption")
     op.drop_table("reward_version")
+    op.drop_table("reward_stock_slot")
     op.drop_index("ix_reward_program", table_name="reward")
     op.drop_table("reward")
     op.drop_constraint(op.f("ck_ledger_transaction_kind"), "ledger_transaction", type_="check")

@@ -69,7 +69,9 @@ async def account(db: Database, membership: MembershipRecord) -> tuple[int, int]
 
 async def stock(db: Database, reward: RewardRecord) -> tuple[int | None, int]:
     row = await db.fetch_one(
-        "SELECT stock, redeemed FROM reward WHERE id = %(r)s", {"r": reward.id}
+        "SELECT sum(stock)::bigint, sum(redeemed)::bigint FROM reward_stock_slot"
+        " WHERE reward_id = %(r)s",
+        {"r": reward.id},
     )
     assert row is not None
     return row[0], int(row[1])

@@ -37,3 +37,44 @@ async def test_200_concurrent_reservations_of_a_stock_of_50(db: Database) -> Non
     )  # fmt: skip
     assert held == (50 * 100, 50)
     assert await verify_ledger(db) == []
+
+
+async def test_a_busy_slot_is_waited_for_not_taken_for_sold_out(db: Database) -> None:
+    program = await make_program(db)
+    reward = await make_reward(db, program, stock=1)  # one unit, in slot 0 of 8
+    membership = await member_with_points(db, program, 500)
+    async with db.connection() as conn, conn.transaction():
+        # Another transaction holds the only slot with stock (as a concurrent reservation
+        # would until its commit): the reservation must wait for it, not fail.
+        await conn.execute(
+            "SELECT 1 FROM reward_stock_slot WHERE reward_id = %(r)s AND stock > 0 FOR UPDATE",
+            {"r": reward.id},
+        )
+        pending = asyncio.create_task(reserve(db, program, reward, membership))
+        await asyncio.sleep(0.5)
+        assert not pending.done()
+    done = await pending
+    assert done.redemption.stock_slot == 0
+    assert await stock(db, reward) == (0, 1)
+    row = await db.fetch_one(
+        "SELECT count(*) FILTER (WHERE stock = 0), count(*) FROM reward_stock_slot"
+        " WHERE reward_id = %(r)s",
+        {"r": reward.id},
+    )
+    assert row == (8, 8)
+
+
+async def test_reservations_spread_over_the_slots(db: Database) -> None:
+    program = await make_program(db)
+    reward = await make_reward(db, program, stock=None)
+    members = [await member_with_points(db, program, 250) for _ in range(40)]
+    await asyncio.gather(*(reserve(db, program, reward, m) for m in members))
+    row = await db.fetch_one(
+        "SELECT count(*) FILTER (WHERE redeemed > 0), sum(redeemed) FROM reward_stock_slot"
+        " WHERE reward_id = %(r)s",
+        {"r": reward.id},
+    )
+    assert row is not None
+    used, total = row
+    assert total == 40
+    assert used >= 2  # random starting slots: 40 reservations never all land on one

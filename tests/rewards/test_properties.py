@@ -266,7 +266,8 @@ class RewardsMachine(RuleBasedStateMachine):
             assert {r[0]: (r[1], r[2]) for r in rows} == {
                 m: (self.balance[m], self.held[m]) for m in self.balance}  # fmt: skip
             stock = await self.db.fetch_all(
-                "SELECT id, stock FROM reward WHERE id = ANY(%(r)s)",
+                "SELECT reward_id, sum(stock)::bigint FROM reward_stock_slot"
+                " WHERE reward_id = ANY(%(r)s) GROUP BY reward_id",
                 {"r": [s.id for s in self.shelves]},
             )
             assert dict(stock) == {s.id: s.stock for s in self.shelves}

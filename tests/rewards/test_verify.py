@@ -14,8 +14,7 @@ from tests.factories import merchant_actor
 from tests.rewards.helpers import member_with_points, reserve, setup
 
 CORRUPTIONS = {
-    "reward_stock_consistent": "UPDATE reward SET stock = stock + 1,"
-    " stock_issued = stock_issued + 2",
+    "reward_stock_consistent": "UPDATE reward_stock_slot SET stock = stock + 1 WHERE slot = 3",
     "redemptions_match_holds": "UPDATE hold SET status = 'voided', closed_at = now()"
     " WHERE kind = 'reward'",
     "redemptions_of_their_reward": "UPDATE redemption SET program_id = program_id + 1000",
@@ -63,4 +62,4 @@ async def test_verify_finds_corruption(db: Database, check: str) -> None:
             " ledger_transaction, outbox_event CASCADE"))  # fmt: skip
         await conn.execute(text("UPDATE account SET balance = 0, held = 0, debt = 0"
                                 " WHERE kind = 'member'"))  # fmt: skip
-        await conn.execute(text("UPDATE reward SET stock = stock_issued, redeemed = 0"))
+        await conn.execute(text("TRUNCATE reward_stock_slot, reward_version, reward CASCADE"))
