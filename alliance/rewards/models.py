@@ -71,7 +71,7 @@ STANDING = (RedemptionStatus.RESERVED, RedemptionStatus.FULFILLED, RedemptionSta
 """Redemptions that hold stock and count against a member's limits."""
 
 
-STOCK_SLOTS = 8
+STOCK_SLOTS = 16
 """Rows a reward's stock is striped over: concurrent reservations take different ones."""
 
 

@@ -180,7 +180,10 @@ BEGIN
         p_membership_id, v_version.points_price, 'reward', v_version.reserve_minutes * 60,
         'reward ' || v_reward.code || ' v' || v_version.version);
     -- A unit of stock, as late as can be: a free slot, else wait for one (see the top).
-    v_start := floor(random() * 8)::integer;  -- 8: STOCK_SLOTS (alliance/rewards/models.py)
+    -- Slots in turn from a random one (16: STOCK_SLOTS, alliance/rewards/models.py), so
+    -- concurrent reservations start apart, and the ones that must wait queue on different
+    -- slots rather than all on the first.
+    v_start := floor(random() * 16)::integer;
     SELECT s.slot INTO v_slot FROM reward_stock_slot s
      WHERE s.reward_id = v_reward.id AND (s.stock IS NULL OR s.stock > 0)
      ORDER BY s.slot < v_start, s.slot
@@ -188,7 +191,7 @@ BEGIN
     IF NOT FOUND THEN
         SELECT s.slot INTO v_slot FROM reward_stock_slot s
          WHERE s.reward_id = v_reward.id AND (s.stock IS NULL OR s.stock > 0)
-         ORDER BY s.slot LIMIT 1 FOR UPDATE;
+         ORDER BY s.slot < v_start, s.slot LIMIT 1 FOR UPDATE;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'reward % is out of stock', p_reward_id USING ERRCODE = 'LR001';
         END IF;

@@ -41,7 +41,7 @@ async def test_200_concurrent_reservations_of_a_stock_of_50(db: Database) -> Non
 
 async def test_a_busy_slot_is_waited_for_not_taken_for_sold_out(db: Database) -> None:
     program = await make_program(db)
-    reward = await make_reward(db, program, stock=1)  # one unit, in slot 0 of 8
+    reward = await make_reward(db, program, stock=1)  # one unit, in slot 0 of 16
     membership = await member_with_points(db, program, 500)
     async with db.connection() as conn, conn.transaction():
         # Another transaction holds the only slot with stock (as a concurrent reservation
@@ -61,7 +61,7 @@ async def test_a_busy_slot_is_waited_for_not_taken_for_sold_out(db: Database) ->
         " WHERE reward_id = %(r)s",
         {"r": reward.id},
     )
-    assert row == (8, 8)
+    assert row == (16, 16)
 
 
 async def test_reservations_spread_over_the_slots(db: Database) -> None:
