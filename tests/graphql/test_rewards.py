@@ -161,3 +161,31 @@ async def test_gifts_over_graphql(db: Database) -> None:
     membership = read["viewer"]["membership"]
     assert membership["balance"] == {"points": 30}
     assert membership["transactions"]["edges"][0]["node"] == {"kind": "GIFT", "points": 30}
+
+
+async def test_redemptions_and_their_relations_cost_the_same_statements_for_any_page(
+    db: Database,
+) -> None:
+    from tests.rewards.helpers import make_reward, reserve
+
+    program = await make_program(db)
+    merchant = merchant_actor(program.merchant_id)
+    membership = await make_membership(db, program)
+    await give_points(db, membership, program, 10_000)
+    reward = await make_reward(db, program, stock=None)
+    query = """query($m: ID!, $n: Int!) { redemptions(membershipId: $m, first: $n) { edges {
+      node { status reward { name canAfford } coupon { code } hold { status }
+             membership { memberNumber } } } } }"""
+    counts = []
+    for wanted in (2, 12):
+        while True:
+            listed = await ok(db, merchant, query, {"m": gid("Membership", membership.id),
+                                                    "n": wanted})  # fmt: skip
+            if len(listed["redemptions"]["edges"]) == wanted:
+                break
+            red = (await reserve(db, program, reward, membership)).redemption
+            await ok(db, merchant, FULFIL, {"r": gid("Redemption", red.id)})
+        with db.count_statements() as counter:
+            await ok(db, merchant, query, {"m": gid("Membership", membership.id), "n": wanted})
+        counts.append(counter.count)
+    assert counts[0] == counts[1]
