@@ -158,6 +158,10 @@ class Loaders:
         return self._by_id("coupon", redemptions.coupons_by_redemption)
 
     @property
+    def reward_version_number(self) -> DataLoader[int, int | None]:
+        return self._by_id("reward_version_number", redemptions.version_numbers)
+
+    @property
     def can_afford(self) -> DataLoader[int, bool | None]:
         """Per reward: whether the viewing member's spendable points pay for it."""
         return self._by_id("can_afford", rewards.can_afford_by_reward)

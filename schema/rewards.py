@@ -123,6 +123,7 @@ class Coupon:
 class Redemption(relay.Node):
     id: relay.NodeID[int]
     reward_id: strawberry.Private[int]
+    reward_version_id: strawberry.Private[int]
     membership_id: strawberry.Private[int]
     hold_id: strawberry.Private[int]
     status: RedemptionStatus
@@ -141,7 +142,8 @@ class Redemption(relay.Node):
     @classmethod
     def from_record(cls, r: RedemptionRecord) -> Self:
         return cls(
-            id=r.id, reward_id=r.reward_id, membership_id=r.membership_id, hold_id=r.hold_id,
+            id=r.id, reward_id=r.reward_id, reward_version_id=r.reward_version_id,
+            membership_id=r.membership_id, hold_id=r.hold_id,
             status=RedemptionStatus(r.status), points=BigInt(r.points), cash_price=r.cash_price,
             expires_at=r.expires_at, fulfilment=r.fulfilment, carrier=r.carrier,
             tracking_number=r.tracking_number, created_at=r.created_at,
@@ -158,6 +160,10 @@ class Redemption(relay.Node):
     async def reward(self, info: Info) -> Reward | None:
         record = await info.context.loaders.reward.load(self.reward_id)
         return None if record is None else Reward.from_record(record)
+
+    @strawberry.field(description="The version of the reward's terms it was reserved under.")
+    async def reward_version(self, info: Info) -> int | None:
+        return await info.context.loaders.reward_version_number.load(self.reward_version_id)
 
     @strawberry.field
     async def membership(self, info: Info) -> Membership | None:
@@ -275,6 +281,28 @@ class RewardQueries:
         page = await info.context.loaders.redemptions_of_membership.load((parent, args))
         return build_connection(RedemptionConnection, page, Redemption.from_record,
                                 lambda r: r.id, after=args.after)  # fmt: skip
+
+    @strawberry.field(
+        permission_classes=authenticated,
+        description="A reward's redemptions, oldest first; status RESERVED is the fulfilment "
+        "queue (merchant, finance, operator, auditor).",
+    )
+    async def reward_redemptions(
+        self,
+        info: Info,
+        reward_id: relay.GlobalID,
+        status: RedemptionStatus | None = None,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+    ) -> RedemptionConnection:
+        after_key = decode_cursor(after)
+        page = await redemptions.redemptions_of_reward(
+            info.context.db, info.context.actor, reward_id=node_pk(reward_id, Reward, "rewardId"),
+            status=None if status is None else status.value, first=check_first(first),
+            after=after_key,
+        )  # fmt: skip
+        return build_connection(RedemptionConnection, page, Redemption.from_record,
+                                lambda r: r.id, after=after_key)  # fmt: skip
 
     @strawberry.field(
         permission_classes=authenticated,

@@ -31,7 +31,7 @@ import psycopg
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
-from alliance.db.paging import Page
+from alliance.db.paging import MAX_PAGE_SIZE, Page
 from alliance.errors import (
     IdempotencyKeyReused,
     Inactive,
@@ -46,6 +46,7 @@ from alliance.errors import (
     WrongState,
 )
 from alliance.ledger.service import raise_domain_error, request_fingerprint
+from alliance.rewards.models import RedemptionStatus
 from alliance.validation import check_idempotency_key, clean_text
 
 log = logging.getLogger("alliance.rewards")
@@ -362,3 +363,40 @@ async def redemption_pages_by_membership(
     for row in rows:
         grouped[row[0]].append(RedemptionRecord(*row[1:]))
     return {pk: Page(items[:first], len(items) > first) for pk, items in grouped.items()}
+
+
+async def redemptions_of_reward(
+    db: Database,
+    actor: Actor,
+    *,
+    reward_id: int,
+    status: str | None,
+    first: int,
+    after: int | None,
+) -> Page[RedemptionRecord]:
+    """A reward's redemptions, oldest first (a fulfilment queue with status `reserved`):
+    for the program's merchant, its finance, and the alliance-wide roles."""
+    actor.require(Role.OPERATOR, Role.AUDITOR, Role.FINANCE, Role.MERCHANT)
+    if not 0 <= first <= MAX_PAGE_SIZE:
+        raise InvalidInput(f"first must be between 0 and {MAX_PAGE_SIZE}", field=("first",))
+    if status is not None and status not in set(RedemptionStatus):
+        raise InvalidInput("unknown redemption status", field=("status",))
+    rows = await db.fetch_all(
+        "SELECT r.* FROM redemption r JOIN program p ON p.id = r.program_id"
+        " WHERE r.reward_id = %(reward)s"
+        " AND (%(status)s::text IS NULL OR r.status = %(status)s::text)"
+        " AND (%(after)s::bigint IS NULL OR r.id > %(after)s::bigint)"
+        " AND (%(merchant)s::bigint IS NULL OR p.merchant_id = %(merchant)s::bigint)"
+        " ORDER BY r.id LIMIT %(limit)s",
+        {"reward": reward_id, "status": status, "after": after, "limit": first + 1,
+         "merchant": _visibility(actor)["merchant"]},
+    )  # fmt: skip
+    return Page.from_rows(rows, first, lambda row: RedemptionRecord(*row))
+
+
+async def version_numbers(db: Database, actor: Actor, version_ids: Sequence[int]) -> dict[int, int]:
+    """The version number of each reward version (terms are public catalog information)."""
+    rows = await db.fetch_all(
+        "SELECT id, version FROM reward_version WHERE id = ANY(%(ids)s)", {"ids": list(version_ids)}
+    )
+    return {row[0]: row[1] for row in rows}

@@ -211,6 +211,14 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
     ),
     **_each(
         _on(
+            "rewardRedemptions",
+            """query($x: ID!) { rewardRedemptions(rewardId: $x) {
+        edges { node { status } } } }""",
+            "reward",
+        )
+    ),
+    **_each(
+        _on(
             "expiryReminders",
             """query($x: ID!) { expiryReminders(programId: $x,
         withinDays: 60) { edges { node { pointsExpiring affordableRewards { name } } } } }""",
@@ -256,6 +264,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "read redemption(B)":     ("ok", "ok", "ok", H, H, H),
     "read redemptions(A)":    ("ok", "ok", "ok", "ok", "ok", "ok"),
     "read redemptions(B)":    ("ok", "ok", "ok", H, H, H),
+    "rewardRedemptions(A)":   ("ok", "ok", "ok", "ok", "ok", F),
+    "rewardRedemptions(B)":   ("ok", "ok", "ok", H, H, F),
     "expiryReminders(A)":     ("ok", F, F, F, "ok", F),
     "expiryReminders(B)":     ("ok", F, F, F, N, F),
     "read giftPolicy(A)":     ("ok", "ok", "ok", "ok", "ok", "ok"),

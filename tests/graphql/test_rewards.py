@@ -189,3 +189,26 @@ async def test_redemptions_and_their_relations_cost_the_same_statements_for_any_
             await ok(db, merchant, query, {"m": gid("Membership", membership.id), "n": wanted})
         counts.append(counter.count)
     assert counts[0] == counts[1]
+
+
+async def test_the_fulfilment_queue_and_the_version_reserved_under(db: Database) -> None:
+    from tests.rewards.helpers import make_reward, reserve
+
+    program = await make_program(db)
+    merchant = merchant_actor(program.merchant_id)
+    membership = await make_membership(db, program)
+    await give_points(db, membership, program, 1000)
+    reward = await make_reward(db, program, stock=None)
+    first = (await reserve(db, program, reward, membership)).redemption
+    await ok(db, merchant, UPDATE, {"input": {"rewardId": gid("Reward", reward.id),
+                                              "terms": _terms("Tea", 100)}})  # fmt: skip
+    second = (await reserve(db, program, reward, membership)).redemption
+    await ok(db, merchant, FULFIL, {"r": gid("Redemption", first.id)})
+    query = """query($r: ID!, $s: RedemptionStatus) { rewardRedemptions(rewardId: $r,
+      status: $s) { edges { node { id status rewardVersion } } } }"""
+    queue = await ok(db, merchant, query, {"r": gid("Reward", reward.id), "s": "RESERVED"})
+    assert [e["node"] for e in queue["rewardRedemptions"]["edges"]] == [
+        {"id": gid("Redemption", second.id), "status": "RESERVED", "rewardVersion": 2}]  # fmt: skip
+    everything = await ok(db, merchant, query, {"r": gid("Reward", reward.id), "s": None})
+    assert [e["node"]["rewardVersion"] for e in everything["rewardRedemptions"]["edges"]] == [
+        1, 2]  # fmt: skip
