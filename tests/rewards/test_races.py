@@ -1,11 +1,12 @@
 """Everything at once on a few members and one small reward: reservations, fulfilments,
-completions, cancellations, coupon uses, gifts, spends and both release jobs race; no
-deadlock, no lost unit, books and stock consistent."""
+completions, cancellations, coupon uses, restocks, gifts, spends and both release jobs race;
+no deadlock, no lost unit, books and stock consistent."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from alliance.db.engine import Database
@@ -13,6 +14,7 @@ from alliance.errors import DomainError, RetryLater
 from alliance.ledger.holds import release_expired_holds
 from alliance.ledger.service import spend_points
 from alliance.ledger.verify import verify_ledger
+from alliance.rewards.catalog import update_reward
 from alliance.rewards.gifting import give_points, set_gift_policy
 from alliance.rewards.redemptions import (
     cancel_redemption,
@@ -23,7 +25,7 @@ from alliance.rewards.redemptions import (
     release_expired_redemptions,
 )
 from tests.factories import OPERATOR, make_program, merchant_actor
-from tests.rewards.helpers import make_reward, member_with_points, reserve, stock
+from tests.rewards.helpers import TERMS, make_reward, member_with_points, reserve, stock
 
 
 async def test_mixed_races_on_a_small_reward(db: Database) -> None:
@@ -35,10 +37,11 @@ async def test_mixed_races_on_a_small_reward(db: Database) -> None:
                           max_points_per_gift=50, daily_limit_points=10_000)  # fmt: skip
     members = [await member_with_points(db, program, 400) for _ in range(6)]
     redemptions: list[int] = []
+    fulfilled: list[int] = []  # picked by completions and coupon uses, so most find work
     keys = iter(range(10**6))
 
     operations = ["reserve"] * 4 + ["fulfil"] * 3 + ["complete", "coupon"] * 2 + [
-        "cancel", "gift", "spend", "release"]  # fmt: skip
+        "cancel", "gift", "spend", "release", "restock"]  # fmt: skip
 
     async def one(operation: str, days: int) -> None:
         match operation:
@@ -46,13 +49,15 @@ async def test_mixed_races_on_a_small_reward(db: Database) -> None:
                 done = await reserve(db, program, reward, rng.choice(members))
                 redemptions.append(done.redemption.id)
             case "fulfil" if redemptions:
-                await fulfil_redemption(db, merchant, redemption_id=rng.choice(redemptions))
-            case "complete" if redemptions:
-                await complete_redemption(db, merchant, redemption_id=rng.choice(redemptions))
+                chosen = rng.choice(redemptions)
+                await fulfil_redemption(db, merchant, redemption_id=chosen)
+                fulfilled.append(chosen)
+            case "complete" if fulfilled:
+                await complete_redemption(db, merchant, redemption_id=rng.choice(fulfilled))
             case "cancel" if redemptions:
                 await cancel_redemption(db, merchant, redemption_id=rng.choice(redemptions))
-            case "coupon" if redemptions:
-                chosen = rng.choice(redemptions)
+            case "coupon" if fulfilled:
+                chosen = rng.choice(fulfilled)
                 coupon = (await coupons_by_redemption(db, OPERATOR, [chosen])).get(chosen)
                 if coupon is not None:
                     await redeem_coupon(db, merchant, code=coupon.code, store="s")
@@ -65,6 +70,9 @@ async def test_mixed_races_on_a_small_reward(db: Database) -> None:
                 await spend_points(db, merchant, membership_id=rng.choice(members).id,
                                    points=rng.randint(1, 40), reason="r",
                                    idempotency_key=f"s{next(keys)}")  # fmt: skip
+            case "restock":  # a new version with 2 more units, while the slots are busy
+                await update_reward(db, merchant, reward_id=reward.id,
+                                    terms=replace(TERMS, points_price=30), add_stock=2)  # fmt: skip
             case "release":
                 # Now (nothing due yet), or 40 days on: every open redemption is due.
                 later = datetime.now(UTC) + timedelta(days=days)
@@ -72,7 +80,7 @@ async def test_mixed_races_on_a_small_reward(db: Database) -> None:
                                      release_expired_holds(db, now=later))  # fmt: skip
 
     for _ in range(8):  # waves of 30 operations at once
-        wave = [(rng.choice(operations), rng.choice([0, 0, 40])) for _ in range(30)]
+        wave = [(rng.choice(operations), rng.choice([0, 0, 0, 40])) for _ in range(30)]
         outcomes = await asyncio.gather(*(one(*op) for op in wave), return_exceptions=True)
         unexpected = [
             o for o in outcomes
@@ -82,8 +90,12 @@ async def test_mixed_races_on_a_small_reward(db: Database) -> None:
         assert unexpected == [], unexpected[:3]
     assert await verify_ledger(db) == []
     left, standing = await stock(db, reward)
+    issued = await db.fetch_one("SELECT stock_issued FROM reward WHERE id = %(r)s",
+                                {"r": reward.id})  # fmt: skip
     assert left is not None
-    assert left + standing == 12
+    assert issued is not None
+    assert issued[0] > 12  # restocked meanwhile
+    assert left + standing == issued[0]
     row = await db.fetch_one(
         "SELECT count(*) FROM redemption WHERE reward_id = %(r)s"
         " AND status IN ('reserved', 'fulfilled', 'completed')", {"r": reward.id},
