@@ -10,8 +10,10 @@
 -- a time. The stock is striped over slots (reward_stock_slot); a reservation takes a unit
 -- from the first slot with stock that no other transaction holds (FOR UPDATE SKIP LOCKED,
 -- starting at a random slot), late in its transaction. Only when every slot with stock is
--- busy does it wait, for the first one that still has stock after the wait: so a reward is
--- out of stock exactly when every slot is empty, never because slots were busy. The
+-- busy does it wait, for the first one in slot order that still has stock after the wait:
+-- so a reward is out of stock exactly when every slot is empty, never because slots were
+-- busy. Whoever locks several slots (a waiting reservation, a restock, the release job)
+-- locks them in slot order. The
 -- reward row itself is not written by reservations (and redemptions have no foreign key
 -- to it, which would take a KEY SHARE lock on it each time).
 --
@@ -181,17 +183,20 @@ BEGIN
         'reward ' || v_reward.code || ' v' || v_version.version);
     -- A unit of stock, as late as can be: a free slot, else wait for one (see the top).
     -- Slots in turn from a random one (16: STOCK_SLOTS, alliance/rewards/models.py), so
-    -- concurrent reservations start apart, and the ones that must wait queue on different
-    -- slots rather than all on the first.
+    -- concurrent reservations start apart; SKIP LOCKED never waits.
     v_start := floor(random() * 16)::integer;
     SELECT s.slot INTO v_slot FROM reward_stock_slot s
      WHERE s.reward_id = v_reward.id AND (s.stock IS NULL OR s.stock > 0)
      ORDER BY s.slot < v_start, s.slot
      LIMIT 1 FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
+        -- Every slot with stock is busy: wait, in slot order. A row that emptied while we
+        -- waited fails the recheck but stays locked by us, so this must take slots in the
+        -- order restocks and the release job take them (ascending), or two of us could
+        -- each hold a slot the other waits for.
         SELECT s.slot INTO v_slot FROM reward_stock_slot s
          WHERE s.reward_id = v_reward.id AND (s.stock IS NULL OR s.stock > 0)
-         ORDER BY s.slot < v_start, s.slot LIMIT 1 FOR UPDATE;
+         ORDER BY s.slot LIMIT 1 FOR UPDATE;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'reward % is out of stock', p_reward_id USING ERRCODE = 'LR001';
         END IF;

@@ -87,7 +87,7 @@ async def test_mixed_races_on_a_small_reward(db: Database) -> None:
             if isinstance(o, BaseException)
             and (not isinstance(o, DomainError) or isinstance(o, RetryLater))
         ]  # fmt: skip
-        assert unexpected == [], unexpected[:3]
+        assert unexpected == [], "\n".join(str(o) for o in unexpected[:3])
     assert await verify_ledger(db) == []
     left, standing = await stock(db, reward)
     issued = await db.fetch_one("SELECT stock_issued FROM reward WHERE id = %(r)s",
