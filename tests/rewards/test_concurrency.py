@@ -78,3 +78,28 @@ async def test_reservations_spread_over_the_slots(db: Database) -> None:
     used, total = row
     assert total == 40
     assert used >= 2  # random starting slots: 40 reservations never all land on one
+
+
+async def test_a_slot_that_empties_while_waited_for_gives_way_to_another(db: Database) -> None:
+    program = await make_program(db)
+    reward = await make_reward(db, program, stock=2)  # one unit in slot 0, one in slot 1
+    membership = await member_with_points(db, program, 500)
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute(
+            "SELECT 1 FROM reward_stock_slot WHERE reward_id = %(r)s AND stock > 0 FOR UPDATE",
+            {"r": reward.id},
+        )
+        pending = asyncio.create_task(reserve(db, program, reward, membership))
+        await asyncio.sleep(0.5)
+        assert not pending.done()  # waiting for slot 0 or 1
+        # Slot 0's unit goes elsewhere meanwhile (written off, so the books still add up).
+        await conn.execute(
+            "UPDATE reward_stock_slot SET stock = 0 WHERE reward_id = %(r)s AND slot = 0",
+            {"r": reward.id},
+        )
+        await conn.execute(
+            "UPDATE reward SET stock_issued = stock_issued - 1 WHERE id = %(r)s", {"r": reward.id}
+        )
+    done = await pending
+    assert done.redemption.stock_slot == 1
+    assert await stock(db, reward) == (0, 1)
