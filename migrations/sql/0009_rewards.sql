@@ -10,10 +10,10 @@
 -- a time. The stock is striped over slots (reward_stock_slot); a reservation takes a unit
 -- from the first slot with stock that no other transaction holds (FOR UPDATE SKIP LOCKED,
 -- starting at a random slot), late in its transaction. Only when every slot with stock is
--- busy does it wait, for one of them, and takes it if it still has stock after the wait:
+-- busy does it wait, for the first one in slot order that still has stock after the wait:
 -- so a reward is out of stock exactly when every slot is empty, never because slots were
--- busy. Whoever locks several slots (a restock, the release job) locks them in slot order;
--- a waiting reservation holds none while it waits (see reward_reserve). The
+-- busy. Whoever locks several slots (a waiting reservation, a restock, the release job)
+-- locks them in slot order. The
 -- reward row itself is not written by reservations (and redemptions have no foreign key
 -- to it, which would take a KEY SHARE lock on it each time).
 --
@@ -107,8 +107,6 @@ DECLARE
     v_count bigint;
     v_start integer;
     v_slot integer;
-    v_pick integer;
-    v_attempts integer;
 BEGIN
     SELECT * INTO v FROM ledger_member_account(p_membership_id, p_merchant_id, p_member_id,
                                                'redeemed');
@@ -191,33 +189,18 @@ BEGIN
      WHERE s.reward_id = v_reward.id AND (s.stock IS NULL OR s.stock > 0)
      ORDER BY s.slot < v_start, s.slot
      LIMIT 1 FOR UPDATE SKIP LOCKED;
-    -- Every slot with stock is busy: wait for one picked at random, inside a savepoint. A
-    -- row that empties while we wait fails the recheck but would stay locked by us; rolling
-    -- the savepoint back releases it, and we pick again. So a waiting reservation never
-    -- holds one slot while it waits for another, and cannot deadlock with restocks and the
-    -- release job (which lock several slots, in slot order); and waiters spread over the
-    -- slots instead of queueing on the first.
-    v_attempts := 0;
-    WHILE v_slot IS NULL LOOP
-        SELECT s.slot INTO v_pick FROM reward_stock_slot s
+    IF NOT FOUND THEN
+        -- Every slot with stock is busy: wait, in slot order. A row that emptied while we
+        -- waited fails the recheck but stays locked by us, so this must take slots in the
+        -- order restocks and the release job take them (ascending), or two of us could
+        -- each hold a slot the other waits for.
+        SELECT s.slot INTO v_slot FROM reward_stock_slot s
          WHERE s.reward_id = v_reward.id AND (s.stock IS NULL OR s.stock > 0)
-         ORDER BY random() LIMIT 1;
+         ORDER BY s.slot LIMIT 1 FOR UPDATE;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'reward % is out of stock', p_reward_id USING ERRCODE = 'LR001';
         END IF;
-        v_attempts := v_attempts + 1;
-        IF v_attempts > 100 THEN
-            RAISE EXCEPTION 'reward % is too busy; retry', p_reward_id USING ERRCODE = '40001';
-        END IF;
-        BEGIN
-            SELECT s.slot INTO STRICT v_slot FROM reward_stock_slot s
-             WHERE s.reward_id = v_reward.id AND s.slot = v_pick
-               AND (s.stock IS NULL OR s.stock > 0)
-             FOR UPDATE;
-        EXCEPTION WHEN no_data_found THEN
-            v_slot := NULL;  -- emptied while we waited: its lock went with the savepoint
-        END;
-    END LOOP;
+    END IF;
     UPDATE reward_stock_slot s SET stock = s.stock - 1, redeemed = s.redeemed + 1
      WHERE s.reward_id = v_reward.id AND s.slot = v_slot;
     INSERT INTO redemption (reward_id, reward_version_id, program_id, membership_id, member_id,
