@@ -246,6 +246,7 @@ class Job(enum.StrEnum):
     HOLDS = "holds"
     SETTLEMENT = "settlement"
     PRIVACY = "privacy"
+    REWARDS = "rewards"
 
 
 @jobs_app.command("run")
@@ -257,7 +258,8 @@ def jobs_run(
             "members down whose grace has passed, carry members onto a new ladder version. "
             "holds: release the points of authorizations past their deadline. "
             "settlement: close every settlement period that has ended. "
-            "privacy: delete verifications and their sealed codes past the retention period."
+            "privacy: delete verifications and their sealed codes past the retention period. "
+            "rewards: release redemptions past their deadline (points, coupon, stock)."
         ),
     ],
     batch_size: Annotated[
@@ -297,6 +299,16 @@ def jobs_run(
 
         purged = _with_database(Settings.from_env(), purge_verifications)
         console.print(f"deleted {purged} verifications past the retention period")
+    if job is Job.REWARDS:
+        from alliance.rewards import redemptions
+
+        async def release_redemptions(db: Database) -> int:
+            return await redemptions.release_expired_redemptions(
+                db, batch_size=batch_size or redemptions.RELEASE_BATCH
+            )
+
+        released = _with_database(Settings.from_env(), release_redemptions)
+        console.print(f"released {released} expired redemptions")
         return
     if job is Job.TIERS:
         from alliance.tiers import review as tiers

@@ -173,6 +173,7 @@ async def seed_demo(db: Database) -> DemoSeed:
         db, merchant_actors[0], program_id=programs[0].id, basis=TierBasis.SPEND,
         window_days=365, grace_days=30, tiers=TIERS,
     )  # fmt: skip
+    await _ensure_rewards(db, merchant_actors[0], programs[0].id)
     finance = await _ensure_client(db, "demo-finance", "Demo finance team", Role.FINANCE)
     auditor = await _ensure_client(db, "demo-auditor", "Demo auditor", Role.AUDITOR)
 
@@ -261,6 +262,31 @@ async def _ensure_exchange(
         await exchange_points(db, member, from_membership_id=li_na_at_wok,
                               to_membership_id=to_mall, points=200,
                               idempotency_key="demo-exchange-1")  # fmt: skip
+
+
+async def _ensure_rewards(db: Database, merchant: Actor, program_id: int) -> None:
+    """Golden Wok's reward catalog and its gift policy (rewards kept when they exist)."""
+    from alliance.errors import AlreadyExists
+    from alliance.rewards.catalog import RewardTerms, create_reward
+    from alliance.rewards.gifting import set_gift_policy
+    from alliance.rewards.models import LimitPeriod, RewardKind
+
+    catalog = (
+        ("spring-rolls", 100, RewardTerms(kind=RewardKind.COUPON, name="春卷 Spring rolls",
+                                          points_price=300, limit_per_period=1,
+                                          limit_period=LimitPeriod.DAY)),
+        ("wok-set", 20, RewardTerms(kind=RewardKind.GOODS, name="铁锅 Wok set",
+                                    points_price=5000, cash_price=Decimal("49.00"),
+                                    limit_total=1)),
+        ("chef-table", 4, RewardTerms(kind=RewardKind.EXPERIENCE, name="主厨餐桌 Chef's table",
+                                      points_price=8000, tier_codes=("gold", "platinum"))),
+    )  # fmt: skip
+    for code, stock, terms in catalog:
+        with contextlib.suppress(AlreadyExists):  # seeded before
+            await create_reward(db, merchant, program_id=program_id, code=code, terms=terms,
+                                stock=stock)  # fmt: skip
+    await set_gift_policy(db, merchant, program_id=program_id, enabled=True,
+                          max_points_per_gift=500, daily_limit_points=1000)  # fmt: skip
 
 
 def print_demo(seed: DemoSeed, base_url: str, console: Console) -> None:

@@ -29,6 +29,11 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     VERIFICATION_FAILED = "VERIFICATION_FAILED"
     OBLIGATIONS_UNSETTLED = "OBLIGATIONS_UNSETTLED"
+    OUT_OF_STOCK = "OUT_OF_STOCK"
+    LIMIT_REACHED = "LIMIT_REACHED"
+    NOT_ELIGIBLE = "NOT_ELIGIBLE"
+    NOT_AVAILABLE = "NOT_AVAILABLE"
+    WRONG_STATE = "WRONG_STATE"
 
 
 class DomainError(Exception):
@@ -144,3 +149,31 @@ class VerificationFailed(DomainError):
 
 class ObligationsUnsettled(DomainError):
     code = ErrorCode.OBLIGATIONS_UNSETTLED
+
+
+class OutOfStock(DomainError):
+    code = ErrorCode.OUT_OF_STOCK
+
+
+class LimitReached(DomainError):
+    """A per-member limit: redemptions of a reward (in all or per period), daily gifts."""
+
+    code = ErrorCode.LIMIT_REACHED
+
+
+class NotEligible(DomainError):
+    """The member is not in the reward's audience (tier)."""
+
+    code = ErrorCode.NOT_ELIGIBLE
+
+
+class NotAvailable(DomainError):
+    """Archived, outside its validity window, or (gifts) not allowed by the program."""
+
+    code = ErrorCode.NOT_AVAILABLE
+
+
+class WrongState(DomainError):
+    """The redemption or coupon is not in a state that allows this operation."""
+
+    code = ErrorCode.WRONG_STATE

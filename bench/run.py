@@ -74,6 +74,8 @@ from alliance.exchange.rates import publish_rate  # noqa: E402
 from alliance.ledger.verify import CHECKS, verify_ledger  # noqa: E402
 from alliance.programs.models import ExpiryPolicy  # noqa: E402
 from alliance.programs.service import create_merchant, create_program  # noqa: E402
+from alliance.rewards.catalog import MAX_STOCK, RewardTerms, create_reward  # noqa: E402
+from alliance.rewards.models import RewardKind  # noqa: E402
 from alliance.rules.models import RuleKind  # noqa: E402
 from alliance.rules.service import create_rule  # noqa: E402
 from alliance.rules.terms import ConditionsInput, TermsInput  # noqa: E402
@@ -93,6 +95,9 @@ CASES = {
     "e": "(e) HTTP recordPurchase, 5 rules + 2 promotions",
     "x": "(x) HTTP exchangePoints, member token, rate + 1 % fee",
     "f": "(f) HTTP allianceBalances, 5 linked programs, member token",
+    "r": "(r) HTTP reserveReward, one hot reward",
+    "r_sql": "(r_sql) pgbench: SELECT reward_reserve(...), one hot reward",
+    "r_spread": "(r_spread) pgbench: the same over 32 rewards (no shared row)",
 }
 HTTP_MODES = {
     "b": "typename",
@@ -100,6 +105,7 @@ HTTP_MODES = {
     "d": "balance",
     "e": "purchase",
     "f": "alliance",
+    "r": "reserve",
     "x": "exchange",
 }
 LINKED_PROGRAMS = 5
@@ -107,6 +113,8 @@ LINKED_PROGRAMS = 5
 PGBENCH_SCRIPTS = {
     "a": BENCH_DIR / "pgbench_award_function.sql",
     "a_plain": BENCH_DIR / "pgbench_award_plain.sql",
+    "r_sql": BENCH_DIR / "pgbench_reserve_function.sql",
+    "r_spread": BENCH_DIR / "pgbench_reserve_spread.sql",
 }
 AWARD_QUERY = (
     "mutation Award($input: MovePointsInput!) { awardPoints(input: $input)"
@@ -116,6 +124,10 @@ BALANCE_QUERY = "{ viewer { membership { balance { points held } } } }"
 ALLIANCE_QUERY = (
     "{ allianceBalances { totalValue expiringPoints"
     " lines { programName points value expiringPoints } } }"
+)
+RESERVE_QUERY = (
+    "mutation Reserve($input: ReserveRewardInput!) { reserveReward(input: $input)"
+    " { redemption { id status points } replayed userErrors { code message field } } }"
 )
 PURCHASE_QUERY = (
     "mutation Purchase($input: RecordPurchaseInput!) { recordPurchase(input: $input)"
@@ -144,7 +156,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cases",
         default="a,a_plain,b,c,d,e,f,x",
-        help="subset of a,a_plain,b,c,d,e,f,x (all)",
+        help="subset of a,a_plain,b,c,d,e,f,x,r,r_sql,r_spread (default: a..f, x); r, r_sql:"
+        " a reservation of one hot reward, over HTTP and straight to PostgreSQL",
     )
     parser.add_argument(
         "--database-url",
@@ -325,6 +338,10 @@ class Seed:
     """Case (x): a member token and the member's two memberships (from, to)."""
     alliance_tokens: list[str] = field(default_factory=list)
     """Case (f): member tokens of people linked across LINKED_PROGRAMS programs."""
+    hot_reward_id: int = 0
+    """Case (r): one reward of merchant 1 that every reservation takes a unit of."""
+    spread_rewards: tuple[int, int] = (0, 0)
+    """Case (r_spread): the first and last id of 32 more rewards of merchant 1."""
 
 
 RULES_IN_FORCE_AT = 0.0
@@ -436,6 +453,30 @@ async def seed_database(
             alliance_tokens = await seed_linked(db, url, args, run_id, records[0], blocks[0],
                                                 program_ids)  # fmt: skip
             seconds["linked"] = time.perf_counter() - t0
+        hot_reward = await create_reward(
+            db, Actor(Role.MERCHANT, "client:bench", "bench", merchant_id=merchant_ids[0]),
+            program_id=program_ids[0], code="hot", stock=MAX_STOCK,
+            terms=RewardTerms(kind=RewardKind.COUPON, name="Hot reward", points_price=1,
+                              reserve_minutes=10080),
+        )  # fmt: skip
+        spread = [
+            await create_reward(
+                db,
+                Actor(Role.MERCHANT, "client:bench", "bench", merchant_id=merchant_ids[0]),
+                program_id=program_ids[0],
+                code=f"spread-{n}",
+                stock=MAX_STOCK,
+                terms=RewardTerms(
+                    kind=RewardKind.COUPON,
+                    name=f"Spread {n}",
+                    points_price=1,
+                    reserve_minutes=10080,
+                ),
+            )
+            for n in range(32)
+        ]
+        if [r.id for r in spread] != list(range(spread[0].id, spread[0].id + 32)):
+            raise SystemExit("spread reward ids are not consecutive; rerun")
     finally:
         await db.dispose()
     return Seed(
@@ -450,6 +491,8 @@ async def seed_database(
         seconds,
         exchangers,
         alliance_tokens,
+        hot_reward.id,
+        (spread[0].id, spread[-1].id),
     )
 
 
@@ -803,6 +846,15 @@ class Bench:
         (self.scratch / "exchange.txt").write_text(
             "".join(f"{token}\t{source}\t{target}\n" for token, source, target in seed.exchangers)
         )
+        # Case (r): merchant 1's token, the hot reward, then the memberships of merchant 1
+        # with an opening balance (every 5th seeded membership, see bulk_members).
+        first_id = seed.blocks[0][0]
+        lo, hi = seed.blocks[0]
+        funded = [i for i in range(lo, hi + 1) if (i - first_id + 1) % 5 == 0]
+        reward = base64.b64encode(f"Reward:{seed.hot_reward_id}".encode()).decode()
+        (self.scratch / "reserve.txt").write_text(
+            f"{seed.merchant_tokens[0]}\t{reward}\n" + "".join(f"{i}\n" for i in funded)
+        )
 
     def server_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -991,10 +1043,22 @@ class Bench:
             }
             self.post(seed.merchant_tokens[k], {"query": AWARD_QUERY, "variables": variables})
 
+        def reserve(i: int) -> None:
+            funded = seed.blocks[0][0] + 5 * rng.randrange(1, (seed.per_merchant // 5) + 1) - 1
+            variables = {
+                "input": {
+                    "membershipId": base64.b64encode(f"Membership:{funded}".encode()).decode(),
+                    "rewardId": base64.b64encode(f"Reward:{seed.hot_reward_id}".encode()).decode(),
+                    "idempotencyKey": f"probe-{self.run_id}-r{i}",
+                }
+            }
+            self.post(seed.merchant_tokens[0], {"query": RESERVE_QUERY, "variables": variables})
+
         senders = {
             "b": lambda i: self.post(seed.merchant_tokens[0], {"query": "{ __typename }"}),
             "c": award,
             "d": lambda i: self.post(rng.choice(seed.member_tokens), {"query": BALANCE_QUERY}),
+            "r": reserve,
         }
         if seed.alliance_tokens:
             senders["f"] = lambda i: self.post(
@@ -1118,6 +1182,9 @@ class Bench:
             "hash": "\\x" + "00" * 32,
             "reason": "bench award",
             "tz": TIME_ZONE,
+            "reward": seed.hot_reward_id,
+            "spread_first": seed.spread_rewards[0],
+            "spread_last": seed.spread_rewards[1],
         }
         command = [
             str(PGBENCH),
@@ -1662,6 +1729,12 @@ def compute_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["exchange_vs_award"] = rps["x"] / rps["c"]
         if {"d", "f"} <= rps.keys():
             row["alliance_vs_balance"] = rps["f"] / rps["d"]
+        if {"c", "r"} <= rps.keys():
+            row["reserve_vs_award"] = rps["r"] / rps["c"]
+        if {"a", "r_sql"} <= rps.keys():
+            row["reserve_sql_vs_award_sql"] = rps["r_sql"] / rps["a"]
+        if {"r_sql", "r_spread"} <= rps.keys():
+            row["hot_vs_spread_sql"] = rps["r_sql"] / rps["r_spread"]
         rows.append(row)
     return rows
 
@@ -1693,6 +1766,12 @@ def compute_verdict(ratios: list[dict[str, Any]], results: list[dict[str, Any]])
             "target": ">= 70 % of awardPoints (c) at 32 clients",
             "value_pct": round(100 * at32["exchange_vs_award"], 1),
             "pass": at32["exchange_vs_award"] >= 0.7,
+        }
+    if at32 is not None and "reserve_vs_award" in at32:
+        verdict["reserve_throughput"] = {
+            "target": ">= 50 % of awardPoints (c) at 32 clients, one hot reward",
+            "value_pct": round(100 * at32["reserve_vs_award"], 1),
+            "pass": at32["reserve_vs_award"] >= 0.5,
         }
     balance = {r["clients"]: r["balance_vs_typename"] for r in ratios if "balance_vs_typename" in r}
     if balance:
@@ -1792,8 +1871,8 @@ def render_markdown(doc: dict[str, Any], json_path: Path) -> str:
         "response is checked in wrk's Lua `response()`); pgbench: failed transactions.",
         "",
         "| clients | (c)/min(a,b) | (c)/(a) | (c)/(b) | (d)/(b) | (a)/(a') | (e)/(c) | (x)/(c)"
-        " | (f)/(d) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | (f)/(d) | (r)/(c) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def pct(row: dict[str, Any], key: str) -> str:
@@ -1806,7 +1885,7 @@ def render_markdown(doc: dict[str, Any], json_path: Path) -> str:
             f"{pct(row, 'award_vs_typename')} | {pct(row, 'balance_vs_typename')} | "
             f"{pct(row, 'function_vs_plain_sql')} | {pct(row, 'purchase_vs_award')} | "
             f"{pct(row, 'exchange_vs_award')} | "
-            f"{pct(row, 'alliance_vs_balance')} |"
+            f"{pct(row, 'alliance_vs_balance')} | {pct(row, 'reserve_vs_award')} |"
         )
     probe = doc.get("statements_per_request")
     if probe:

@@ -2,12 +2,13 @@
 --
 --   wrk -t1 -c32 -d10s -s bench/wrk.lua http://127.0.0.1:PORT/graphql -- MODE CONFIG NONCE
 --
--- MODE    typename | award | balance | purchase | alliance | exchange
+-- MODE    typename | award | balance | purchase | alliance | exchange | reserve
 -- CONFIG  a file written by bench/run.py:
 --           typename: one line, a bearer token (a merchant client's)
 --           award, purchase: one line per merchant: TOKEN <tab> FIRST_MEMBERSHIP_ID <tab> LAST_MEMBERSHIP_ID
 --           balance, alliance:  one line per member token
 --           exchange: one line per member: TOKEN <tab> FROM_MEMBERSHIP_ID <tab> TO_MEMBERSHIP_ID
+--           reserve:  TOKEN <tab> REWARD_GLOBAL_ID, then one membership id per line
 -- NONCE   makes idempotency keys unique across wrk invocations (warm-up, cases, profile)
 --
 -- Every response is checked (non-2xx, GraphQL "errors", non-empty "userErrors", missing
@@ -27,6 +28,9 @@ local PURCHASE_PREFIX = '{"query":"mutation Purchase($input: RecordPurchaseInput
 local EXCHANGE_PREFIX = '{"query":"mutation Exchange($input: ExchangePointsInput!) { exchangePoints(input: $input)'
   .. ' { exchange { id pointsOut } fromBalance toBalance replayed userErrors { code message field } } }",'
   .. '"variables":{"input":{"fromMembershipId":"'
+local RESERVE_PREFIX = '{"query":"mutation Reserve($input: ReserveRewardInput!) { reserveReward(input: $input)'
+  .. ' { redemption { id status points } replayed userErrors { code message field } } }",'
+  .. '"variables":{"input":{"membershipId":"'
 local EXPECTED = {
   exchange = '"pointsOut":',
   typename = '"__typename":"Query"',
@@ -34,6 +38,7 @@ local EXPECTED = {
   balance = '"points":',
   alliance = '"totalValue":',
   purchase = '"balanceAfter":',
+  reserve = '"status":"RESERVED"',
 }
 
 -- ---------------------------------------------------------------- main state
@@ -49,6 +54,7 @@ local mode, nonce, expected
 local fixed = {}      -- pre-built requests (typename, balance)
 local merchants = {}  -- award: { headers, lo, hi }
 local exchangers = {} -- exchange: { headers, from, to }
+local reserve = { headers = nil, reward = nil, memberships = {} }  -- reserve
 local counter = 0
 checked, non2xx, graphql_errors, user_errors, unexpected = 0, 0, 0, 0, 0
 sample_ok, sample_error = "", ""
@@ -92,7 +98,14 @@ function init(args)
   math.randomseed(os.time() * 1000 + (thread_no or 1) * 7919 + (tonumber(nonce:match("%d+$")) or 0))
   for line in io.lines(args[2]) do
     if #line > 0 then
-      if mode == "award" or mode == "purchase" then
+      if mode == "reserve" then
+        if reserve.headers == nil then
+          local f = split_tabs(line)
+          reserve.headers, reserve.reward = headers_for(f[1]), f[2]
+        else
+          reserve.memberships[#reserve.memberships + 1] = tonumber(line)
+        end
+      elseif mode == "award" or mode == "purchase" then
         local f = split_tabs(line)
         merchants[#merchants + 1] = { headers = headers_for(f[1]), lo = tonumber(f[2]), hi = tonumber(f[3]) }
       elseif mode == "exchange" then
@@ -107,7 +120,9 @@ function init(args)
       end
     end
   end
-  if #fixed == 0 and #merchants == 0 and #exchangers == 0 then error("empty config " .. args[2]) end
+  if #fixed == 0 and #merchants == 0 and #exchangers == 0 and #reserve.memberships == 0 then
+    error("empty config " .. args[2])
+  end
 end
 
 function request()
@@ -119,6 +134,14 @@ function request()
       .. '","points":' .. math.random(100, 300)
       .. ',"idempotencyKey":"' .. nonce .. "-" .. thread_no .. "-" .. counter .. '"}}}'
     return wrk.format("POST", nil, x.headers, body)
+  end
+  if mode == "reserve" then
+    counter = counter + 1
+    local membership = reserve.memberships[math.random(#reserve.memberships)]
+    local body = RESERVE_PREFIX .. base64("Membership:" .. membership)
+      .. '","rewardId":"' .. reserve.reward
+      .. '","idempotencyKey":"' .. nonce .. "-" .. thread_no .. "-" .. counter .. '"}}}'
+    return wrk.format("POST", nil, reserve.headers, body)
   end
   if mode ~= "award" and mode ~= "purchase" then
     return fixed[math.random(#fixed)]
@@ -153,7 +176,7 @@ function response(status, headers, body)
   elseif body:find('"errors"', 1, true) then
     graphql_errors = graphql_errors + 1
     bad = true
-  elseif (mode == "award" or mode == "purchase" or mode == "exchange")
+  elseif (mode == "award" or mode == "purchase" or mode == "exchange" or mode == "reserve")
       and not body:find('"userErrors":[]', 1, true) then
     user_errors = user_errors + 1
     bad = true

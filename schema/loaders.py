@@ -24,6 +24,8 @@ from alliance.identity import service as identity
 from alliance.ledger import holds
 from alliance.members import queries as members
 from alliance.programs import queries as programs
+from alliance.rewards import catalog as rewards
+from alliance.rewards import redemptions
 from alliance.rules import queries as rule_queries
 from alliance.rules.service import RuleRecord
 from alliance.settlement import queries as settlement
@@ -204,6 +206,28 @@ class Loaders:
     def tier_standing(self) -> DataLoader[int, tier_queries.TierStanding | None]:
         return self._by_id("tier_standing", tier_queries.standings_by_membership)
 
+    @property
+    def reward(self) -> DataLoader[int, rewards.RewardRecord | None]:
+        return self._by_id("reward", rewards.rewards_by_id)
+
+    @property
+    def redemption(self) -> DataLoader[int, redemptions.RedemptionRecord | None]:
+        return self._by_id("redemption", redemptions.redemptions_by_id)
+
+    @property
+    def coupon(self) -> DataLoader[int, redemptions.CouponRecord | None]:
+        """The coupon of each redemption (None: not fulfilled with one)."""
+        return self._by_id("coupon", redemptions.coupons_by_redemption)
+
+    @property
+    def reward_version_number(self) -> DataLoader[int, int | None]:
+        return self._by_id("reward_version_number", redemptions.version_numbers)
+
+    @property
+    def can_afford(self) -> DataLoader[int, bool | None]:
+        """Per reward: whether the viewing member's spendable points pay for it."""
+        return self._by_id("can_afford", rewards.can_afford_by_reward)
+
     # -- scalars computed per parent ----------------------------------------------
 
     @property
@@ -311,6 +335,17 @@ class Loaders:
         return self._pages(
             "tiers_of_program",
             lambda db, actor, ids, args: tier_queries.tier_pages_by_program(
+                db, actor, ids, first=args.first, after=args.after
+            ),
+        )
+
+    @property
+    def redemptions_of_membership(
+        self,
+    ) -> DataLoader[tuple[int, PageArgs], Page[redemptions.RedemptionRecord]]:
+        return self._pages(
+            "redemptions_of_membership",
+            lambda db, actor, ids, args: redemptions.redemption_pages_by_membership(
                 db, actor, ids, first=args.first, after=args.after
             ),
         )

@@ -24,6 +24,7 @@ from schema.exchange import ExchangeMutations
 from schema.holds import HoldMutations
 from schema.identity import IdentityMutations
 from schema.permissions import IsAuthenticated
+from schema.rewards import RewardMutations
 from schema.rules import RuleMutations
 from schema.scalars import BigInt
 from schema.settlement import SettlementMutations
@@ -145,6 +146,7 @@ class Mutation(
     ExchangeMutations,
     SettlementMutations,
     IdentityMutations,
+    RewardMutations,
 ):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."

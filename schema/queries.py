@@ -19,6 +19,7 @@ from schema.exchange import ExchangeQueries
 from schema.identity import IdentityQueries
 from schema.pagination import DEFAULT_PAGE_SIZE, build_connection, check_first, decode_cursor
 from schema.permissions import IsAuthenticated
+from schema.rewards import RewardQueries
 from schema.rules import RuleQueries
 from schema.settlement import SettlementQueries
 from schema.types import (
@@ -47,7 +48,7 @@ async def _resolve_node(info: Info, global_id: relay.GlobalID) -> relay.Node | N
 
 
 @strawberry.type
-class Query(RuleQueries, ExchangeQueries, SettlementQueries, IdentityQueries):
+class Query(RuleQueries, ExchangeQueries, SettlementQueries, IdentityQueries, RewardQueries):
     @strawberry.field(
         permission_classes=authenticated,
         description="Any object by id; null when not found or not yours.",

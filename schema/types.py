@@ -60,6 +60,8 @@ class EntryKind(enum.Enum):
     """Points spent at a partner merchant."""
     MERGE = "merge"
     """Points carried between members' accounts by a merge or an unlink."""
+    GIFT = "gift"
+    """Points given by one member to another of the same program."""
 
 
 strawberry.enum(CapPeriod, name="CapPeriod")

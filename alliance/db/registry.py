@@ -30,6 +30,15 @@ from alliance.ledger.models import (
 )
 from alliance.members.models import Member, Membership
 from alliance.programs.models import Merchant, Program
+from alliance.rewards.models import (
+    Coupon,
+    Gift,
+    GiftPolicy,
+    Redemption,
+    Reward,
+    RewardStockSlot,
+    RewardVersion,
+)
 from alliance.rules.claims import ActionClaim, EarnCounter, Referral
 from alliance.rules.models import EarningRule
 from alliance.settlement.models import (
@@ -48,12 +57,15 @@ __all__ = [
     "ActionClaim",
     "AuditRecord",
     "Consent",
+    "Coupon",
     "EarnCounter",
     "EarningRule",
     "Exchange",
     "ExchangeOptOut",
     "ExchangeQuote",
     "ExchangeRate",
+    "Gift",
+    "GiftPolicy",
     "Hold",
     "LedgerTransaction",
     "Lot",
@@ -73,7 +85,11 @@ __all__ = [
     "Program",
     "PurchaseRefund",
     "QualifyingActivity",
+    "Redemption",
     "Referral",
+    "Reward",
+    "RewardStockSlot",
+    "RewardVersion",
     "SettlementCalendar",
     "SettlementLine",
     "SettlementObligation",

@@ -243,6 +243,21 @@ async def export_member_data(
                 " WHERE member_id = ANY(:ids) ORDER BY id",
                 ids=ids,
             ),
+            "redemptions": await _rows(
+                session,
+                "SELECT id, reward_id, reward_version_id, program_id, membership_id, points,"
+                " cash_price, status, expires_at, fulfilment, carrier, tracking_number,"
+                " created_at, fulfilled_at, closed_at FROM redemption"
+                " WHERE member_id = ANY(:ids) ORDER BY id",
+                ids=ids,
+            ),
+            "gifts": await _rows(
+                session,
+                "SELECT id, program_id, from_membership_id, to_membership_id, points, message,"
+                " created_at FROM gift WHERE from_membership_id = ANY(:memberships)"
+                " OR to_membership_id = ANY(:memberships) ORDER BY id",
+                memberships=[m["id"] for m in memberships],
+            ),
             "unlinks": await _rows(
                 session,
                 "SELECT id, membership_id, from_member_id, to_member_id, reason, created_at"

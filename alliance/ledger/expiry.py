@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from alliance.db.engine import Database
 from alliance.ledger.holds import release_expired_holds
+from alliance.rewards.redemptions import release_expired_redemptions
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,8 @@ async def expire_points(
 
 
 async def run_expiry_schedule(db: Database, *, interval_seconds: float) -> None:
-    """Release expired holds, then expire due points, every `interval_seconds` until
-    cancelled (inside `alliance serve`).
+    """Release expired holds and redemptions, then expire due points, every
+    `interval_seconds` until cancelled (inside `alliance serve`).
 
     Every worker process may run it: batches skip each other's accounts, so running
     twice costs a little work and never expires a lot twice. The start is jittered so
@@ -86,6 +87,7 @@ async def run_expiry_schedule(db: Database, *, interval_seconds: float) -> None:
     while True:
         try:
             await release_expired_holds(db)
+            await release_expired_redemptions(db)
             await expire_points(db)
         except asyncio.CancelledError:
             raise

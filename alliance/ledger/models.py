@@ -69,6 +69,8 @@ class TransactionKind(enum.StrEnum):
     MERGE = "merge"
     """Points and lots carried to another member's account when two members are merged or a
     membership is unlinked (alliance/identity/merge.py)."""
+    GIFT = "gift"
+    """Points one member gave another of the same program (alliance/rewards/gifting.py)."""
 
 
 class Account(Base):
@@ -146,7 +148,7 @@ class LedgerTransaction(Base):
         ),
         CheckConstraint(
             "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund',"
-            " 'exchange', 'partner_redemption', 'merge')",
+            " 'exchange', 'partner_redemption', 'merge', 'gift')",
             name="kind",
         ),
         Index(

@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from alliance.db.engine import Database
 from alliance.ledger.models import SYSTEM_ACCOUNT_KINDS
+from alliance.rewards.checks import REWARD_CHECKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,8 @@ CHECKS: tuple[Check, ...] = (
                        ELSE t.code <> h.code AND NOT (t.rank = 0 AND h.rank = 0) END""",
     ),
 )
+# Rewards: stock against redemptions, redemptions against their holds, coupons, gifts.
+CHECKS += tuple(Check(*check) for check in REWARD_CHECKS)
 
 
 IDENTITY_CHECKS: tuple[Check, ...] = (

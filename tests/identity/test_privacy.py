@@ -138,6 +138,7 @@ class TestExport:
             "referral": "transactions", "earn_counter": "transactions",
             "membership_unlink": "unlinks", "exchange": "exchanges",
             "exchange_quote": "exchange_quotes", "settlement_obligation": "settlement_obligations",
+            "redemption": "redemptions",
         }  # fmt: skip
         assert with_member - set(covered) == set()
 
