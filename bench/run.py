@@ -512,7 +512,8 @@ async def seed_exchangers(
         await publish_rate(db, OPERATOR, from_program_id=program_ids[k],
                            to_program_id=program_ids[(k + 1) % n], rate="1",
                            fee_percent=Decimal(1))  # fmt: skip
-    chosen = [(k, blocks[k][0] + i // n) for i, k in
+    # From the end of each block: case (f) links the people at its start.
+    chosen = [(k, blocks[k][1] - i // n) for i, k in
               ((i, i % n) for i in range(args.exchange_members))]  # fmt: skip
     pairs: list[tuple[int, int, int]] = []
     with psycopg.connect(libpq_form(url), autocommit=True) as conn:
