@@ -26,6 +26,7 @@ class ErrorCode(enum.StrEnum):
     NOT_ACCEPTED = "NOT_ACCEPTED"
     PROFITABLE_CYCLE = "PROFITABLE_CYCLE"
     INVALID_TRANSITION = "INVALID_TRANSITION"
+    SELF_APPROVAL = "SELF_APPROVAL"
 
 
 class DomainError(Exception):
@@ -124,3 +125,9 @@ class InvalidTransition(DomainError):
     """The object is not in a state that allows this step."""
 
     code = ErrorCode.INVALID_TRANSITION
+
+
+class SelfApproval(DomainError):
+    """Maker-checker: the staff identity that asked for it may not decide it."""
+
+    code = ErrorCode.SELF_APPROVAL

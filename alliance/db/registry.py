@@ -1,6 +1,7 @@
 """Imports every model so `Base.metadata` describes the whole schema (alembic, tests)."""
 
-from alliance.audit.models import AuditRecord
+from alliance.adjustments.models import AdjustmentRequest
+from alliance.audit.models import AuditChainHead, AuditRecord
 from alliance.auth.models import OAuthClient, SigningKey
 from alliance.db.base import Base
 from alliance.events.models import OutboxEvent
@@ -38,6 +39,8 @@ metadata = Base.metadata
 __all__ = [
     "Account",
     "ActionClaim",
+    "AdjustmentRequest",
+    "AuditChainHead",
     "AuditRecord",
     "EarnCounter",
     "EarningRule",

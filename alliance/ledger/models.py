@@ -143,7 +143,7 @@ class LedgerTransaction(Base):
         ),
         CheckConstraint(
             "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund',"
-            " 'exchange', 'partner_redemption')",
+            " 'exchange', 'partner_redemption', 'adjustment')",
             name="kind",
         ),
         Index(

@@ -1,0 +1,214 @@
+"""audit: hash chain per day, merchant scope; manual adjustments with maker-checker
+
+Revision ID: 0010
+Revises: 0007
+Create Date: 2026-11-25 20:10:00
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0010"
+down_revision: str | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+SQL = Path(__file__).resolve().parent.parent / "sql" / "0010_audit.sql"
+
+_KINDS_BEFORE = (
+    "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund',"
+    " 'exchange', 'partner_redemption')"
+)
+_KINDS = (
+    "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund',"
+    " 'exchange', 'partner_redemption', 'adjustment')"
+)
+
+# Chains the records written before this migration, day by day in id order, as the
+# trigger would have (the append-only trigger is paused for it).
+_BACKFILL = """
+DO $$
+DECLARE
+    r record;
+    v_day date;
+    v_seq bigint := 0;
+    v_hash bytea;
+    v_zero bytea := '\\x0000000000000000000000000000000000000000000000000000000000000000';
+BEGIN
+    FOR r IN SELECT id, (created_at AT TIME ZONE 'UTC')::date AS day
+               FROM audit_record ORDER BY (created_at AT TIME ZONE 'UTC')::date, id LOOP
+        IF v_day IS DISTINCT FROM r.day THEN
+            v_day := r.day;
+            v_seq := 0;
+            v_hash := v_zero;
+        END IF;
+        v_seq := v_seq + 1;
+        UPDATE audit_record SET chain_day = v_day, chain_seq = v_seq, previous_hash = v_hash
+         WHERE id = r.id;
+        UPDATE audit_record a SET hash = audit_record_hash(a) WHERE a.id = r.id
+        RETURNING a.hash INTO v_hash;
+        INSERT INTO audit_chain_head (chain_day, seq, hash) VALUES (v_day, v_seq, v_hash)
+        ON CONFLICT (chain_day) DO UPDATE SET seq = excluded.seq, hash = excluded.hash;
+    END LOOP;
+END $$;
+"""
+
+
+def _replace_check(table: str, name: str, condition: str) -> None:
+    op.drop_constraint(op.f(f"ck_{table}_{name}"), table, type_="check")
+    op.create_check_constraint(name, table, condition)
+
+
+def upgrade() -> None:
+    _replace_check("ledger_transaction", "kind", _KINDS)
+    op.add_column("program", sa.Column("adjustment_approval_threshold", sa.BigInteger()))
+
+    op.add_column("audit_record", sa.Column("merchant_id", sa.BigInteger()))
+    op.add_column("audit_record", sa.Column("chain_day", sa.Date()))
+    op.add_column("audit_record", sa.Column("chain_seq", sa.BigInteger()))
+    op.add_column("audit_record", sa.Column("previous_hash", sa.LargeBinary()))
+    op.add_column("audit_record", sa.Column("hash", sa.LargeBinary()))
+    op.create_table(
+        "audit_chain_head",
+        sa.Column("chain_day", sa.Date(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("hash", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("chain_day", name=op.f("pk_audit_chain_head")),
+    )
+    # Records written before: their merchant is their actor's, when a merchant client's.
+    op.execute("ALTER TABLE audit_record DISABLE TRIGGER audit_record_append_only")
+    op.execute(
+        "UPDATE audit_record a SET merchant_id = c.merchant_id FROM oauth_client c"
+        " WHERE c.client_id = a.client_id AND c.merchant_id IS NOT NULL"
+    )
+    op.get_bind().connection.driver_connection.execute(SQL.read_text())
+    op.execute(_BACKFILL)
+    op.execute("ALTER TABLE audit_record ENABLE TRIGGER audit_record_append_only")
+    for column in ("chain_day", "chain_seq", "previous_hash", "hash"):
+        op.alter_column("audit_record", column, nullable=False)
+    op.create_index(
+        "uq_audit_record_chain", "audit_record", ["chain_day", "chain_seq"], unique=True
+    )
+    op.create_index("ix_audit_record_actor", "audit_record", ["actor", "id"])
+    op.create_index("ix_audit_record_action", "audit_record", ["action", "id"])
+    op.create_index(
+        "ix_audit_record_merchant",
+        "audit_record",
+        ["merchant_id", "id"],
+        postgresql_where=sa.text("merchant_id IS NOT NULL"),
+    )
+    op.create_index("ix_audit_record_created_at", "audit_record", ["created_at"])
+
+    op.create_table(
+        "adjustment_request",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("merchant_id", sa.BigInteger(), nullable=False),
+        sa.Column("program_id", sa.BigInteger(), nullable=False),
+        sa.Column("membership_id", sa.BigInteger(), nullable=False),
+        sa.Column("member_id", sa.BigInteger(), nullable=False),
+        sa.Column("direction", sa.Text(), nullable=False),
+        sa.Column("points", sa.BigInteger(), nullable=False),
+        sa.Column("reason_code", sa.Text(), nullable=False),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.Column("status", sa.Text(), server_default="pending", nullable=False),
+        sa.Column("requested_by", sa.Text(), nullable=False),
+        sa.Column("idempotency_scope", sa.Text(), nullable=False),
+        sa.Column("idempotency_key", sa.Text(), nullable=False),
+        sa.Column("request_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("needs_approval", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("decided_by", sa.Text(), nullable=True),
+        sa.Column("decision_note", sa.Text(), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("transaction_id", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("points > 0", name=op.f("ck_adjustment_request_points_positive")),
+        sa.CheckConstraint(
+            "direction IN ('credit', 'debit')", name=op.f("ck_adjustment_request_direction")
+        ),
+        sa.CheckConstraint(
+            "reason_code IN ('goodwill', 'correction', 'compensation', 'appeal', 'migration',"
+            " 'fraud', 'other')",
+            name=op.f("ck_adjustment_request_reason_code"),
+        ),
+        sa.CheckConstraint(
+            "status IN ('pending', 'posted', 'rejected', 'expired')",
+            name=op.f("ck_adjustment_request_status"),
+        ),
+        sa.CheckConstraint(
+            "decided_by IS NULL OR decided_by <> requested_by",
+            name=op.f("ck_adjustment_request_four_eyes"),
+        ),
+        sa.CheckConstraint(
+            "(status = 'posted') = (transaction_id IS NOT NULL)",
+            name=op.f("ck_adjustment_request_posted_has_transaction"),
+        ),
+        sa.CheckConstraint(
+            "status <> 'pending' OR (needs_approval AND expires_at IS NOT NULL)",
+            name=op.f("ck_adjustment_request_pending_needs_approval"),
+        ),
+        sa.CheckConstraint(
+            "needs_approval OR status = 'posted'",
+            name=op.f("ck_adjustment_request_below_threshold_posts_at_once"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"],
+            ["merchant.id"],
+            name=op.f("fk_adjustment_request_merchant_id_merchant"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["program_id"], ["program.id"], name=op.f("fk_adjustment_request_program_id_program")
+        ),
+        sa.ForeignKeyConstraint(
+            ["membership_id"],
+            ["membership.id"],
+            name=op.f("fk_adjustment_request_membership_id_membership"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["transaction_id"],
+            ["ledger_transaction.id"],
+            name=op.f("fk_adjustment_request_transaction_id_ledger_transaction"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_adjustment_request")),
+        sa.UniqueConstraint(
+            "idempotency_scope", "idempotency_key", name="uq_adjustment_request_idempotency"
+        ),
+        sa.UniqueConstraint("transaction_id", name=op.f("uq_adjustment_request_transaction_id")),
+    )
+    op.create_index(
+        "ix_adjustment_request_merchant",
+        "adjustment_request",
+        ["merchant_id", sa.literal_column("id DESC")],
+    )
+    op.create_index(
+        "ix_adjustment_request_pending_expiry",
+        "adjustment_request",
+        ["expires_at"],
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+    op.create_index("ix_adjustment_request_membership", "adjustment_request", ["membership_id"])
+
+
+def downgrade() -> None:
+    op.get_bind().connection.driver_connection.execute(
+        SQL.with_name("0010_audit_down.sql").read_text()
+    )
+    op.drop_table("adjustment_request")
+    op.drop_index("ix_audit_record_created_at", table_name="audit_record")
+    op.drop_index("ix_audit_record_merchant", table_name="audit_record")
+    op.drop_index("ix_audit_record_action", table_name="audit_record")
+    op.drop_index("ix_audit_record_actor", table_name="audit_record")
+    op.drop_index("uq_audit_record_chain", table_name="audit_record")
+    op.drop_table("audit_chain_head")
+    for column in ("hash", "previous_hash", "chain_seq", "chain_day", "merchant_id"):
+        op.drop_column("audit_record", column)
+    op.drop_column("program", "adjustment_approval_threshold")
+    _replace_check("ledger_transaction", "kind", _KINDS_BEFORE)
