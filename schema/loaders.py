@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
+from alliance.adjustments import queries as adjustments
+from alliance.adjustments.service import AdjustmentView
+from alliance.audit import queries as audit
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
 from alliance.db.paging import Page
@@ -333,3 +336,11 @@ class Loaders:
                 filters=args.filters or members.HistoryFilter(),
             ),
         )
+
+    @property
+    def audit_record(self) -> DataLoader[int, audit.AuditRecordView | None]:
+        return self._by_id("audit_record", audit.audit_records_by_id)
+
+    @property
+    def adjustment(self) -> DataLoader[int, AdjustmentView | None]:
+        return self._by_id("adjustment", adjustments.adjustments_by_id)

@@ -17,6 +17,7 @@ from alliance.ledger.service import Movement, award_points, spend_points
 from alliance.members.service import enroll_member, set_member_segments
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.service import create_merchant, create_program
+from schema.adjustments import AdjustmentMutations
 from schema.context import Info
 from schema.earning import EarningMutations
 from schema.errors import UserError, mutate
@@ -143,6 +144,7 @@ class Mutation(
     HoldMutations,
     ExchangeMutations,
     SettlementMutations,
+    AdjustmentMutations,
 ):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."

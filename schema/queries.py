@@ -14,6 +14,8 @@ from alliance.db.paging import MAX_PAGE_SIZE
 from alliance.errors import InvalidInput
 from alliance.members.queries import membership_by_number
 from alliance.programs.queries import list_merchants, list_programs
+from schema.adjustments import AdjustmentQueries
+from schema.audit import AuditQueries
 from schema.context import Info
 from schema.exchange import ExchangeQueries
 from schema.pagination import DEFAULT_PAGE_SIZE, build_connection, check_first, decode_cursor
@@ -46,7 +48,7 @@ async def _resolve_node(info: Info, global_id: relay.GlobalID) -> relay.Node | N
 
 
 @strawberry.type
-class Query(RuleQueries, ExchangeQueries, SettlementQueries):
+class Query(RuleQueries, ExchangeQueries, SettlementQueries, AuditQueries, AdjustmentQueries):
     @strawberry.field(
         permission_classes=authenticated,
         description="Any object by id; null when not found or not yours.",

@@ -40,4 +40,16 @@ ADJUSTMENT_CHECKS: tuple[Check, ...] = (
              LEFT JOIN adjustment_request r ON r.transaction_id = t.id AND r.status = 'posted'
             WHERE t.kind = 'adjustment' AND r.id IS NULL""",
     ),
+    Check(
+        "adjustment_requests_settled",
+        "a request is posted exactly when it has a transaction, and one below the threshold"
+        " was posted at once",
+        """SELECT 'adjustment request ' || id || ' is ' || status
+                  || CASE WHEN transaction_id IS NULL THEN ' without' ELSE ' with' END
+                  || ' a transaction' || CASE WHEN needs_approval THEN '' ELSE
+                  ' (below the threshold)' END
+             FROM adjustment_request
+            WHERE (status = 'posted') <> (transaction_id IS NOT NULL)
+               OR (NOT needs_approval AND status <> 'posted')""",
+    ),
 )

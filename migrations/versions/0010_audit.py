@@ -148,16 +148,8 @@ def upgrade() -> None:
             name=op.f("ck_adjustment_request_four_eyes"),
         ),
         sa.CheckConstraint(
-            "(status = 'posted') = (transaction_id IS NOT NULL)",
-            name=op.f("ck_adjustment_request_posted_has_transaction"),
-        ),
-        sa.CheckConstraint(
             "status <> 'pending' OR (needs_approval AND expires_at IS NOT NULL)",
             name=op.f("ck_adjustment_request_pending_needs_approval"),
-        ),
-        sa.CheckConstraint(
-            "needs_approval OR status = 'posted'",
-            name=op.f("ck_adjustment_request_below_threshold_posts_at_once"),
         ),
         sa.ForeignKeyConstraint(
             ["merchant_id"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 from typing import Any
 
 import psycopg
@@ -89,7 +90,7 @@ class TestChain:
         assert len(records) == 5  # the merchant, the program and three enrolments
         assert [r[2] for r in records] == [1, 2, 3, 4, 5]
         assert records[0][3] == ZERO
-        for previous, record in zip(records, records[1:], strict=False):
+        for previous, record in itertools.pairwise(records):
             assert record[3] == previous[4]
         assert all(len(r[4]) == 32 for r in records)
         assert await verify_ledger(db) == []
@@ -122,7 +123,9 @@ class TestTampering:
     async def test_edited_content_is_found(self, db: Database) -> None:
         await _history(db)
         target, original = (
-            await db.fetch_all("SELECT id, after::text FROM audit_record ORDER BY id LIMIT 1 OFFSET 1")
+            await db.fetch_all(
+                "SELECT id, after::text FROM audit_record ORDER BY id LIMIT 1 OFFSET 1"
+            )
         )[0]
         await _as_superuser(
             db, f"UPDATE audit_record SET after = '{{\"forged\": 1}}' WHERE id = {target}"
