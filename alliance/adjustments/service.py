@@ -177,7 +177,8 @@ async def request_adjustment(
                 " member_id, direction, points, reason_code, note, status, requested_by,"
                 " idempotency_scope, idempotency_key, request_hash, needs_approval, expires_at)"
                 " VALUES (:merchant, :program, :membership, :member, :direction, :points,"
-                " :reason, :note, CASE WHEN :needs THEN 'pending' ELSE 'posted' END, :maker, :scope, :key, :hash, :needs,"
+                " :reason, :note, CASE WHEN :needs THEN 'pending' ELSE 'posted' END, :maker,"
+                " :scope, :key, :hash, :needs,"
                 " CASE WHEN :needs THEN now() + :window END)"
                 " ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING RETURNING id"
             ),
