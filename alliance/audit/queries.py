@@ -1,9 +1,11 @@
 """Reading the audit trail: who may see which records, and pages of them.
 
 Operators and auditors read every record. Merchant staff (merchant clients and a
-merchant's own finance team) read the records about their merchant: acts by their
-own clients and members, and acts by others that name their merchant (an operator
-changing their program, say). Alliance-wide finance and members read none.
+merchant's own finance team) read the records about their merchant (`merchant_id`):
+acts by their own clients and members, and acts by others that the use case records
+as concerning their merchant (the operator onboarding them and creating their
+programs, the job expiring their adjustment requests). Alliance-wide finance and
+members read none: the trail is not theirs to audit, and would show other merchants.
 """
 
 from __future__ import annotations

@@ -323,7 +323,9 @@ class TestExpiry:
         )
         assert await expire_adjustments(db, batch_size=1) == 1
         assert await expire_adjustments(db) == 0
-        statuses = dict(await db.fetch_all("SELECT id, status FROM adjustment_request"))
+        statuses: dict[int, str] = dict(
+            await db.fetch_all("SELECT id, status FROM adjustment_request")
+        )
         assert statuses == {old.id: "expired", fresh.id: "pending"}
         assert await _audit(db, old.id) == [
             ("adjustment.request", maker.subject, program.merchant_id, "pending"),
