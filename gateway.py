@@ -35,6 +35,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from alliance.adjustments.service import run_adjustment_expiry_schedule
 from alliance.auth.keys import active_signing_key, jwks
 from alliance.auth.oauth import NO_STORE, token_endpoint
 from alliance.auth.tokens import TokenVerifier
@@ -449,6 +450,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                         services.db, interval_seconds=settings.settlement_interval_seconds
                     ),
                     name="settlement schedule",
+                )
+            )
+            jobs.append(
+                asyncio.create_task(
+                    run_adjustment_expiry_schedule(
+                        services.db, interval_seconds=settings.expiry_interval_seconds
+                    ),
+                    name="adjustment expiry schedule",
                 )
             )
         _tune_garbage_collector()

@@ -242,6 +242,7 @@ class Job(enum.StrEnum):
     TIERS = "tiers"
     HOLDS = "holds"
     SETTLEMENT = "settlement"
+    ADJUSTMENTS = "adjustments"
 
 
 @jobs_app.command("run")
@@ -252,7 +253,8 @@ def jobs_run(
             help="expire: post every due lot remainder. tiers: start grace periods, move "
             "members down whose grace has passed, carry members onto a new ladder version. "
             "holds: release the points of authorizations past their deadline. "
-            "settlement: close every settlement period that has ended."
+            "settlement: close every settlement period that has ended. "
+            "adjustments: expire adjustment requests nobody decided in time."
         ),
     ],
     batch_size: Annotated[
@@ -273,6 +275,18 @@ def jobs_run(
 
         released = _with_database(Settings.from_env(), release)
         console.print(f"released {released} expired holds")
+        return
+    if job is Job.ADJUSTMENTS:
+        from alliance.adjustments import service as adjustments
+
+        async def expire_requests(db: Database) -> int:
+            return await adjustments.expire_adjustments(
+                db, batch_size=batch_size or adjustments.EXPIRY_BATCH
+            )
+
+        console.print(
+            f"expired {_with_database(Settings.from_env(), expire_requests)} adjustment requests"
+        )
         return
     if job is Job.SETTLEMENT:
         from alliance.settlement import run as settlement

@@ -18,7 +18,10 @@ Every step is one transaction with its audit record; a posting is one call of
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,6 +63,7 @@ EXPIRY_BATCH = 500
 ADJUSTMENTS_JOB = Actor(Role.OPERATOR, "system:adjustments", "alliance-jobs")
 """Who expires undecided requests (on the schedule and `alliance jobs run adjustments`)."""
 _LEDGER_SCOPE = "adjustment-request"
+log = logging.getLogger("alliance.adjustments")
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,3 +381,20 @@ async def expire_adjustments(db: Database, *, batch_size: int = EXPIRY_BATCH) ->
         expired += len(rows)
         if len(rows) < batch_size:
             return expired
+
+
+async def run_adjustment_expiry_schedule(db: Database, *, interval_seconds: float) -> None:
+    """Expire undecided requests every `interval_seconds` until cancelled (inside
+    `alliance serve`, on the points expiry interval). Several workers may run it: SKIP
+    LOCKED keeps their batches apart and a request expires once."""
+    await asyncio.sleep(random.uniform(0, interval_seconds))
+    while True:
+        try:
+            expired = await expire_adjustments(db)
+            if expired:
+                log.info("%s adjustment requests expired", expired)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the schedule outlives a failed run; the next one retries
+            log.exception("adjustment expiry failed")
+        await asyncio.sleep(interval_seconds)

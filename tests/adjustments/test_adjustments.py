@@ -351,3 +351,19 @@ class TestVerify:
                 "UPDATE adjustment_request SET points = 40 WHERE id = %(id)s", {"id": done.id}
             )
         assert await verify_ledger(db) == []
+
+
+async def test_jobs_run_adjustments(db: Database) -> None:
+    from tests.test_cli import _alliance
+
+    program, membership = await _setup(db)
+    pending = await _request(db, staff(program.merchant_id, "a"), membership, 300)
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE adjustment_request SET expires_at = now() - interval '1 second'"
+            " WHERE id = %(id)s",
+            {"id": pending.id},
+        )
+    result = await _alliance(db, "jobs", "run", "adjustments")
+    assert result.returncode == 0, result.stderr
+    assert "expired 1 adjustment requests" in result.stdout
