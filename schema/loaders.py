@@ -17,6 +17,8 @@ from strawberry.dataloader import DataLoader
 
 from alliance.adjustments import queries as adjustments
 from alliance.adjustments.service import AdjustmentView
+from alliance.appeals import queries as appeals
+from alliance.appeals.service import AppealView
 from alliance.audit import queries as audit
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
@@ -344,3 +346,11 @@ class Loaders:
     @property
     def adjustment(self) -> DataLoader[int, AdjustmentView | None]:
         return self._by_id("adjustment", adjustments.adjustments_by_id)
+
+    @property
+    def appeal(self) -> DataLoader[int, AppealView | None]:
+        return self._by_id("appeal", appeals.appeals_by_id)
+
+    @property
+    def messages_of_appeal(self) -> DataLoader[tuple[int, PageArgs], Page[appeals.MessageView]]:
+        return self._pages("messages_of_appeal", _tuple_pages(appeals.messages_of_appeals))

@@ -18,6 +18,7 @@ from alliance.members.service import enroll_member, set_member_segments
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.service import create_merchant, create_program
 from schema.adjustments import AdjustmentMutations
+from schema.appeals import AppealMutations
 from schema.context import Info
 from schema.earning import EarningMutations
 from schema.errors import UserError, mutate
@@ -145,6 +146,7 @@ class Mutation(
     ExchangeMutations,
     SettlementMutations,
     AdjustmentMutations,
+    AppealMutations,
 ):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."

@@ -15,6 +15,7 @@ from alliance.errors import InvalidInput
 from alliance.members.queries import membership_by_number
 from alliance.programs.queries import list_merchants, list_programs
 from schema.adjustments import AdjustmentQueries
+from schema.appeals import AppealQueries
 from schema.audit import AuditQueries
 from schema.context import Info
 from schema.exchange import ExchangeQueries
@@ -48,7 +49,9 @@ async def _resolve_node(info: Info, global_id: relay.GlobalID) -> relay.Node | N
 
 
 @strawberry.type
-class Query(RuleQueries, ExchangeQueries, SettlementQueries, AuditQueries, AdjustmentQueries):
+class Query(
+    RuleQueries, ExchangeQueries, SettlementQueries, AuditQueries, AdjustmentQueries, AppealQueries
+):
     @strawberry.field(
         permission_classes=authenticated,
         description="Any object by id; null when not found or not yours.",

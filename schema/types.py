@@ -58,6 +58,8 @@ class EntryKind(enum.Enum):
     """Points exchanged to or from another program."""
     PARTNER_REDEMPTION = "partner_redemption"
     """Points spent at a partner merchant."""
+    ADJUSTMENT = "adjustment"
+    """A manual credit or debit by the merchant's staff (maker-checker)."""
 
 
 strawberry.enum(CapPeriod, name="CapPeriod")

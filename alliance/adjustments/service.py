@@ -148,7 +148,7 @@ async def request_adjustment(
     Idempotent: the same key and request return the first result (`replayed`); a
     refused request (say, a debit of more than is spendable) leaves nothing behind.
     """
-    merchant_id = _require_staff(actor)
+    _require_staff(actor)
     check_points(points)
     note = clean_text(note, "note", max_length=1000)
     check_idempotency_key(idempotency_key)
@@ -158,78 +158,101 @@ async def request_adjustment(
         reason=reason_code.value, note=note,
     )  # fmt: skip
     async with db.transaction() as session:
-        found = (
-            await session.execute(
-                select(
-                    Membership.member_id,
-                    Membership.program_id,
-                    Membership.status,
-                    Program.status.label("program_status"),
-                    Program.adjustment_approval_threshold,
-                )
-                .join(Program, Program.id == Membership.program_id)
-                .where(Membership.id == membership_id, Program.merchant_id == merchant_id)
-            )
-        ).first()
-        if found is None:
-            raise NotFound("membership not found", field=("membershipId",))
-        threshold = found.adjustment_approval_threshold
-        needs_approval = threshold is None or points >= threshold
-        claimed = await session.scalar(
-            text(
-                "INSERT INTO adjustment_request (merchant_id, program_id, membership_id,"
-                " member_id, direction, points, reason_code, note, status, requested_by,"
-                " idempotency_scope, idempotency_key, request_hash, needs_approval, expires_at)"
-                " VALUES (:merchant, :program, :membership, :member, :direction, :points,"
-                " :reason, :note, CASE WHEN :needs THEN 'pending' ELSE 'posted' END, :maker,"
-                " :scope, :key, :hash, :needs,"
-                " CASE WHEN :needs THEN now() + :window END)"
-                " ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING RETURNING id"
-            ),
-            {
-                "merchant": merchant_id, "program": found.program_id,
-                "membership": membership_id, "member": found.member_id,
-                "direction": direction.value, "points": points, "reason": reason_code.value,
-                "note": note, "maker": staff_identity(actor),
-                "scope": actor.idempotency_scope, "key": idempotency_key,
-                "hash": fingerprint, "needs": needs_approval, "window": APPROVAL_WINDOW,
-            },
+        return await open_request(
+            db, session, actor, membership_id=membership_id, direction=direction,
+            points=points, reason_code=reason_code, note=note,
+            idempotency_key=idempotency_key, fingerprint=fingerprint,
         )  # fmt: skip
-        if claimed is None:
-            first = await session.scalar(
-                select(AdjustmentRequest).where(
-                    AdjustmentRequest.idempotency_scope == actor.idempotency_scope,
-                    AdjustmentRequest.idempotency_key == idempotency_key,
-                )
+
+
+async def open_request(
+    db: Database,
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    membership_id: int,
+    direction: AdjustmentDirection,
+    points: int,
+    reason_code: AdjustmentReason,
+    note: str,
+    idempotency_key: str,
+    fingerprint: bytes,
+    appeal_id: int | None = None,
+) -> AdjustmentView:
+    """The request in the caller's transaction (inputs checked by the caller)."""
+    merchant_id = _require_staff(actor)
+    found = (
+        await session.execute(
+            select(
+                Membership.member_id,
+                Membership.program_id,
+                Membership.status,
+                Program.status.label("program_status"),
+                Program.adjustment_approval_threshold,
             )
-            if first is None:
-                raise RetryLater("a concurrent request with this key failed; send it again")
-            if first.request_hash != fingerprint:
-                raise IdempotencyKeyReused(
-                    f"idempotency key {idempotency_key} was already used for another request",
-                    field=("idempotencyKey",),
-                )
-            return replace(AdjustmentView.of(first), replayed=True)
-        if found.status != "active" or found.program_status != "active":
-            raise Inactive("program or membership is not active", field=("membershipId",))
-        request = await session.get_one(AdjustmentRequest, claimed, with_for_update=True)
-        after: dict[str, Any] = {
-            "membership_id": membership_id, "direction": direction.value, "points": points,
-            "reason_code": reason_code.value, "note": note, "needs_approval": needs_approval,
-            "approval_threshold": threshold,
-        }  # fmt: skip
-        if not needs_approval:
-            posted = await _post(db, session, actor, request)
-            after |= {"status": AdjustmentStatus.POSTED.value, **posted}
-        else:
-            after |= {"status": AdjustmentStatus.PENDING.value}
-        await record_audit(
-            session, actor, action="adjustment.request", target=f"adjustment_request:{claimed}",
-            after=after, merchant_id=merchant_id,
-        )  # fmt: skip
-        await session.flush()
-        await session.refresh(request)
-        return AdjustmentView.of(request)
+            .join(Program, Program.id == Membership.program_id)
+            .where(Membership.id == membership_id, Program.merchant_id == merchant_id)
+        )
+    ).first()
+    if found is None:
+        raise NotFound("membership not found", field=("membershipId",))
+    threshold = found.adjustment_approval_threshold
+    needs_approval = threshold is None or points >= threshold
+    claimed = await session.scalar(
+        text(
+            "INSERT INTO adjustment_request (merchant_id, program_id, membership_id,"
+            " member_id, direction, points, reason_code, note, status, requested_by,"
+            " idempotency_scope, idempotency_key, request_hash, needs_approval, expires_at)"
+            " VALUES (:merchant, :program, :membership, :member, :direction, :points,"
+            " :reason, :note, CASE WHEN :needs THEN 'pending' ELSE 'posted' END, :maker,"
+            " :scope, :key, :hash, :needs,"
+            " CASE WHEN :needs THEN now() + :window END)"
+            " ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING RETURNING id"
+        ),
+        {
+            "merchant": merchant_id, "program": found.program_id,
+            "membership": membership_id, "member": found.member_id,
+            "direction": direction.value, "points": points, "reason": reason_code.value,
+            "note": note, "maker": staff_identity(actor),
+            "scope": actor.idempotency_scope, "key": idempotency_key,
+            "hash": fingerprint, "needs": needs_approval, "window": APPROVAL_WINDOW,
+        },
+    )  # fmt: skip
+    if claimed is None:
+        first = await session.scalar(
+            select(AdjustmentRequest).where(
+                AdjustmentRequest.idempotency_scope == actor.idempotency_scope,
+                AdjustmentRequest.idempotency_key == idempotency_key,
+            )
+        )
+        if first is None:
+            raise RetryLater("a concurrent request with this key failed; send it again")
+        if first.request_hash != fingerprint:
+            raise IdempotencyKeyReused(
+                f"idempotency key {idempotency_key} was already used for another request",
+                field=("idempotencyKey",),
+            )
+        return replace(AdjustmentView.of(first), replayed=True)
+    if found.status != "active" or found.program_status != "active":
+        raise Inactive("program or membership is not active", field=("membershipId",))
+    request = await session.get_one(AdjustmentRequest, claimed, with_for_update=True)
+    after: dict[str, Any] = {
+        "membership_id": membership_id, "direction": direction.value, "points": points,
+        "reason_code": reason_code.value, "note": note, "needs_approval": needs_approval,
+        "approval_threshold": threshold, "appeal_id": appeal_id,
+    }  # fmt: skip
+    if not needs_approval:
+        posted = await _post(db, session, actor, request)
+        after |= {"status": AdjustmentStatus.POSTED.value, **posted}
+    else:
+        after |= {"status": AdjustmentStatus.PENDING.value}
+    await record_audit(
+        session, actor, action="adjustment.request", target=f"adjustment_request:{claimed}",
+        after=after, merchant_id=merchant_id,
+    )  # fmt: skip
+    await session.flush()
+    await session.refresh(request)
+    return AdjustmentView.of(request)
 
 
 async def approve_adjustment(
@@ -283,6 +306,7 @@ async def _decide(
         request.decided_at = now
         if outcome is AdjustmentStatus.POSTED:
             after |= await _post(db, session, actor, request)
+            await _resolve_appeal(session, request)
         await session.flush()
         await record_audit(
             session, actor,
@@ -334,6 +358,22 @@ async def _post(
     request.status = AdjustmentStatus.POSTED.value
     request.transaction_id = row.transaction_id
     return {"transaction_id": row.transaction_id, "balance_after": row.balance_after}
+
+
+async def _resolve_appeal(session: AsyncSession, request: AdjustmentRequest) -> None:
+    """An appeal waiting for this adjustment is resolved by its posting (see appeals)."""
+    await session.execute(
+        text(
+            "WITH done AS (UPDATE appeal SET status = 'resolved', closed_at = now(),"
+            " updated_at = now(), resolution = :note WHERE adjustment_id = :id"
+            " AND status IN ('open', 'in_review') RETURNING id, merchant_id, member_id)"
+            " INSERT INTO outbox_event (topic, merchant_id, member_id, payload)"
+            " SELECT 'appeal.updated', merchant_id, member_id,"
+            " jsonb_build_object('appeal_id', id, 'status', 'resolved',"
+            " 'adjustment_id', CAST(:id AS bigint)) FROM done"
+        ),
+        {"id": request.id, "note": request.note},
+    )
 
 
 def _ledger_error(error: DBAPIError) -> DomainError | DBAPIError:

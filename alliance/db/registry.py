@@ -1,6 +1,7 @@
 """Imports every model so `Base.metadata` describes the whole schema (alembic, tests)."""
 
 from alliance.adjustments.models import AdjustmentRequest
+from alliance.appeals.models import Appeal, AppealMessage
 from alliance.audit.models import AuditChainHead, AuditRecord
 from alliance.auth.models import OAuthClient, SigningKey
 from alliance.db.base import Base
@@ -40,6 +41,8 @@ __all__ = [
     "Account",
     "ActionClaim",
     "AdjustmentRequest",
+    "Appeal",
+    "AppealMessage",
     "AuditChainHead",
     "AuditRecord",
     "EarnCounter",

@@ -66,6 +66,8 @@ class TransactionKind(enum.StrEnum):
     """Points of one program turned into points of another at a published rate."""
     PARTNER_REDEMPTION = "partner_redemption"
     """Points of a program spent at a partner merchant (cross-brand redemption)."""
+    ADJUSTMENT = "adjustment"
+    """A manual credit or debit by merchant staff, against the `adjustment` account."""
 
 
 class Account(Base):

@@ -1,4 +1,5 @@
-"""audit: hash chain per day, merchant scope; manual adjustments with maker-checker
+"""audit: hash chain per day, merchant scope; manual adjustments with maker-checker;
+appeals
 
 Revision ID: 0010
 Revises: 0007
@@ -188,11 +189,113 @@ def upgrade() -> None:
     )
     op.create_index("ix_adjustment_request_membership", "adjustment_request", ["membership_id"])
 
+    op.create_table(
+        "appeal",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("merchant_id", sa.BigInteger(), nullable=False),
+        sa.Column("program_id", sa.BigInteger(), nullable=False),
+        sa.Column("membership_id", sa.BigInteger(), nullable=False),
+        sa.Column("member_id", sa.BigInteger(), nullable=False),
+        sa.Column("transaction_id", sa.BigInteger(), nullable=False),
+        sa.Column("entry_id", sa.BigInteger(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("status", sa.Text(), server_default="open", nullable=False),
+        sa.Column("respond_by", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("resolve_by", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("first_response_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("resolution", sa.Text(), nullable=True),
+        sa.Column("adjustment_id", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "reason IN ('missing_points', 'wrong_amount', 'unauthorized', 'expired_early',"
+            " 'other')",
+            name=op.f("ck_appeal_reason"),
+        ),
+        sa.CheckConstraint(
+            "status IN ('open', 'in_review', 'resolved', 'rejected')", name=op.f("ck_appeal_status")
+        ),
+        sa.CheckConstraint(
+            "(status IN ('resolved', 'rejected')) = (closed_at IS NOT NULL)",
+            name=op.f("ck_appeal_closed"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"], ["merchant.id"], name=op.f("fk_appeal_merchant_id_merchant")
+        ),
+        sa.ForeignKeyConstraint(
+            ["program_id"], ["program.id"], name=op.f("fk_appeal_program_id_program")
+        ),
+        sa.ForeignKeyConstraint(
+            ["membership_id"], ["membership.id"], name=op.f("fk_appeal_membership_id_membership")
+        ),
+        sa.ForeignKeyConstraint(
+            ["transaction_id"],
+            ["ledger_transaction.id"],
+            name=op.f("fk_appeal_transaction_id_ledger_transaction"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["adjustment_id"],
+            ["adjustment_request.id"],
+            name=op.f("fk_appeal_adjustment_id_adjustment_request"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_appeal")),
+        sa.UniqueConstraint("adjustment_id", name=op.f("uq_appeal_adjustment_id")),
+    )
+    op.create_index(
+        "uq_appeal_live_transaction",
+        "appeal",
+        ["transaction_id"],
+        unique=True,
+        postgresql_where=sa.text("status IN ('open', 'in_review')"),
+    )
+    op.create_index("ix_appeal_merchant", "appeal", ["merchant_id", sa.literal_column("id DESC")])
+    op.create_index("ix_appeal_member", "appeal", ["member_id", sa.literal_column("id DESC")])
+    op.create_table(
+        "appeal_message",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("appeal_id", sa.BigInteger(), nullable=False),
+        sa.Column("author_role", sa.Text(), nullable=False),
+        sa.Column("author", sa.Text(), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "author_role IN ('member', 'merchant')", name=op.f("ck_appeal_message_author_role")
+        ),
+        sa.ForeignKeyConstraint(
+            ["appeal_id"], ["appeal.id"], name=op.f("fk_appeal_message_appeal_id_appeal")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_appeal_message")),
+    )
+    op.create_index("ix_appeal_message_appeal", "appeal_message", ["appeal_id", "id"])
+    op.execute(
+        "CREATE TRIGGER appeal_message_append_only BEFORE UPDATE OR DELETE ON appeal_message"
+        " FOR EACH ROW EXECUTE FUNCTION ledger_reject_change()"
+    )
+
 
 def downgrade() -> None:
     op.get_bind().connection.driver_connection.execute(
         SQL.with_name("0010_audit_down.sql").read_text()
     )
+    op.drop_table("appeal_message")
+    op.drop_table("appeal")
     op.drop_table("adjustment_request")
     op.drop_index("ix_audit_record_created_at", table_name="audit_record")
     op.drop_index("ix_audit_record_merchant", table_name="audit_record")

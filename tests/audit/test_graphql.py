@@ -117,6 +117,17 @@ async def test_maker_checker_flow(db: Database) -> None:
     bogus = await ok(db, checker, approve, {"a": gid("Program", program.id)})
     assert bogus["approveAdjustment"]["userErrors"] == [{"code": "NOT_FOUND"}]
 
+    history = await ok(
+        db, checker,
+        "query($m: ID!) { node(id: $m) { ... on Membership { transactions(first: 5) {"
+        " edges { node { kind points } } } } } }",
+        {"m": m},
+    )  # fmt: skip
+    entries = [e["node"] for e in history["node"]["transactions"]["edges"]]
+    assert entries[:2] == [
+        {"kind": "ADJUSTMENT", "points": -60},
+        {"kind": "ADJUSTMENT", "points": -10},
+    ]
     listed = await ok(
         db, checker, "{ adjustments(status: POSTED) { edges { node { points requestedBy } } } }"
     )
