@@ -1,4 +1,4 @@
-"""Audit trail and manual adjustments: every role, including what each must not do.
+"""Audit trail, manual adjustments and appeals: every role, including what each must not do.
 
 Merchants A and B; A has two staff identities (two OAuth clients: merchant_a made the
 pending requests, merchant_a2 did not) and member a. Outcomes as in test_matrix.py:
@@ -14,6 +14,8 @@ import pytest
 
 from alliance.adjustments.models import AdjustmentDirection, AdjustmentReason
 from alliance.adjustments.service import request_adjustment
+from alliance.appeals.models import AppealReason
+from alliance.appeals.service import open_appeal
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
@@ -51,7 +53,12 @@ def _staff(merchant_id: int, name: str) -> Actor:
 async def world(db: Database) -> World:
     program_a, program_b = await make_program(db), await make_program(db)
     membership = await make_membership(db, program_a)
-    await give_points(db, membership, program_a, 100)
+    earned = await give_points(db, membership, program_a, 100)
+    spent = await give_points(db, membership, program_a, 7)
+    member = member_actor(membership, program_a.merchant_id)
+    appeal = await open_appeal(
+        db, member, entry_id=earned.entry_id, reason=AppealReason.MISSING_POINTS, body="where?"
+    )
     maker = _staff(program_a.merchant_id, "a")
     pending = [
         await request_adjustment(
@@ -82,7 +89,7 @@ async def world(db: Database) -> World:
             "merchant_a": maker,
             "merchant_a2": _staff(program_a.merchant_id, "b"),
             "merchant_b": _staff(program_b.merchant_id, "x"),
-            "member_a": member_actor(membership, program_a.merchant_id),
+            "member_a": member,
         },
         ids={
             "program_a": gid("Program", program_a.id),
@@ -90,6 +97,8 @@ async def world(db: Database) -> World:
             "pending_1": gid("Adjustment", pending[0].id),
             "pending_2": gid("Adjustment", pending[1].id),
             "record_a": gid("AuditRecord", record[0]),
+            "appeal_a": gid("Appeal", appeal.id),
+            "entry_a": gid("LedgerEntry", spent.entry_id),
         },
     )
 
@@ -132,6 +141,36 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         "query($id: ID!) { node(id: $id) { ... on Adjustment { status requestedBy } } }",
         lambda ids: {"id": ids["pending_1"]},
     ),
+    "openAppeal(own entry)": (
+        """mutation($e: ID!) { openAppeal(input: {entryId: $e, reason: WRONG_AMOUNT,
+        text: "t"}) { appeal { status } userErrors { code } } }""",
+        lambda ids: {"e": ids["entry_a"]},
+    ),
+    "postAppealMessage(A)": (
+        """mutation($a: ID!) { postAppealMessage(input: {appealId: $a, text: "t"}) {
+        appeal { status } userErrors { code } } }""",
+        lambda ids: {"a": ids["appeal_a"]},
+    ),
+    "resolveAppeal(A)": (
+        """mutation($a: ID!) { resolveAppeal(input: {appealId: $a, direction: CREDIT,
+        points: 5, note: "n", idempotencyKey: "r"}) { appeal { status } userErrors { code } } }""",
+        lambda ids: {"a": ids["appeal_a"]},
+    ),
+    "rejectAppeal(A)": (
+        """mutation($a: ID!) { rejectAppeal(input: {appealId: $a, reason: "no"}) {
+        appeal { status } userErrors { code } } }""",
+        lambda ids: {"a": ids["appeal_a"]},
+    ),
+    "read appeals": ("{ appeals { edges { node { status text } } } }", lambda ids: None),
+    "read appeal(A) with thread": (
+        "query($id: ID!) { node(id: $id) { ... on Appeal { status"
+        " messages { edges { node { body } } } } } }",
+        lambda ids: {"id": ids["appeal_a"]},
+    ),
+    "appealStatistics": (
+        "{ appealStatistics { edges { node { total merchant { code } } } } }",
+        lambda ids: None,
+    ),
 }
 
 F, N, H, S = "FORBIDDEN", "NOT_FOUND", "hidden", "SELF_APPROVAL"
@@ -146,6 +185,13 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "rejectAdjustment(A's, by merchant_a)":  (F, F, F, F, S, "ok", N, F),
     "read adjustments":                      ("ok", "ok", F, F, "ok", "ok", H, F),
     "read adjustment(A)":                    ("ok", "ok", H, H, "ok", "ok", H, H),
+    "openAppeal(own entry)":                 (F, F, F, F, F, F, F, "ok"),
+    "postAppealMessage(A)":                  (F, F, F, F, "ok", "ok", N, "ok"),
+    "resolveAppeal(A)":                      (F, F, F, F, "ok", "ok", N, F),
+    "rejectAppeal(A)":                       (F, F, F, F, "ok", "ok", N, F),
+    "read appeals":                          ("ok", "ok", F, F, "ok", "ok", H, "ok"),
+    "read appeal(A) with thread":            ("ok", "ok", H, H, "ok", "ok", H, "ok"),
+    "appealStatistics":                      ("ok", "ok", F, F, F, F, F, F),
 }  # fmt: skip
 
 
@@ -197,4 +243,8 @@ async def test_merchants_read_only_their_own_records(db: Database, world: World)
     )  # fmt: skip
     nodes = [e["node"] for e in result["data"]["auditRecords"]["edges"]]
     assert {n["action"] for n in nodes} == {"merchant.create", "program.create"}
+    mine = await run(db, world.actors["merchant_a"], "{ auditRecords(first: 100) { edges {"
+                     " node { action } } } }")  # fmt: skip
+    actions = {e["node"]["action"] for e in mine["data"]["auditRecords"]["edges"]}
+    assert {"appeal.open", "adjustment.request", "membership.enroll"} <= actions
     assert len({n["merchant"]["id"] for n in nodes}) == 1
