@@ -5,7 +5,13 @@ from alliance.appeals.models import Appeal, AppealMessage
 from alliance.audit.models import AuditChainHead, AuditRecord
 from alliance.auth.models import OAuthClient, SigningKey
 from alliance.db.base import Base
-from alliance.events.models import OutboxEvent
+from alliance.events.models import (
+    OutboxEvent,
+    OutboxSequence,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from alliance.exchange.models import (
     Exchange,
     ExchangeOptOut,
@@ -61,6 +67,7 @@ __all__ = [
     "Merchant",
     "OAuthClient",
     "OutboxEvent",
+    "OutboxSequence",
     "PartnerAcceptance",
     "Posting",
     "Program",
@@ -76,5 +83,8 @@ __all__ = [
     "Tier",
     "TierChange",
     "TierLadder",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "metadata",
 ]

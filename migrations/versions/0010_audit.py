@@ -1,5 +1,5 @@
 """audit: hash chain per day, merchant scope; manual adjustments with maker-checker;
-appeals
+appeals; outbox sequence numbers and webhooks
 
 Revision ID: 0010
 Revises: 0007
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0010"
 down_revision: str | None = "0007"
@@ -284,6 +285,125 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_appeal_message")),
     )
     op.create_index("ix_appeal_message_appeal", "appeal_message", ["appeal_id", "id"])
+    op.add_column("outbox_event", sa.Column("aggregate", sa.Text(), nullable=True))
+    op.add_column("outbox_event", sa.Column("aggregate_seq", sa.BigInteger(), nullable=True))
+    op.create_index(
+        "ix_outbox_event_pending",
+        "outbox_event",
+        ["id"],
+        postgresql_where=sa.text("delivered_at IS NULL"),
+    )
+    op.create_table(
+        "outbox_sequence",
+        sa.Column("aggregate", sa.Text(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("aggregate", name=op.f("pk_outbox_sequence")),
+    )
+    op.create_table(
+        "webhook_endpoint",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("merchant_id", sa.BigInteger(), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("event_types", postgresql.ARRAY(sa.Text()), nullable=False),
+        sa.Column("secret_sealed", sa.LargeBinary(), nullable=False),
+        sa.Column("status", sa.Text(), server_default="active", nullable=False),
+        sa.Column("created_by", sa.Text(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "status IN ('active', 'disabled')", name=op.f("ck_webhook_endpoint_status")
+        ),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"], ["merchant.id"], name=op.f("fk_webhook_endpoint_merchant_id_merchant")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_endpoint")),
+    )
+    op.create_index("ix_webhook_endpoint_merchant", "webhook_endpoint", ["merchant_id"])
+    op.create_table(
+        "webhook_delivery",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("endpoint_id", sa.BigInteger(), nullable=False),
+        sa.Column("event_id", sa.BigInteger(), nullable=False),
+        sa.Column("merchant_id", sa.BigInteger(), nullable=False),
+        sa.Column("ordering_key", sa.BigInteger(), nullable=False),
+        sa.Column("status", sa.Text(), server_default="pending", nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column(
+            "next_attempt_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("leased_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "status IN ('pending', 'delivered', 'dead')", name=op.f("ck_webhook_delivery_status")
+        ),
+        sa.ForeignKeyConstraint(
+            ["endpoint_id"],
+            ["webhook_endpoint.id"],
+            name=op.f("fk_webhook_delivery_endpoint_id_webhook_endpoint"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["event_id"],
+            ["outbox_event.id"],
+            name=op.f("fk_webhook_delivery_event_id_outbox_event"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_delivery")),
+        sa.UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_delivery_event"),
+    )
+    op.create_index(
+        "ix_webhook_delivery_queue",
+        "webhook_delivery",
+        ["endpoint_id", "ordering_key", "id"],
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+    op.create_index(
+        "ix_webhook_delivery_due",
+        "webhook_delivery",
+        ["next_attempt_at"],
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+    op.create_index(
+        "ix_webhook_delivery_endpoint",
+        "webhook_delivery",
+        ["endpoint_id", sa.literal_column("id DESC")],
+    )
+    op.create_table(
+        "webhook_attempt",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("delivery_id", sa.BigInteger(), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["webhook_delivery.id"],
+            name=op.f("fk_webhook_attempt_delivery_id_webhook_delivery"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_attempt")),
+    )
+    op.create_index("ix_webhook_attempt_delivery", "webhook_attempt", ["delivery_id", "id"])
+    op.get_bind().connection.driver_connection.execute(
+        SQL.with_name("0010_audit_webhooks.sql").read_text()
+    )
     op.execute(
         "CREATE TRIGGER appeal_message_append_only BEFORE UPDATE OR DELETE ON appeal_message"
         " FOR EACH ROW EXECUTE FUNCTION ledger_reject_change()"
@@ -294,6 +414,13 @@ def downgrade() -> None:
     op.get_bind().connection.driver_connection.execute(
         SQL.with_name("0010_audit_down.sql").read_text()
     )
+    op.drop_table("webhook_attempt")
+    op.drop_table("webhook_delivery")
+    op.drop_table("webhook_endpoint")
+    op.drop_table("outbox_sequence")
+    op.drop_index("ix_outbox_event_pending", table_name="outbox_event")
+    op.drop_column("outbox_event", "aggregate_seq")
+    op.drop_column("outbox_event", "aggregate")
     op.drop_table("appeal_message")
     op.drop_table("appeal")
     op.drop_table("adjustment_request")
