@@ -42,6 +42,7 @@ from alliance.auth.tokens import TokenVerifier
 from alliance.config import Settings
 from alliance.db.engine import Database
 from alliance.errors import Forbidden, NotFound, Unauthenticated
+from alliance.events.dispatcher import run_webhook_dispatcher
 from alliance.ledger.expiry import run_expiry_schedule
 from alliance.logs import AccessLog, configure_logging, new_request_id, request_id_var
 from alliance.settlement.export import open_statement
@@ -459,6 +460,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                     ),
                     name="adjustment expiry schedule",
                 )
+            )
+            jobs.append(
+                asyncio.create_task(run_webhook_dispatcher(services.db), name="webhook dispatcher")
             )
         _tune_garbage_collector()
         yield

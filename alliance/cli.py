@@ -243,6 +243,7 @@ class Job(enum.StrEnum):
     HOLDS = "holds"
     SETTLEMENT = "settlement"
     ADJUSTMENTS = "adjustments"
+    WEBHOOKS = "webhooks"
 
 
 @jobs_app.command("run")
@@ -254,7 +255,8 @@ def jobs_run(
             "members down whose grace has passed, carry members onto a new ladder version. "
             "holds: release the points of authorizations past their deadline. "
             "settlement: close every settlement period that has ended. "
-            "adjustments: expire adjustment requests nobody decided in time."
+            "adjustments: expire adjustment requests nobody decided in time. "
+            "webhooks: fan out new events and deliver every webhook due now."
         ),
     ],
     batch_size: Annotated[
@@ -275,6 +277,18 @@ def jobs_run(
 
         released = _with_database(Settings.from_env(), release)
         console.print(f"released {released} expired holds")
+        return
+    if job is Job.WEBHOOKS:
+        from alliance.events.dispatcher import Round, dispatch_due
+
+        async def deliver(db: Database) -> Round:
+            return await dispatch_due(db)
+
+        sent = _with_database(Settings.from_env(), deliver)
+        console.print(
+            f"fanned out {sent.fanned_out} events: {sent.delivered} delivered,"
+            f" {sent.failed} failed (retried later), {sent.dead} dead"
+        )
         return
     if job is Job.ADJUSTMENTS:
         from alliance.adjustments import service as adjustments

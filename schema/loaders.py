@@ -23,6 +23,7 @@ from alliance.audit import queries as audit
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
 from alliance.db.paging import Page
+from alliance.events import webhooks
 from alliance.exchange import rates as exchange_rates
 from alliance.exchange import service as exchanges
 from alliance.ledger import holds
@@ -354,3 +355,13 @@ class Loaders:
     @property
     def messages_of_appeal(self) -> DataLoader[tuple[int, PageArgs], Page[appeals.MessageView]]:
         return self._pages("messages_of_appeal", _tuple_pages(appeals.messages_of_appeals))
+
+    @property
+    def webhook_delivery(self) -> DataLoader[int, webhooks.DeliveryView | None]:
+        return self._by_id("webhook_delivery", webhooks.deliveries_by_id)
+
+    @property
+    def attempts_of_delivery(
+        self,
+    ) -> DataLoader[tuple[int, PageArgs], Page[webhooks.AttemptView]]:
+        return self._pages("attempts_of_delivery", _tuple_pages(webhooks.attempts_of_deliveries))

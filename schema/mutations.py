@@ -37,6 +37,7 @@ from schema.types import (
     Program,
     node_pk,
 )
+from schema.webhooks import WebhookMutations
 
 authenticated: list[type[BasePermission]] = [IsAuthenticated]
 
@@ -147,6 +148,7 @@ class Mutation(
     SettlementMutations,
     AdjustmentMutations,
     AppealMutations,
+    WebhookMutations,
 ):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."

@@ -33,6 +33,7 @@ from schema.types import (
     Viewer,
     node_pk,
 )
+from schema.webhooks import WebhookQueries
 
 authenticated: list[type[BasePermission]] = [IsAuthenticated]
 
@@ -50,7 +51,13 @@ async def _resolve_node(info: Info, global_id: relay.GlobalID) -> relay.Node | N
 
 @strawberry.type
 class Query(
-    RuleQueries, ExchangeQueries, SettlementQueries, AuditQueries, AdjustmentQueries, AppealQueries
+    RuleQueries,
+    ExchangeQueries,
+    SettlementQueries,
+    AuditQueries,
+    AdjustmentQueries,
+    AppealQueries,
+    WebhookQueries,
 ):
     @strawberry.field(
         permission_classes=authenticated,

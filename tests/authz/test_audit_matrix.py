@@ -1,4 +1,4 @@
-"""Audit trail, manual adjustments and appeals: every role, including what each must not do.
+"""Audit, adjustments, appeals and webhooks: every role, including what each must not do.
 
 Merchants A and B; A has two staff identities (two OAuth clients: merchant_a made the
 pending requests, merchant_a2 did not) and member a. Outcomes as in test_matrix.py:
@@ -19,6 +19,8 @@ from alliance.appeals.service import open_appeal
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
+from alliance.events.dispatcher import dispatch_due
+from alliance.events.webhooks import register_endpoint
 from alliance.programs.queries import merchants_by_id
 from tests.factories import (
     ALLIANCE_FINANCE,
@@ -73,6 +75,11 @@ async def world(db: Database) -> World:
         )
         for n in range(2)
     ]
+    hook = await register_endpoint(
+        db, maker, url="http://127.0.0.1:9/nobody-listens", event_types=["points.earned"]
+    )
+    await dispatch_due(db, max_attempts=1)  # refused connections: dead at once
+    (delivery_id,) = (await db.fetch_all("SELECT min(id) FROM webhook_delivery"))[0]
     record = await db.fetch_one(
         "SELECT id FROM audit_record WHERE merchant_id = %(m)s ORDER BY id LIMIT 1",
         {"m": program_a.merchant_id},
@@ -98,6 +105,8 @@ async def world(db: Database) -> World:
             "pending_2": gid("Adjustment", pending[1].id),
             "record_a": gid("AuditRecord", record[0]),
             "appeal_a": gid("Appeal", appeal.id),
+            "endpoint_a": gid("WebhookEndpoint", hook.endpoint.id),
+            "delivery_a": gid("WebhookDelivery", delivery_id),
             "entry_a": gid("LedgerEntry", spent.entry_id),
         },
     )
@@ -171,6 +180,34 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         "{ appealStatistics { edges { node { total merchant { code } } } } }",
         lambda ids: None,
     ),
+    "registerWebhookEndpoint": (
+        """mutation { registerWebhookEndpoint(input: {url: "http://127.0.0.1:9/x",
+        eventTypes: ["*"]}) { endpoint { url } userErrors { code } } }""",
+        lambda ids: None,
+    ),
+    "disableWebhookEndpoint(A)": (
+        """mutation($e: ID!) { disableWebhookEndpoint(input: {endpointId: $e}) {
+        endpoint { status } userErrors { code } } }""",
+        lambda ids: {"e": ids["endpoint_a"]},
+    ),
+    "redeliverWebhook(A)": (
+        """mutation($d: ID!) { redeliverWebhook(input: {deliveryId: $d}) {
+        delivery { status } userErrors { code } } }""",
+        lambda ids: {"d": ids["delivery_a"]},
+    ),
+    "read webhookEndpoints": (
+        "{ webhookEndpoints { edges { node { url eventTypes } } } }",
+        lambda ids: None,
+    ),
+    "read webhookDeliveries": (
+        "{ webhookDeliveries { edges { node { status topic } } } }",
+        lambda ids: None,
+    ),
+    "read delivery(A) with attempts": (
+        "query($id: ID!) { node(id: $id) { ... on WebhookDelivery { status"
+        " attemptLog { edges { node { error } } } } } }",
+        lambda ids: {"id": ids["delivery_a"]},
+    ),
 }
 
 F, N, H, S = "FORBIDDEN", "NOT_FOUND", "hidden", "SELF_APPROVAL"
@@ -192,6 +229,12 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "read appeals":                          ("ok", "ok", F, F, "ok", "ok", H, "ok"),
     "read appeal(A) with thread":            ("ok", "ok", H, H, "ok", "ok", H, "ok"),
     "appealStatistics":                      ("ok", "ok", F, F, F, F, F, F),
+    "registerWebhookEndpoint":               (F, F, F, F, "ok", "ok", "ok", F),
+    "disableWebhookEndpoint(A)":             (F, F, F, F, "ok", "ok", N, F),
+    "redeliverWebhook(A)":                   (F, F, F, F, "ok", "ok", N, F),
+    "read webhookEndpoints":                 ("ok", "ok", F, F, "ok", "ok", H, F),
+    "read webhookDeliveries":                ("ok", "ok", F, F, "ok", "ok", H, F),
+    "read delivery(A) with attempts":        ("ok", "ok", H, H, "ok", "ok", H, H),
 }  # fmt: skip
 
 

@@ -248,3 +248,17 @@ class TestSsrfGuard:
             with pytest.raises(DomainError) as refused:
                 await register_endpoint(db, staff, **kwargs)  # type: ignore[arg-type]
             assert refused.value.code is ErrorCode.INVALID_INPUT
+
+
+async def test_jobs_run_webhooks(db: Database, receiver: Receiver) -> None:
+    from tests.test_cli import _alliance
+
+    program, membership = await _shop(db)
+    await register_endpoint(
+        db, merchant_actor(program.merchant_id), url=receiver.url, event_types=["*"]
+    )
+    await give_points(db, membership, program, 3)
+    result = await _alliance(db, "jobs", "run", "webhooks")
+    assert result.returncode == 0, result.stderr
+    assert "fanned out 1 events: 1 delivered, 0 failed (retried later), 0 dead" in result.stdout
+    assert len(receiver.received) == 1
