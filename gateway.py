@@ -29,9 +29,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
@@ -128,6 +129,19 @@ class GraphQLView(GraphQL[Context, None]):
             viewer=request.scope.get("actor"),
             request_id=request_id_var.get(),
         )
+
+    async def on_ws_connect(self, context: Context) -> None:
+        """graphql-transport-ws: the token comes in connection_init's payload
+        ({"Authorization": "Bearer <token>"}); no valid token, no connection (4403)."""
+        params = context.connection_params or {}
+        given = params.get("Authorization") or params.get("authorization") or ""
+        scheme, _, token = str(given).partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
+        try:
+            context.viewer = await self.services.verifier.verify(token.strip())
+        except Unauthenticated:
+            raise ConnectionRejectionError({"code": "UNAUTHENTICATED"}) from None
 
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)
@@ -478,6 +492,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             Route("/oauth/token", token, methods=["POST"]),
             Route("/.well-known/jwks.json", public_keys),
             Route("/graphql", GraphQLEndpoint(services), methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", GraphQLView(services)),
             Route("/settlement/statements/{statement_id}.csv", statement_csv),
         ],
         lifespan=lifespan,

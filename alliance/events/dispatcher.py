@@ -103,6 +103,9 @@ async def fan_out(db: Database, *, batch: int = FAN_OUT_BATCH) -> int:
             ),
             {"batch": batch},
         )
+        if taken:
+            # Wakes the subscription streams (alliance/events/stream.py) at commit.
+            await session.execute(text("SELECT pg_notify('outbox_event', '')"))
         return int(taken or 0)
 
 
