@@ -65,7 +65,6 @@ EXEMPT: dict[str, str] = {
     "exchangePoints": _LEDGER,
     "redeemAtPartner": _LEDGER,
     "exchangeQuote": "a two-minute price lock: changes nothing",
-    "previewEarn": "a calculation: changes nothing",
 }
 
 
