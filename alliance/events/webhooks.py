@@ -47,7 +47,8 @@ TOPICS = frozenset(
     {
         "points.earned", "points.spent", "points.expired", "points.adjusted",
         "points.exchanged", "points.held", "points.refunded", "points.reversed",
-        "tier.changed", "appeal.updated", "members.imported", "balances.imported",
+        "tier.changed", "appeal.updated", "statement.issued", "members.imported",
+        "balances.imported",
     }
 )  # fmt: skip
 """What an endpoint may subscribe to; `*` takes every topic, today's and later ones."""

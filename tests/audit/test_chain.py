@@ -202,3 +202,21 @@ class TestTampering:
             await conn.execute(text("INSERT INTO audit_record SELECT * FROM kept"))
             await conn.execute(text("SET session_replication_role = DEFAULT"))
         assert await _audit_violations(db) == []
+
+
+class TestHotPath:
+    async def test_points_movements_never_touch_the_audit_chain(self, db: Database) -> None:
+        """Awards and spends write no audit record, so they never wait for the day's
+        chain lock (the per-day head row) that audited acts serialise on."""
+        from alliance.ledger.service import spend_points
+        from tests.factories import give_points, merchant_actor
+
+        program = await make_program(db)
+        membership = await make_membership(db, program)
+        before = await db.fetch_all("SELECT count(*), max(chain_seq) FROM audit_record")
+        head = await db.fetch_all("SELECT chain_day, seq, hash FROM audit_chain_head")
+        await give_points(db, membership, program, 10)
+        await spend_points(db, merchant_actor(program.merchant_id), membership_id=membership.id,
+                           points=3, reason="tea", idempotency_key="hot-1")  # fmt: skip
+        assert await db.fetch_all("SELECT count(*), max(chain_seq) FROM audit_record") == before
+        assert await db.fetch_all("SELECT chain_day, seq, hash FROM audit_chain_head") == head
