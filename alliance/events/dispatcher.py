@@ -26,7 +26,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import orjson
@@ -78,6 +77,16 @@ class _Claimed:
     body: bytes
 
 
+def http_client() -> httpx.AsyncClient:
+    """Redirects are not followed (a 3xx is a failure: the SSRF guard checked this URL);
+    connections are kept for the next round, one per concurrent send."""
+    return httpx.AsyncClient(
+        timeout=TIMEOUT_SECONDS,
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY),
+    )
+
+
 async def fan_out(db: Database, *, batch: int = FAN_OUT_BATCH) -> int:
     """Turn the next outbox events into deliveries; returns how many events it took
     (0 as well when another fan-out holds the lock)."""
@@ -110,28 +119,24 @@ async def fan_out(db: Database, *, batch: int = FAN_OUT_BATCH) -> int:
 
 
 async def _claim(db: Database, *, batch: int, lease: timedelta) -> list[_Claimed]:
-    async with db.transaction() as session:
-        rows = (
-            await session.execute(
-                text(
-                    "WITH heads AS (SELECT d.id FROM webhook_delivery d"
-                    " WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
-                    " AND (d.leased_until IS NULL OR d.leased_until < now())"
-                    " AND NOT EXISTS (SELECT 1 FROM webhook_delivery p"
-                    " WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key"
-                    " AND p.status = 'pending' AND p.id < d.id)"
-                    " ORDER BY d.id LIMIT :batch FOR UPDATE SKIP LOCKED),"
-                    " leased AS (UPDATE webhook_delivery d SET leased_until = now() + :lease"
-                    " FROM heads WHERE d.id = heads.id RETURNING d.id, d.attempts,"
-                    " d.endpoint_id, d.event_id)"
-                    " SELECT l.id, l.attempts, e.url, e.secret_sealed, o.id, o.topic,"
-                    " o.aggregate, o.aggregate_seq, o.merchant_id, o.member_id, o.created_at,"
-                    " o.payload FROM leased l JOIN webhook_endpoint e ON e.id = l.endpoint_id"
-                    " JOIN outbox_event o ON o.id = l.event_id ORDER BY l.id"
-                ),
-                {"batch": batch, "lease": lease},
-            )
-        ).all()
+    # One statement on an autocommit connection: the lease is taken atomically.
+    rows = await db.fetch_all(
+        "WITH heads AS (SELECT d.id FROM webhook_delivery d"
+        " WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
+        " AND (d.leased_until IS NULL OR d.leased_until < now())"
+        " AND NOT EXISTS (SELECT 1 FROM webhook_delivery p"
+        " WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key"
+        " AND p.status = 'pending' AND p.id < d.id)"
+        " ORDER BY d.id LIMIT %(batch)s FOR UPDATE SKIP LOCKED),"
+        " leased AS (UPDATE webhook_delivery d SET leased_until = now() + %(lease)s"
+        " FROM heads WHERE d.id = heads.id RETURNING d.id, d.attempts,"
+        " d.endpoint_id, d.event_id)"
+        " SELECT l.id, l.attempts, e.url, e.secret_sealed, o.id, o.topic,"
+        " o.aggregate, o.aggregate_seq, o.merchant_id, o.member_id, o.created_at,"
+        " o.payload FROM leased l JOIN webhook_endpoint e ON e.id = l.endpoint_id"
+        " JOIN outbox_event o ON o.id = l.event_id ORDER BY l.id",
+        {"batch": batch, "lease": lease},
+    )
     return [
         _Claimed(
             row[0],
@@ -193,35 +198,39 @@ async def _record(
     backoff: Backoff,
     round_: Round,
 ) -> None:
-    async with db.transaction() as session:
-        for claimed, status, error, duration_ms in outcomes:
-            await session.execute(
-                text(
-                    "INSERT INTO webhook_attempt (delivery_id, status_code, error, duration_ms)"
-                    " VALUES (:id, :status, :error, :ms)"
-                ),
-                {"id": claimed.delivery_id, "status": status, "error": error, "ms": duration_ms},
-            )
-            failures = claimed.attempts + 1
-            if error is None:
-                round_.delivered += 1
-                values: dict[str, Any] = {"status": "delivered", "error": None, "wait": 0.0}
-            elif failures >= max_attempts:
-                round_.dead += 1
-                values = {"status": "dead", "error": error, "wait": 0.0}
-            else:
-                round_.failed += 1
-                values = {"status": "pending", "error": error, "wait": backoff.delay(failures)}
-            await session.execute(
-                text(
-                    "UPDATE webhook_delivery SET status = :status, attempts = attempts + 1,"
-                    " last_error = :error, leased_until = NULL,"
-                    " next_attempt_at = now() + make_interval(secs => :wait),"
-                    " delivered_at = CASE WHEN :status = 'delivered' THEN now() END"
-                    " WHERE id = :id AND status = 'pending'"
-                ),
-                {"id": claimed.delivery_id, **values},
-            )
+    """Every attempt of the round and its outcome: two statements, one transaction."""
+    ids, codes, errors, durations, statuses, waits = [], [], [], [], [], []
+    for claimed, status, error, duration_ms in outcomes:
+        failures = claimed.attempts + 1
+        if error is None:
+            round_.delivered += 1
+            outcome, wait = "delivered", 0.0
+        elif failures >= max_attempts:
+            round_.dead += 1
+            outcome, wait = "dead", 0.0
+        else:
+            round_.failed += 1
+            outcome, wait = "pending", backoff.delay(failures)
+        ids.append(claimed.delivery_id)
+        codes.append(status)
+        errors.append(error)
+        durations.append(duration_ms)
+        statuses.append(outcome)
+        waits.append(wait)
+    await db.fetch_one(
+        "WITH r AS (SELECT * FROM unnest(%(ids)s::bigint[], %(codes)s::int[], %(errors)s::text[],"
+        " %(durations)s::int[], %(statuses)s::text[], %(waits)s::float8[])"
+        " AS r(id, code, error, duration_ms, status, wait)),"
+        " attempts AS (INSERT INTO webhook_attempt (delivery_id, status_code, error, duration_ms)"
+        " SELECT id, code, error, duration_ms FROM r ORDER BY id)"
+        " UPDATE webhook_delivery d SET status = r.status, attempts = d.attempts + 1,"
+        " last_error = r.error, leased_until = NULL,"
+        " next_attempt_at = now() + make_interval(secs => r.wait),"
+        " delivered_at = CASE WHEN r.status = 'delivered' THEN now() END"
+        " FROM r WHERE d.id = r.id AND d.status = 'pending' RETURNING 1",
+        {"ids": ids, "codes": codes, "errors": errors, "durations": durations,
+         "statuses": statuses, "waits": waits},
+    )  # fmt: skip
 
 
 async def dispatch_due(
@@ -238,7 +247,7 @@ async def dispatch_due(
     while taken := await fan_out(db):
         round_.fanned_out += taken
     own_client = client is None
-    http = client or httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False)
+    http = client or http_client()
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def send(claimed: _Claimed) -> tuple[_Claimed, int | None, str | None, int]:
@@ -260,7 +269,7 @@ async def dispatch_due(
 
 async def run_webhook_dispatcher(db: Database, *, interval_seconds: float = 1.0) -> None:
     """Inside `alliance serve`: dispatch, then sleep, until cancelled."""
-    async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as client:
+    async with http_client() as client:
         while True:
             try:
                 done = await dispatch_due(db, client=client)
