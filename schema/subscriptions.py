@@ -3,20 +3,25 @@ event stream, fed from the outbox and resumable from a cursor (the last event id
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Self
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
 
+from alliance.errors import DomainError
 from alliance.events.stream import StreamEvent, follow_events
 from schema.context import Info
+from schema.errors import api_error
 from schema.permissions import IsAuthenticated
 from schema.scalars import BigInt
 
 authenticated: list[type[BasePermission]] = [IsAuthenticated]
+log = logging.getLogger("alliance.graphql")
 
 
 @strawberry.type(description="An outbox event: the same document a webhook receives.")
@@ -48,8 +53,18 @@ class Subscription:
     async def events(
         self, info: Info, after: BigInt | None = None, topics: list[str] | None = None
     ) -> AsyncGenerator[Event, None]:
-        async for event in follow_events(
-            info.context.db, info.context.actor, after=after,
-            topics=None if topics is None else frozenset(topics),
-        ):  # fmt: skip
-            yield Event.from_record(event)
+        # Over a websocket, errors skip the HTTP view's coding and masking: do it here.
+        try:
+            async for event in follow_events(
+                info.context.db, info.context.actor, after=after,
+                topics=None if topics is None else frozenset(topics),
+            ):  # fmt: skip
+                yield Event.from_record(event)
+        except DomainError as refused:
+            raise api_error(refused.message, refused.code.value) from None
+        except GraphQLError:
+            raise
+        except Exception:
+            log.exception("event stream failed")
+            raise api_error("internal error: the event stream stopped; resubscribe with "
+                            "`after`", "INTERNAL_SERVER_ERROR") from None  # fmt: skip

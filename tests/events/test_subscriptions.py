@@ -154,3 +154,17 @@ async def test_no_token_no_connection(db: Database, server: Server) -> None:
         await asyncio.wait_for(socket_.recv(), 5)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4403
+
+
+async def test_only_members_and_merchants_follow(db: Database, server: Server) -> None:
+    client_id, _ = await create_client(db, name="ops", role=Role.OPERATOR)
+    record = await get_client(db, client_id)
+    assert record is not None
+    token, _ = await issue_access_token(db, actor=record.actor())
+    operator = await _open(server.ws, token)
+    await _subscribe(operator)
+    message = orjson.loads(await asyncio.wait_for(operator.recv(), 5))
+    assert message["type"] in ("error", "next"), message
+    errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+    assert errors[0]["extensions"]["code"] == "FORBIDDEN", message
+    await operator.close()
