@@ -52,4 +52,17 @@ ADJUSTMENT_CHECKS: tuple[Check, ...] = (
             WHERE (status = 'posted') <> (transaction_id IS NOT NULL)
                OR (NOT needs_approval AND status <> 'posted')""",
     ),
+    Check(
+        "appeals_resolved_by_posted_adjustments",
+        "a resolved appeal's adjustment was posted, on the appeal's membership, and a live"
+        " appeal's is not",
+        """SELECT 'appeal ' || a.id || ' is ' || a.status || ' but its adjustment '
+                  || coalesce(r.id::text, 'is missing')
+                  || coalesce(' is ' || r.status || ' on membership ' || r.membership_id, '')
+             FROM appeal a
+             LEFT JOIN adjustment_request r ON r.id = a.adjustment_id
+            WHERE (a.status = 'resolved'
+                   AND (r.id IS NULL OR r.status <> 'posted' OR r.membership_id <> a.membership_id))
+               OR (a.status IN ('open', 'in_review') AND r.status = 'posted')""",
+    ),
 )

@@ -254,3 +254,28 @@ class TestVisibilityAndStatistics:
         assert stats.mean_response_seconds is not None
         with pytest.raises(DomainError):
             await appeal_statistics(db, staff(program.merchant_id, "a"))
+
+
+async def test_verify_finds_an_appeal_resolved_without_its_adjustment(db: Database) -> None:
+    from alliance.ledger.verify import verify_ledger
+
+    program, _, member, earned = await _world(db)
+    helper = staff(program.merchant_id, "a")
+    await set_adjustment_policy(db, helper, program_id=program.id, approval_threshold=500)
+    appeal = await open_appeal(db, member, entry_id=earned.entry_id, reason=MISSING, body="x")
+    done = await resolve_appeal(
+        db, helper, appeal_id=appeal.id, direction=AdjustmentDirection.CREDIT, points=5,
+        note="ok", idempotency_key="v-1",
+    )  # fmt: skip
+    assert await verify_ledger(db) == []
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE appeal SET adjustment_id = NULL WHERE id = %(a)s", {"a": appeal.id}
+        )
+    found = [v.check for v in await verify_ledger(db)]
+    assert found == ["appeals_resolved_by_posted_adjustments"]
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE appeal SET adjustment_id = %(r)s WHERE id = %(a)s",
+            {"a": appeal.id, "r": done.adjustment.id},
+        )
