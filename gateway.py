@@ -44,6 +44,7 @@ from alliance.config import Settings
 from alliance.db.engine import Database
 from alliance.errors import Forbidden, NotFound, Unauthenticated
 from alliance.events.dispatcher import run_webhook_dispatcher
+from alliance.events.expiring import run_expiring_schedule
 from alliance.ledger.expiry import run_expiry_schedule
 from alliance.logs import AccessLog, configure_logging, new_request_id, request_id_var
 from alliance.settlement.export import open_statement
@@ -477,6 +478,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             )
             jobs.append(
                 asyncio.create_task(run_webhook_dispatcher(services.db), name="webhook dispatcher")
+            )
+            jobs.append(
+                asyncio.create_task(
+                    run_expiring_schedule(
+                        services.db, interval_seconds=settings.expiry_interval_seconds
+                    ),
+                    name="expiring points notice",
+                )
             )
         _tune_garbage_collector()
         yield

@@ -244,6 +244,7 @@ class Job(enum.StrEnum):
     SETTLEMENT = "settlement"
     ADJUSTMENTS = "adjustments"
     WEBHOOKS = "webhooks"
+    EXPIRING = "expiring"
 
 
 @jobs_app.command("run")
@@ -256,7 +257,8 @@ def jobs_run(
             "holds: release the points of authorizations past their deadline. "
             "settlement: close every settlement period that has ended. "
             "adjustments: expire adjustment requests nobody decided in time. "
-            "webhooks: fan out new events and deliver every webhook due now."
+            "webhooks: fan out new events and deliver every webhook due now. "
+            "expiring: tell members (points.expiring) of points expiring within 7 days."
         ),
     ],
     batch_size: Annotated[
@@ -277,6 +279,14 @@ def jobs_run(
 
         released = _with_database(Settings.from_env(), release)
         console.print(f"released {released} expired holds")
+        return
+    if job is Job.EXPIRING:
+        from alliance.events.expiring import notify_expiring
+
+        async def tell(db: Database) -> int:
+            return await notify_expiring(db, batch=batch_size or 1000)
+
+        console.print(f"wrote {_with_database(Settings.from_env(), tell)} points.expiring events")
         return
     if job is Job.WEBHOOKS:
         from alliance.events.dispatcher import Round, dispatch_due

@@ -6,6 +6,7 @@ from alliance.audit.models import AuditChainHead, AuditRecord
 from alliance.auth.models import OAuthClient, SigningKey
 from alliance.db.base import Base
 from alliance.events.models import (
+    ExpiryNotice,
     OutboxEvent,
     OutboxSequence,
     WebhookAttempt,
@@ -57,6 +58,7 @@ __all__ = [
     "ExchangeOptOut",
     "ExchangeQuote",
     "ExchangeRate",
+    "ExpiryNotice",
     "Hold",
     "LedgerTransaction",
     "Lot",

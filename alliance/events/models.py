@@ -127,3 +127,12 @@ class WebhookAttempt(Base):
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (Index("ix_webhook_attempt_delivery", "delivery_id", "id"),)
+
+
+class ExpiryNotice(Base):
+    """A lot whose coming expiry was told (`points.expiring`): told once."""
+
+    __tablename__ = "expiry_notice"
+
+    lot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("lot.id"), primary_key=True)
+    created_at: Mapped[datetime] = created_at_column()

@@ -45,7 +45,7 @@ from alliance.validation import clean_text
 
 TOPICS = frozenset(
     {
-        "points.earned", "points.spent", "points.expired", "points.adjusted",
+        "points.earned", "points.spent", "points.expired", "points.expiring", "points.adjusted",
         "points.exchanged", "points.held", "points.refunded", "points.reversed",
         "tier.changed", "appeal.updated", "statement.issued", "members.imported",
         "balances.imported",

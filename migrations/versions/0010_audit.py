@@ -401,6 +401,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_attempt")),
     )
     op.create_index("ix_webhook_attempt_delivery", "webhook_attempt", ["delivery_id", "id"])
+    op.create_table(
+        "expiry_notice",
+        sa.Column("lot_id", sa.BigInteger(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(["lot_id"], ["lot.id"], name=op.f("fk_expiry_notice_lot_id_lot")),
+        sa.PrimaryKeyConstraint("lot_id", name=op.f("pk_expiry_notice")),
+    )
     op.get_bind().connection.driver_connection.execute(
         SQL.with_name("0010_audit_webhooks.sql").read_text()
     )
@@ -414,6 +426,7 @@ def downgrade() -> None:
     op.get_bind().connection.driver_connection.execute(
         SQL.with_name("0010_audit_down.sql").read_text()
     )
+    op.drop_table("expiry_notice")
     op.drop_table("webhook_attempt")
     op.drop_table("webhook_delivery")
     op.drop_table("webhook_endpoint")
