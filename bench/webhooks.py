@@ -171,8 +171,10 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=5000)
     parser.add_argument("--rate", type=int, default=500, help="awards per second (500)")
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--interval", type=float, default=1.0,
-                        help="the dispatcher's sleep between rounds (serve: 1.0)")  # fmt: skip
+    parser.add_argument(
+        "--interval", type=float, default=0.25,
+        help="the dispatcher's sleep after an idle round (serve: 0.25)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="alliance-webhooks-"))

@@ -267,12 +267,15 @@ async def dispatch_due(
     return round_
 
 
-async def run_webhook_dispatcher(db: Database, *, interval_seconds: float = 1.0) -> None:
-    """Inside `alliance serve`: dispatch, then sleep, until cancelled."""
+async def run_webhook_dispatcher(db: Database, *, interval_seconds: float = 0.25) -> None:
+    """Inside `alliance serve`: dispatch until cancelled; sleep `interval_seconds` only
+    after a round that found nothing to do (under load, rounds follow each other)."""
     async with http_client() as client:
         while True:
+            busy = False
             try:
                 done = await dispatch_due(db, client=client)
+                busy = bool(done.fanned_out or done.delivered or done.failed or done.dead)
                 if done.delivered or done.dead:
                     log.info(
                         "webhooks: %s delivered, %s failed, %s dead",
@@ -282,4 +285,5 @@ async def run_webhook_dispatcher(db: Database, *, interval_seconds: float = 1.0)
                 raise
             except Exception:  # the dispatcher outlives a failed round; leases run out
                 log.exception("webhook dispatch failed")
-            await asyncio.sleep(interval_seconds)
+            if not busy:
+                await asyncio.sleep(interval_seconds)
