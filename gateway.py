@@ -29,18 +29,22 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from alliance.adjustments.service import run_adjustment_expiry_schedule
 from alliance.auth.keys import active_signing_key, jwks
 from alliance.auth.oauth import NO_STORE, token_endpoint
 from alliance.auth.tokens import TokenVerifier
 from alliance.config import Settings
 from alliance.db.engine import Database
 from alliance.errors import Forbidden, NotFound, Unauthenticated
+from alliance.events.dispatcher import run_webhook_dispatcher
+from alliance.events.expiring import run_expiring_schedule
 from alliance.ledger.expiry import run_expiry_schedule
 from alliance.logs import AccessLog, configure_logging, new_request_id, request_id_var
 from alliance.settlement.export import open_statement
@@ -126,6 +130,19 @@ class GraphQLView(GraphQL[Context, None]):
             viewer=request.scope.get("actor"),
             request_id=request_id_var.get(),
         )
+
+    async def on_ws_connect(self, context: Context) -> None:
+        """graphql-transport-ws: the token comes in connection_init's payload
+        ({"Authorization": "Bearer <token>"}); no valid token, no connection (4403)."""
+        params = context.connection_params or {}
+        given = params.get("Authorization") or params.get("authorization") or ""
+        scheme, _, token = str(given).partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
+        try:
+            context.viewer = await self.services.verifier.verify(token.strip())
+        except Unauthenticated:
+            raise ConnectionRejectionError({"code": "UNAUTHENTICATED"}) from None
 
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)
@@ -451,6 +468,25 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                     name="settlement schedule",
                 )
             )
+            jobs.append(
+                asyncio.create_task(
+                    run_adjustment_expiry_schedule(
+                        services.db, interval_seconds=settings.expiry_interval_seconds
+                    ),
+                    name="adjustment expiry schedule",
+                )
+            )
+            jobs.append(
+                asyncio.create_task(run_webhook_dispatcher(services.db), name="webhook dispatcher")
+            )
+            jobs.append(
+                asyncio.create_task(
+                    run_expiring_schedule(
+                        services.db, interval_seconds=settings.expiry_interval_seconds
+                    ),
+                    name="expiring points notice",
+                )
+            )
         _tune_garbage_collector()
         yield
         for job in jobs:
@@ -465,6 +501,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             Route("/oauth/token", token, methods=["POST"]),
             Route("/.well-known/jwks.json", public_keys),
             Route("/graphql", GraphQLEndpoint(services), methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", GraphQLView(services)),
             Route("/settlement/statements/{statement_id}.csv", statement_csv),
         ],
         lifespan=lifespan,

@@ -247,6 +247,9 @@ class Job(enum.StrEnum):
     SETTLEMENT = "settlement"
     PRIVACY = "privacy"
     REWARDS = "rewards"
+    ADJUSTMENTS = "adjustments"
+    WEBHOOKS = "webhooks"
+    EXPIRING = "expiring"
 
 
 @jobs_app.command("run")
@@ -259,7 +262,10 @@ def jobs_run(
             "holds: release the points of authorizations past their deadline. "
             "settlement: close every settlement period that has ended. "
             "privacy: delete verifications and their sealed codes past the retention period. "
-            "rewards: release redemptions past their deadline (points, coupon, stock)."
+            "rewards: release redemptions past their deadline (points, coupon, stock). "
+            "adjustments: expire adjustment requests nobody decided in time. "
+            "webhooks: fan out new events and deliver every webhook due now. "
+            "expiring: tell members (points.expiring) of points expiring within 7 days."
         ),
     ],
     batch_size: Annotated[
@@ -280,6 +286,38 @@ def jobs_run(
 
         released = _with_database(Settings.from_env(), release)
         console.print(f"released {released} expired holds")
+        return
+    if job is Job.EXPIRING:
+        from alliance.events.expiring import notify_expiring
+
+        async def tell(db: Database) -> int:
+            return await notify_expiring(db, batch=batch_size or 1000)
+
+        console.print(f"wrote {_with_database(Settings.from_env(), tell)} points.expiring events")
+        return
+    if job is Job.WEBHOOKS:
+        from alliance.events.dispatcher import Round, dispatch_due
+
+        async def deliver(db: Database) -> Round:
+            return await dispatch_due(db)
+
+        sent = _with_database(Settings.from_env(), deliver)
+        console.print(
+            f"fanned out {sent.fanned_out} events: {sent.delivered} delivered,"
+            f" {sent.failed} failed (retried later), {sent.dead} dead"
+        )
+        return
+    if job is Job.ADJUSTMENTS:
+        from alliance.adjustments import service as adjustments
+
+        async def expire_requests(db: Database) -> int:
+            return await adjustments.expire_adjustments(
+                db, batch_size=batch_size or adjustments.EXPIRY_BATCH
+            )
+
+        console.print(
+            f"expired {_with_database(Settings.from_env(), expire_requests)} adjustment requests"
+        )
         return
     if job is Job.SETTLEMENT:
         from alliance.settlement import run as settlement

@@ -34,6 +34,7 @@ class ErrorCode(enum.StrEnum):
     NOT_ELIGIBLE = "NOT_ELIGIBLE"
     NOT_AVAILABLE = "NOT_AVAILABLE"
     WRONG_STATE = "WRONG_STATE"
+    SELF_APPROVAL = "SELF_APPROVAL"
 
 
 class DomainError(Exception):
@@ -177,3 +178,9 @@ class WrongState(DomainError):
     """The redemption or coupon is not in a state that allows this operation."""
 
     code = ErrorCode.WRONG_STATE
+
+
+class SelfApproval(DomainError):
+    """Maker-checker: the staff identity that asked for it may not decide it."""
+
+    code = ErrorCode.SELF_APPROVAL

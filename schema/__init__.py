@@ -15,6 +15,7 @@ from schema.extensions import request_policy
 from schema.mutations import Mutation
 from schema.queries import Query
 from schema.scalars import SCALARS
+from schema.subscriptions import Subscription
 
 
 class AllianceSchema(strawberry.Schema):
@@ -30,6 +31,7 @@ def create_schema(settings: Settings | None = None) -> AllianceSchema:
     return AllianceSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(
             scalar_map=SCALARS,

@@ -23,6 +23,8 @@ class Context:
     viewer: Actor | None
     request_id: str | None = None
     _loaders: Loaders | None = field(default=None)
+    connection_params: dict[str, object] | None = None
+    """A websocket's connection_init payload (graphql-transport-ws): its token."""
 
     @property
     def actor(self) -> Actor:

@@ -15,9 +15,15 @@ from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
+from alliance.adjustments import queries as adjustments
+from alliance.adjustments.service import AdjustmentView
+from alliance.appeals import queries as appeals
+from alliance.appeals.service import AppealView
+from alliance.audit import queries as audit
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
 from alliance.db.paging import Page
+from alliance.events import webhooks
 from alliance.exchange import rates as exchange_rates
 from alliance.exchange import service as exchanges
 from alliance.identity import service as identity
@@ -374,3 +380,29 @@ class Loaders:
                 filters=args.filters or members.HistoryFilter(),
             ),
         )
+
+    @property
+    def audit_record(self) -> DataLoader[int, audit.AuditRecordView | None]:
+        return self._by_id("audit_record", audit.audit_records_by_id)
+
+    @property
+    def adjustment(self) -> DataLoader[int, AdjustmentView | None]:
+        return self._by_id("adjustment", adjustments.adjustments_by_id)
+
+    @property
+    def appeal(self) -> DataLoader[int, AppealView | None]:
+        return self._by_id("appeal", appeals.appeals_by_id)
+
+    @property
+    def messages_of_appeal(self) -> DataLoader[tuple[int, PageArgs], Page[appeals.MessageView]]:
+        return self._pages("messages_of_appeal", _tuple_pages(appeals.messages_of_appeals))
+
+    @property
+    def webhook_delivery(self) -> DataLoader[int, webhooks.DeliveryView | None]:
+        return self._by_id("webhook_delivery", webhooks.deliveries_by_id)
+
+    @property
+    def attempts_of_delivery(
+        self,
+    ) -> DataLoader[tuple[int, PageArgs], Page[webhooks.AttemptView]]:
+        return self._pages("attempts_of_delivery", _tuple_pages(webhooks.attempts_of_deliveries))

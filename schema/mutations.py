@@ -17,6 +17,8 @@ from alliance.ledger.service import Movement, award_points, spend_points
 from alliance.members.service import enroll_member, set_member_segments
 from alliance.programs.models import ExpiryPolicy
 from alliance.programs.service import create_merchant, create_program
+from schema.adjustments import AdjustmentMutations
+from schema.appeals import AppealMutations
 from schema.context import Info
 from schema.earning import EarningMutations
 from schema.errors import UserError, mutate
@@ -37,6 +39,7 @@ from schema.types import (
     Program,
     node_pk,
 )
+from schema.webhooks import WebhookMutations
 
 authenticated: list[type[BasePermission]] = [IsAuthenticated]
 
@@ -147,6 +150,9 @@ class Mutation(
     SettlementMutations,
     IdentityMutations,
     RewardMutations,
+    AdjustmentMutations,
+    AppealMutations,
+    WebhookMutations,
 ):
     @strawberry.mutation(
         permission_classes=authenticated, description="Onboard a merchant (operator)."

@@ -14,6 +14,9 @@ from alliance.db.paging import MAX_PAGE_SIZE
 from alliance.errors import InvalidInput
 from alliance.members.queries import membership_by_number
 from alliance.programs.queries import list_merchants, list_programs
+from schema.adjustments import AdjustmentQueries
+from schema.appeals import AppealQueries
+from schema.audit import AuditQueries
 from schema.context import Info
 from schema.exchange import ExchangeQueries
 from schema.identity import IdentityQueries
@@ -32,6 +35,7 @@ from schema.types import (
     Viewer,
     node_pk,
 )
+from schema.webhooks import WebhookQueries
 
 authenticated: list[type[BasePermission]] = [IsAuthenticated]
 
@@ -48,7 +52,17 @@ async def _resolve_node(info: Info, global_id: relay.GlobalID) -> relay.Node | N
 
 
 @strawberry.type
-class Query(RuleQueries, ExchangeQueries, SettlementQueries, IdentityQueries, RewardQueries):
+class Query(
+    RuleQueries,
+    ExchangeQueries,
+    SettlementQueries,
+    AuditQueries,
+    AdjustmentQueries,
+    AppealQueries,
+    WebhookQueries,
+    IdentityQueries,
+    RewardQueries,
+):
     @strawberry.field(
         permission_classes=authenticated,
         description="Any object by id; null when not found or not yours.",

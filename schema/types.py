@@ -62,6 +62,8 @@ class EntryKind(enum.Enum):
     """Points carried between members' accounts by a merge or an unlink."""
     GIFT = "gift"
     """Points given by one member to another of the same program."""
+    ADJUSTMENT = "adjustment"
+    """A manual credit or debit by the merchant's staff (maker-checker)."""
 
 
 strawberry.enum(CapPeriod, name="CapPeriod")

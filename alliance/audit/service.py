@@ -20,7 +20,13 @@ async def record_audit(
     target: str,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    merchant_id: int | None = None,
 ) -> None:
+    """One record, in the caller's transaction; the database chains and timestamps it.
+
+    `merchant_id` is the merchant the act concerns, whose staff may read the record
+    (default: the actor's own merchant binding, if any).
+    """
     await session.execute(
         insert(AuditRecord).values(
             actor=actor.subject,
@@ -31,5 +37,6 @@ async def record_audit(
             before=before,
             after=after,
             request_id=request_id_var.get(),
+            merchant_id=actor.merchant_id if merchant_id is None else merchant_id,
         )
     )

@@ -1,9 +1,18 @@
 """Imports every model so `Base.metadata` describes the whole schema (alembic, tests)."""
 
-from alliance.audit.models import AuditRecord
+from alliance.adjustments.models import AdjustmentRequest
+from alliance.appeals.models import Appeal, AppealMessage
+from alliance.audit.models import AuditChainHead, AuditRecord
 from alliance.auth.models import OAuthClient, SigningKey
 from alliance.db.base import Base
-from alliance.events.models import OutboxEvent
+from alliance.events.models import (
+    ExpiryNotice,
+    OutboxEvent,
+    OutboxSequence,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from alliance.exchange.models import (
     Exchange,
     ExchangeOptOut,
@@ -55,6 +64,10 @@ metadata = Base.metadata
 __all__ = [
     "Account",
     "ActionClaim",
+    "AdjustmentRequest",
+    "Appeal",
+    "AppealMessage",
+    "AuditChainHead",
     "AuditRecord",
     "Consent",
     "Coupon",
@@ -64,6 +77,7 @@ __all__ = [
     "ExchangeOptOut",
     "ExchangeQuote",
     "ExchangeRate",
+    "ExpiryNotice",
     "Gift",
     "GiftPolicy",
     "Hold",
@@ -79,6 +93,7 @@ __all__ = [
     "Merchant",
     "OAuthClient",
     "OutboxEvent",
+    "OutboxSequence",
     "PartnerAcceptance",
     "Posting",
     "PrivacyPolicy",
@@ -100,5 +115,8 @@ __all__ = [
     "TierChange",
     "TierLadder",
     "Verification",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "metadata",
 ]

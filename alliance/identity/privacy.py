@@ -258,6 +258,23 @@ async def export_member_data(
                 " OR to_membership_id = ANY(:memberships) ORDER BY id",
                 memberships=[m["id"] for m in memberships],
             ),
+            "adjustments": await _rows(
+                session,
+                "SELECT id, program_id, membership_id, direction, points, reason_code, note,"
+                " status, created_at, decided_at, transaction_id FROM adjustment_request"
+                " WHERE member_id = ANY(:ids) ORDER BY id",
+                ids=ids,
+            ),
+            "appeals": await _rows(
+                session,
+                "SELECT a.id, a.program_id, a.membership_id, a.transaction_id, a.reason, a.body,"
+                " a.status, a.resolution, a.created_at, a.closed_at,"
+                " coalesce((SELECT jsonb_agg(jsonb_build_object('author', m.author_role,"
+                " 'body', m.body, 'at', m.created_at) ORDER BY m.id) FROM appeal_message m"
+                " WHERE m.appeal_id = a.id), '[]'::jsonb) AS messages"
+                " FROM appeal a WHERE a.member_id = ANY(:ids) ORDER BY a.id",
+                ids=ids,
+            ),
             "unlinks": await _rows(
                 session,
                 "SELECT id, membership_id, from_member_id, to_member_id, reason, created_at"
@@ -383,7 +400,7 @@ async def erase_member(db: Database, actor: Actor, *, member_id: int | None = No
             session,
             text(
                 "UPDATE audit_record SET"
-                " before = identity_redact(before, :keys, :values),"
+                " redacted_at = now(), before = identity_redact(before, :keys, :values),"
                 " after = identity_redact(after, :keys, :values)"
                 " WHERE target = ANY(:targets) OR before::text LIKE ANY(:patterns)"
                 " OR after::text LIKE ANY(:patterns)"

@@ -71,6 +71,8 @@ class TransactionKind(enum.StrEnum):
     membership is unlinked (alliance/identity/merge.py)."""
     GIFT = "gift"
     """Points one member gave another of the same program (alliance/rewards/gifting.py)."""
+    ADJUSTMENT = "adjustment"
+    """A manual credit or debit by merchant staff, against the `adjustment` account."""
 
 
 class Account(Base):
@@ -148,7 +150,7 @@ class LedgerTransaction(Base):
         ),
         CheckConstraint(
             "kind IN ('award', 'earn', 'spend', 'expire', 'reverse', 'opening', 'refund',"
-            " 'exchange', 'partner_redemption', 'merge', 'gift')",
+            " 'exchange', 'partner_redemption', 'merge', 'gift', 'adjustment')",
             name="kind",
         ),
         Index(

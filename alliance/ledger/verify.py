@@ -284,9 +284,12 @@ CHECKS = CHECKS + IDENTITY_CHECKS
 
 async def verify_ledger(db: Database, *, limit: int = 20) -> list[Violation]:
     """Every check, the settlement's too, on one snapshot."""
+    from alliance.adjustments.verify import ADJUSTMENT_CHECKS
+    from alliance.audit.verify import AUDIT_CHECKS
     from alliance.settlement.reconcile import SETTLEMENT_CHECKS
 
-    return await run_checks(db, CHECKS + SETTLEMENT_CHECKS, limit=limit)
+    checks = CHECKS + SETTLEMENT_CHECKS + AUDIT_CHECKS + ADJUSTMENT_CHECKS
+    return await run_checks(db, checks, limit=limit)
 
 
 async def run_checks(

@@ -74,6 +74,9 @@ class Program(Base):
     """The largest share of a bill that points may pay at the counter (0.5: half)."""
     discount_min_points: Mapped[int] = mapped_column(Integer, server_default="1")
     """The fewest points a counter discount may use."""
+    adjustment_approval_threshold: Mapped[int | None] = mapped_column(BigInteger)
+    """Manual adjustments of this many points or more wait for a second staff identity;
+    None: every adjustment does (migration 0010)."""
     status: Mapped[str] = mapped_column(Text, server_default="active")
     created_at: Mapped[datetime] = created_at_column()
 

@@ -62,6 +62,7 @@ async def create_merchant(db: Database, actor: Actor, *, code: str, name: str) -
             action="merchant.create",
             target=f"merchant:{merchant.id}",
             after={"code": code, "name": name},
+            merchant_id=merchant.id,
         )
         return MerchantRecord.from_model(merchant)
 
@@ -124,6 +125,7 @@ async def create_program(
             actor,
             action="program.create",
             target=f"program:{program.id}",
+            merchant_id=merchant_id,
             after={
                 "merchant_id": merchant_id,
                 "code": code,

@@ -149,4 +149,14 @@ async def _step(
             before={"status": current.status},
             after=after,
         )
+        if target is StatementStatus.ISSUED:
+            await session.execute(
+                text(
+                    "INSERT INTO outbox_event (topic, merchant_id, payload) VALUES"
+                    " ('statement.issued', :merchant, jsonb_build_object('statement_id',"
+                    " CAST(:statement AS bigint), 'reissued', CAST(:reissued AS boolean)))"
+                ),
+                {"merchant": current.merchant_id, "statement": statement_id,
+                 "reissued": action == "reissue"},
+            )  # fmt: skip
     return (await statements_by_id(db, actor, [statement_id]))[statement_id]

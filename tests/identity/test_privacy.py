@@ -138,7 +138,8 @@ class TestExport:
             "referral": "transactions", "earn_counter": "transactions",
             "membership_unlink": "unlinks", "exchange": "exchanges",
             "exchange_quote": "exchange_quotes", "settlement_obligation": "settlement_obligations",
-            "redemption": "redemptions",
+            "redemption": "redemptions", "adjustment_request": "adjustments",
+            "appeal": "appeals",
         }  # fmt: skip
         assert with_member - set(covered) == set()
 

@@ -1,0 +1,1 @@
+"""Manual adjustments of member accounts by merchant staff, with maker-checker approval."""

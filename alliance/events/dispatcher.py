@@ -1,0 +1,289 @@
+"""The webhook dispatcher: outbox → deliveries → signed HTTP POSTs, at least once, in
+order per member.
+
+1. Fan-out (one at a time: a transaction-scoped advisory lock, skipped when busy): the
+   next outbox events not yet fanned out become one delivery per subscribed active
+   endpoint of their merchant, in event order, and are marked fanned out. Because
+   fan-outs never overlap, delivery ids follow the order in which events became
+   visible; for one member's ledger events that is their commit order.
+2. Claim: the deliveries due now that are the head of their queue (no earlier pending
+   delivery for the same endpoint and member), leased for LEASE; several dispatchers
+   (one per worker process) claim disjoint sets (SKIP LOCKED), and a queue's next
+   delivery waits until its head is delivered or dead.
+3. Send, outside any transaction, then record each attempt (visible to the merchant)
+   and the outcome: delivered; or another try after an exponential backoff with jitter;
+   or, after MAX_ATTEMPTS failures, dead (the queue moves on; `redeliverWebhook`
+   re-queues it). A dispatcher that dies mid-batch leaves its leases to run out, and
+   the deliveries go again: at least once. Receivers deduplicate by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+import orjson
+from sqlalchemy import text
+
+from alliance.db.engine import Database
+from alliance.errors import DomainError
+from alliance.events.webhooks import check_destination, endpoint_secret, sign
+
+log = logging.getLogger("alliance.webhooks")
+
+MAX_ATTEMPTS = 8
+LEASE = timedelta(seconds=60)
+TIMEOUT_SECONDS = 10.0
+FAN_OUT_BATCH = 1000
+CLAIM_BATCH = 200
+CONCURRENCY = 32
+_FAN_OUT_LOCK = 0x7765_6268  # "wehb": the advisory lock key of the fan-out
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Wait before attempt n+1 after n failures: base × 2^(n-1), capped, with half of
+    it random (equal jitter), so receivers coming back are not stampeded."""
+
+    base_seconds: float = 5.0
+    cap_seconds: float = 3600.0
+
+    def delay(self, failures: int) -> float:
+        full = min(self.cap_seconds, self.base_seconds * 2 ** max(0, failures - 1))
+        return full / 2 + random.uniform(0, full / 2)
+
+
+@dataclass(slots=True)
+class Round:
+    fanned_out: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    delivery_id: int
+    attempts: int
+    url: str
+    secret_sealed: bytes
+    event_id: int
+    body: bytes
+
+
+def http_client() -> httpx.AsyncClient:
+    """Redirects are not followed (a 3xx is a failure: the SSRF guard checked this URL);
+    connections are kept for the next round, one per concurrent send."""
+    return httpx.AsyncClient(
+        timeout=TIMEOUT_SECONDS,
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY),
+    )
+
+
+async def fan_out(db: Database, *, batch: int = FAN_OUT_BATCH) -> int:
+    """Turn the next outbox events into deliveries; returns how many events it took
+    (0 as well when another fan-out holds the lock)."""
+    async with db.transaction() as session:
+        locked = await session.scalar(
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _FAN_OUT_LOCK}
+        )
+        if not locked:
+            return 0
+        taken = await session.scalar(
+            text(
+                "WITH events AS (UPDATE outbox_event SET delivered_at = now() WHERE id IN"
+                " (SELECT id FROM outbox_event WHERE delivered_at IS NULL ORDER BY id"
+                " LIMIT :batch) RETURNING id, topic, merchant_id, member_id),"
+                " deliveries AS (INSERT INTO webhook_delivery"
+                " (endpoint_id, event_id, merchant_id, ordering_key)"
+                " SELECT e.id, v.id, v.merchant_id, coalesce(v.member_id, 0)"
+                " FROM events v JOIN webhook_endpoint e ON e.merchant_id = v.merchant_id"
+                " AND e.status = 'active'"
+                " AND (v.topic = ANY(e.event_types) OR '*' = ANY(e.event_types))"
+                " ORDER BY v.id, e.id ON CONFLICT DO NOTHING RETURNING 1)"
+                " SELECT count(*) FROM events"
+            ),
+            {"batch": batch},
+        )
+        if taken:
+            # Wakes the subscription streams (alliance/events/stream.py) at commit.
+            await session.execute(text("SELECT pg_notify('outbox_event', '')"))
+        return int(taken or 0)
+
+
+async def _claim(db: Database, *, batch: int, lease: timedelta) -> list[_Claimed]:
+    # One statement on an autocommit connection: the lease is taken atomically.
+    rows = await db.fetch_all(
+        "WITH heads AS (SELECT d.id FROM webhook_delivery d"
+        " WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
+        " AND (d.leased_until IS NULL OR d.leased_until < now())"
+        " AND NOT EXISTS (SELECT 1 FROM webhook_delivery p"
+        " WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key"
+        " AND p.status = 'pending' AND p.id < d.id)"
+        " ORDER BY d.id LIMIT %(batch)s FOR UPDATE SKIP LOCKED),"
+        " leased AS (UPDATE webhook_delivery d SET leased_until = now() + %(lease)s"
+        " FROM heads WHERE d.id = heads.id RETURNING d.id, d.attempts,"
+        " d.endpoint_id, d.event_id)"
+        " SELECT l.id, l.attempts, e.url, e.secret_sealed, o.id, o.topic,"
+        " o.aggregate, o.aggregate_seq, o.merchant_id, o.member_id, o.created_at,"
+        " o.payload FROM leased l JOIN webhook_endpoint e ON e.id = l.endpoint_id"
+        " JOIN outbox_event o ON o.id = l.event_id ORDER BY l.id",
+        {"batch": batch, "lease": lease},
+    )
+    return [
+        _Claimed(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            orjson.dumps(
+                {
+                    "id": row[4],
+                    "type": row[5],
+                    "aggregate": row[6],
+                    "sequence": row[7],
+                    "merchant_id": row[8],
+                    "member_id": row[9],
+                    "created_at": row[10],
+                    "data": row[11],
+                }
+            ),
+        )
+        for row in rows
+    ]
+
+
+async def _send(
+    db: Database, client: httpx.AsyncClient, claimed: _Claimed
+) -> tuple[int | None, str | None, int]:
+    """POST one delivery: (status code, error, duration ms); never raises."""
+    started = time.perf_counter()
+    try:
+        await check_destination(claimed.url, db.settings)
+        timestamp = int(time.time())
+        secret = endpoint_secret(db.settings, claimed.secret_sealed)
+        response = await client.post(
+            claimed.url,
+            content=claimed.body,
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "points-alliance-webhooks/1",
+                "X-Alliance-Event-Id": str(claimed.event_id),
+                "X-Alliance-Timestamp": str(timestamp),
+                "X-Alliance-Signature": sign(secret, timestamp, claimed.body),
+            },
+        )
+        status: int | None = response.status_code
+        error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+    except DomainError as refused:
+        status, error = None, refused.message
+    except httpx.HTTPError as failed:
+        status, error = None, f"{type(failed).__name__}: {failed}"[:500]
+    return status, error, int((time.perf_counter() - started) * 1000)
+
+
+async def _record(
+    db: Database,
+    outcomes: Sequence[tuple[_Claimed, int | None, str | None, int]],
+    *,
+    max_attempts: int,
+    backoff: Backoff,
+    round_: Round,
+) -> None:
+    """Every attempt of the round and its outcome: two statements, one transaction."""
+    ids, codes, errors, durations, statuses, waits = [], [], [], [], [], []
+    for claimed, status, error, duration_ms in outcomes:
+        failures = claimed.attempts + 1
+        if error is None:
+            round_.delivered += 1
+            outcome, wait = "delivered", 0.0
+        elif failures >= max_attempts:
+            round_.dead += 1
+            outcome, wait = "dead", 0.0
+        else:
+            round_.failed += 1
+            outcome, wait = "pending", backoff.delay(failures)
+        ids.append(claimed.delivery_id)
+        codes.append(status)
+        errors.append(error)
+        durations.append(duration_ms)
+        statuses.append(outcome)
+        waits.append(wait)
+    await db.fetch_one(
+        "WITH r AS (SELECT * FROM unnest(%(ids)s::bigint[], %(codes)s::int[], %(errors)s::text[],"
+        " %(durations)s::int[], %(statuses)s::text[], %(waits)s::float8[])"
+        " AS r(id, code, error, duration_ms, status, wait)),"
+        " attempts AS (INSERT INTO webhook_attempt (delivery_id, status_code, error, duration_ms)"
+        " SELECT id, code, error, duration_ms FROM r ORDER BY id)"
+        " UPDATE webhook_delivery d SET status = r.status, attempts = d.attempts + 1,"
+        " last_error = r.error, leased_until = NULL,"
+        " next_attempt_at = now() + make_interval(secs => r.wait),"
+        " delivered_at = CASE WHEN r.status = 'delivered' THEN now() END"
+        " FROM r WHERE d.id = r.id AND d.status = 'pending' RETURNING 1",
+        {"ids": ids, "codes": codes, "errors": errors, "durations": durations,
+         "statuses": statuses, "waits": waits},
+    )  # fmt: skip
+
+
+async def dispatch_due(
+    db: Database,
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+    backoff: Backoff | None = None,
+    lease: timedelta = LEASE,
+    batch: int = CLAIM_BATCH,
+    client: httpx.AsyncClient | None = None,
+) -> Round:
+    """Fan out everything new, then deliver until nothing is due now."""
+    round_ = Round()
+    while taken := await fan_out(db):
+        round_.fanned_out += taken
+    own_client = client is None
+    http = client or http_client()
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def send(claimed: _Claimed) -> tuple[_Claimed, int | None, str | None, int]:
+        async with gate:
+            return (claimed, *await _send(db, http, claimed))
+
+    try:
+        while claimed := await _claim(db, batch=batch, lease=lease):
+            outcomes = await asyncio.gather(*(send(c) for c in claimed))
+            await _record(
+                db, outcomes, max_attempts=max_attempts, backoff=backoff or Backoff(),
+                round_=round_,
+            )  # fmt: skip
+    finally:
+        if own_client:
+            await http.aclose()
+    return round_
+
+
+async def run_webhook_dispatcher(db: Database, *, interval_seconds: float = 0.25) -> None:
+    """Inside `alliance serve`: dispatch until cancelled; sleep `interval_seconds` only
+    after a round that found nothing to do (under load, rounds follow each other)."""
+    async with http_client() as client:
+        while True:
+            busy = False
+            try:
+                done = await dispatch_due(db, client=client)
+                busy = bool(done.fanned_out or done.delivered or done.failed or done.dead)
+                if done.delivered or done.dead:
+                    log.info(
+                        "webhooks: %s delivered, %s failed, %s dead",
+                        done.delivered, done.failed, done.dead,
+                    )  # fmt: skip
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the dispatcher outlives a failed round; leases run out
+                log.exception("webhook dispatch failed")
+            if not busy:
+                await asyncio.sleep(interval_seconds)
