@@ -23,3 +23,13 @@ async def verify_and_reset(db: Database) -> None:
     assert not violations, "ledger invariants broken by this test:\n" + "\n".join(
         f"  {v.check}: {v.detail}" for v in violations
     )
+
+
+async def corrupt(db: Database, statement: str) -> None:
+    """Run `statement` with triggers off, the way a bad manual fix would (verify tests)."""
+    async with db.autocommit() as conn:
+        await conn.execute(text("SET session_replication_role = replica"))
+        try:
+            await conn.execute(text(statement))
+        finally:
+            await conn.execute(text("SET session_replication_role = DEFAULT"))

@@ -38,9 +38,10 @@ def merchant_actor(merchant: MerchantRecord | int) -> Actor:
     return Actor(Role.MERCHANT, f"client:{client}", client, merchant_id=merchant_id)
 
 
-def finance_actor(merchant: MerchantRecord) -> Actor:
-    client = f"test-finance-{merchant.id}"
-    return Actor(Role.FINANCE, f"client:{client}", client, merchant_id=merchant.id)
+def finance_actor(merchant: MerchantRecord | int) -> Actor:
+    merchant_id = merchant if isinstance(merchant, int) else merchant.id
+    client = f"test-finance-{merchant_id}"
+    return Actor(Role.FINANCE, f"client:{client}", client, merchant_id=merchant_id)
 
 
 def member_actor(membership: MembershipRecord, merchant_id: int) -> Actor:

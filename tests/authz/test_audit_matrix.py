@@ -22,6 +22,7 @@ from alliance.db.engine import Database
 from alliance.events.dispatcher import dispatch_due
 from alliance.events.webhooks import register_endpoint
 from alliance.programs.queries import merchants_by_id
+from tests.authz.outcomes import outcome
 from tests.factories import (
     ALLIANCE_FINANCE,
     AUDITOR,
@@ -238,25 +239,6 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def _outcome(result: dict[str, Any]) -> str:
-    if errors := result.get("errors"):
-        return str(errors[0]["extensions"]["code"])
-    (payload,) = result["data"].values()
-    if isinstance(payload, dict) and "userErrors" in payload:
-        return payload["userErrors"][0]["code"] if payload["userErrors"] else "ok"
-    return _visible(payload)
-
-
-def _visible(payload: Any) -> str:
-    if payload is None:
-        return H
-    if isinstance(payload, dict):
-        if "edges" in payload:
-            return "ok" if payload["edges"] else H
-        return "ok" if all(_visible(v) == "ok" for v in payload.values()) else H
-    return "ok"
-
-
 def test_matrix_covers_every_operation_and_role() -> None:
     assert set(EXPECTED) == set(OPERATIONS)
     assert all(len(row) == len(ROLES) for row in EXPECTED.values())
@@ -275,7 +257,7 @@ async def test_authorization(
 ) -> None:
     query, variables = OPERATIONS[operation]
     result = await run(db, world.actors[role], query, variables(world.ids))
-    assert _outcome(result) == expected, result
+    assert outcome(result) == expected, result
 
 
 async def test_merchants_read_only_their_own_records(db: Database, world: World) -> None:

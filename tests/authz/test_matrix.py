@@ -28,6 +28,7 @@ from alliance.rules.earning import record_purchase
 from alliance.rules.engine import Action, Purchase
 from alliance.rules.models import RuleKind
 from alliance.rules.terms import TermsInput
+from tests.authz.outcomes import outcome
 from tests.factories import (
     ALLIANCE_FINANCE,
     AUDITOR,
@@ -465,28 +466,6 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def _outcome(result: dict[str, Any]) -> str:
-    if errors := result.get("errors"):
-        return str(errors[0]["extensions"]["code"])
-    (payload,) = result["data"].values()
-    if payload is None:
-        return H
-    if isinstance(payload, dict) and "userErrors" in payload:
-        return payload["userErrors"][0]["code"] if payload["userErrors"] else "ok"
-    return _visible(payload)
-
-
-def _visible(payload: Any) -> str:
-    """A read answered with nothing (null leaf, empty list) is `hidden`."""
-    if payload is None:
-        return H
-    if isinstance(payload, dict):
-        if "edges" in payload:
-            return "ok" if payload["edges"] else H
-        return "ok" if all(_visible(v) == "ok" for v in payload.values()) else H
-    return "ok"
-
-
 CASES = [
     pytest.param(operation, role, expected, id=f"{operation}-{role}")
     for operation, row in EXPECTED.items()
@@ -505,4 +484,4 @@ async def test_authorization(
 ) -> None:
     query, variables = OPERATIONS[operation]
     result = await run(db, world.actors[role], query, variables(world.ids))
-    assert _outcome(result) == expected, result
+    assert outcome(result) == expected, result

@@ -18,7 +18,8 @@ from alliance.db.engine import Database
 from alliance.programs.models import ExpiryPolicy
 from alliance.rewards.gifting import set_gift_policy
 from alliance.rewards.redemptions import coupons_by_redemption, fulfil_redemption
-from tests.authz.test_matrix import ROLES, H, _outcome
+from tests.authz.outcomes import outcome
+from tests.authz.test_matrix import ROLES, H
 from tests.factories import (
     ALLIANCE_FINANCE,
     AUDITOR,
@@ -301,4 +302,4 @@ async def test_authorization(
 ) -> None:
     query, variables = OPERATIONS[operation]
     result = await run(db, world.actors[role], query, variables(world.ids))
-    assert _outcome(result) == expected, result
+    assert outcome(result) == expected, result

@@ -16,6 +16,7 @@ from alliance.auth.actor import Actor
 from alliance.db.engine import Database
 from alliance.exchange.service import exchange_points, redeem_at_partner, set_partner_acceptance
 from alliance.settlement.service import issue_statement
+from tests.authz.outcomes import outcome
 from tests.exchange.helpers import keys, make_alliance, rate
 from tests.factories import (
     ALLIANCE_FINANCE,
@@ -219,25 +220,6 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def _outcome(result: dict[str, Any]) -> str:
-    if errors := result.get("errors"):
-        return str(errors[0]["extensions"]["code"])
-    (payload,) = result["data"].values()
-    if isinstance(payload, dict) and "userErrors" in payload:
-        return payload["userErrors"][0]["code"] if payload["userErrors"] else "ok"
-    return _visible(payload)
-
-
-def _visible(payload: Any) -> str:
-    if payload is None:
-        return H
-    if isinstance(payload, dict):
-        if "edges" in payload:
-            return "ok" if payload["edges"] else H
-        return "ok" if all(_visible(v) == "ok" for v in payload.values()) else H
-    return "ok"
-
-
 def test_matrix_covers_every_operation_and_role() -> None:
     assert set(EXPECTED) == set(OPERATIONS)
     assert all(len(row) == len(ROLES) for row in EXPECTED.values())
@@ -256,4 +238,4 @@ async def test_authorization(
 ) -> None:
     query, variables = OPERATIONS[operation]
     result = await run(db, world.actors[role], query, variables(world.ids))
-    assert _outcome(result) == expected, result
+    assert outcome(result) == expected, result

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from alliance.db.engine import Database
 from alliance.ledger.verify import verify_ledger
+from tests.database import corrupt
 from tests.factories import give_points, make_membership, make_program
 
 CORRUPTIONS = {
@@ -36,15 +37,6 @@ async def _ledger_with_history(db: Database) -> None:
     await give_points(db, membership, program, 40)
 
 
-async def _corrupt(db: Database, statement: str) -> None:
-    async with db.autocommit() as conn:
-        await conn.execute(text("SET session_replication_role = replica"))
-        try:
-            await conn.execute(text(statement))
-        finally:
-            await conn.execute(text("SET session_replication_role = DEFAULT"))
-
-
 async def _repair(db: Database) -> None:
     """Empty the ledger so the test's teardown check sees a consistent database."""
     async with db.autocommit() as conn:
@@ -62,7 +54,7 @@ async def test_clean_ledger_has_no_violations(db: Database) -> None:
 @pytest.mark.parametrize("check", sorted(CORRUPTIONS))
 async def test_verify_finds_corruption(db: Database, check: str) -> None:
     await _ledger_with_history(db)
-    await _corrupt(db, CORRUPTIONS[check])
+    await corrupt(db, CORRUPTIONS[check])
     found = {violation.check for violation in await verify_ledger(db)}
     await _repair(db)
     assert check in found
@@ -77,7 +69,7 @@ async def test_cli_exit_status(db: Database) -> None:
     )
     assert clean.returncode == 0, clean.stderr
     assert "invariants hold" in clean.stdout
-    await _corrupt(db, CORRUPTIONS["balance_equals_postings"])
+    await corrupt(db, CORRUPTIONS["balance_equals_postings"])
     broken = await asyncio.to_thread(
         subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
     )

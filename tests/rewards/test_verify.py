@@ -10,6 +10,7 @@ from alliance.db.engine import Database
 from alliance.ledger.verify import verify_ledger
 from alliance.rewards.gifting import give_points, set_gift_policy
 from alliance.rewards.redemptions import fulfil_redemption
+from tests.database import corrupt
 from tests.factories import merchant_actor
 from tests.rewards.helpers import member_with_points, reserve, setup
 
@@ -36,15 +37,6 @@ async def _rewards_with_history(db: Database) -> None:
                       to_membership_id=friend.id, points=10, idempotency_key="g")  # fmt: skip
 
 
-async def _corrupt(db: Database, statement: str) -> None:
-    async with db.autocommit() as conn:
-        await conn.execute(text("SET session_replication_role = replica"))
-        try:
-            await conn.execute(text(statement))
-        finally:
-            await conn.execute(text("SET session_replication_role = DEFAULT"))
-
-
 async def test_clean_rewards_have_no_violations(db: Database) -> None:
     await _rewards_with_history(db)
     assert await verify_ledger(db) == []
@@ -53,7 +45,7 @@ async def test_clean_rewards_have_no_violations(db: Database) -> None:
 @pytest.mark.parametrize("check", sorted(CORRUPTIONS))
 async def test_verify_finds_corruption(db: Database, check: str) -> None:
     await _rewards_with_history(db)
-    await _corrupt(db, CORRUPTIONS[check])
+    await corrupt(db, CORRUPTIONS[check])
     found = {violation.check for violation in await verify_ledger(db)}
     assert check in found
     async with db.autocommit() as conn:  # leave a consistent database for the teardown

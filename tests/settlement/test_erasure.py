@@ -13,9 +13,8 @@ from alliance.identity.privacy import erase_member
 from alliance.identity.service import set_privacy_policy
 from alliance.settlement import service
 from tests.exchange.helpers import keys, make_alliance, rate
-from tests.factories import ALLIANCE_FINANCE, OPERATOR
+from tests.factories import ALLIANCE_FINANCE, OPERATOR, finance_actor
 from tests.settlement.helpers import settle
-from tests.settlement.test_lifecycle import _finance
 
 
 async def test_erasure_waits_until_the_members_obligations_are_paid(
@@ -39,7 +38,7 @@ async def test_erasure_waits_until_the_members_obligations_are_paid(
     statements = await db.fetch_all("SELECT id, merchant_id FROM settlement_statement")
     for statement_id, merchant_id in statements:
         await service.issue_statement(db, ALLIANCE_FINANCE, statement_id=statement_id)
-        await service.confirm_statement(db, _finance(merchant_id), statement_id=statement_id)
+        await service.confirm_statement(db, finance_actor(merchant_id), statement_id=statement_id)
     with pytest.raises(ObligationsUnsettled):  # confirmed is not paid
         await erase_member(db, OPERATOR, member_id=member_id)
     for statement_id, _ in statements:

@@ -7,26 +7,20 @@ from collections.abc import Awaitable, Callable
 import pytest
 from sqlalchemy import text
 
-from alliance.auth.actor import Actor
-from alliance.auth.models import Role
 from alliance.db.engine import Database
 from alliance.errors import InvalidTransition
 from alliance.settlement import service
 from alliance.settlement.models import StatementStatus
 from alliance.settlement.queries import StatementRecord
-from tests.factories import ALLIANCE_FINANCE
+from tests.factories import ALLIANCE_FINANCE, finance_actor
 from tests.settlement.helpers import settle
 from tests.settlement.test_run import _trade
 
 Step = Callable[[Database, int], Awaitable[StatementRecord]]
 
 
-def _finance(merchant_id: int) -> Actor:
-    return Actor(Role.FINANCE, f"client:f{merchant_id}", f"f{merchant_id}", merchant_id=merchant_id)
-
-
 def steps(merchant_id: int) -> dict[str, Step]:
-    party = _finance(merchant_id)
+    party = finance_actor(merchant_id)
     return {
         "issue": lambda db, s: service.issue_statement(db, ALLIANCE_FINANCE, statement_id=s),
         "confirm": lambda db, s: service.confirm_statement(db, party, statement_id=s),

@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from alliance.auth.actor import Actor
-from alliance.auth.models import Role
 from alliance.db.engine import Database
 from alliance.errors import Forbidden, NotFound
 from alliance.ledger.verify import verify_ledger
 from alliance.settlement.reconcile import reconcile_period
-from tests.factories import ALLIANCE_FINANCE, OPERATOR, member_actor
+from tests.database import corrupt
+from tests.factories import ALLIANCE_FINANCE, OPERATOR, finance_actor, member_actor
 from tests.settlement.helpers import settle
 from tests.settlement.test_run import _trade
 
@@ -29,15 +28,6 @@ CORRUPTIONS = {
     " previous_watermark + 1, watermark = watermark + 1"
     " WHERE id = (SELECT max(id) FROM settlement_period)",
 }
-
-
-async def _corrupt(db: Database, statement: str) -> None:
-    async with db.autocommit() as conn:
-        await conn.execute(text("SET session_replication_role = replica"))
-        try:
-            await conn.execute(text(statement))
-        finally:
-            await conn.execute(text("SET session_replication_role = DEFAULT"))
 
 
 async def _repair(db: Database) -> None:
@@ -60,18 +50,13 @@ async def test_a_clean_period_reconciles_to_the_cent(
     assert len(report.rows) == 6  # 3 exchange pairs, 2 with fees, 1 partner pair
     assert all(row.matches for row in report.rows)
     merchant = a.programs[2].merchant_id
-    own = await reconcile_period(db, finance_actor_of(merchant), period_id=period.id)
+    own = await reconcile_period(db, finance_actor(merchant), period_id=period.id)
     assert own.rows
     assert all(merchant in (r.debtor_merchant_id, r.creditor_merchant_id) for r in own.rows)
     with pytest.raises(Forbidden):
         await reconcile_period(db, member_actor(a.memberships[0], merchant), period_id=period.id)
     with pytest.raises(NotFound):
         await reconcile_period(db, OPERATOR, period_id=period.id + 99)
-
-
-def finance_actor_of(merchant_id: int) -> Actor:
-    client = f"test-finance-{merchant_id}"
-    return Actor(Role.FINANCE, f"client:{client}", client, merchant_id=merchant_id)
 
 
 @pytest.mark.parametrize("check", sorted(CORRUPTIONS))
@@ -82,7 +67,7 @@ async def test_verify_finds_settlement_corruption(
     await settle(db, monkeypatch)
     await settle(db, monkeypatch, days=3)
     assert await verify_ledger(db) == []
-    await _corrupt(db, CORRUPTIONS[check])
+    await corrupt(db, CORRUPTIONS[check])
     found = {violation.check for violation in await verify_ledger(db)}
     await _repair(db)
     assert check in found
