@@ -249,6 +249,8 @@ async def _ensure_exchange(
                 fee_percent=fee,
             )
     await set_partner_acceptance(db, merchants[1], program_id=programs[0].id, accepts=True)
+    # Golden Wok's rewards can be paid with mall points too (Reward.priceIn).
+    await set_partner_acceptance(db, merchants[0], program_id=programs[1].id, accepts=True)
     memberships = await db.fetch_all(
         "SELECT m.id, m.member_id FROM membership m WHERE m.member_id ="
         " (SELECT member_id FROM membership WHERE id = %(m)s) AND m.program_id = %(mall)s",

@@ -237,6 +237,20 @@ class Loaders:
     # -- scalars computed per parent ----------------------------------------------
 
     @property
+    def price_in(self) -> DataLoader[tuple[int, int], int | None]:
+        """Keyed by (reward id, program id): the reward's price in that program's points."""
+        loader = self._built.get("price_in")
+        if loader is None:
+            db, actor = self._db, self._actor
+
+            async def load(keys: list[tuple[int, int]]) -> list[int | None]:
+                found = await rewards.prices_in(db, actor, keys)
+                return [found.get(key) for key in keys]
+
+            loader = self._built["price_in"] = DataLoader(load_fn=load)
+        return loader
+
+    @property
     def outstanding_points(self) -> DataLoader[int, int | None]:
         return self._by_id("outstanding_points", programs.outstanding_points_by_program)
 

@@ -99,6 +99,17 @@ class Reward(relay.Node):
     async def can_afford(self, info: Info) -> bool | None:
         return await info.context.loaders.can_afford.load(self.id)
 
+    @strawberry.field(
+        description="Its price in the points of a program: its own program's points price, "
+        "or, for another merchant's program whose points its merchant accepts, that many "
+        "of those points (the value rounded up); null when that program's points do not "
+        "pay for it. reserveReward with a membership of that program pays it."
+    )
+    async def price_in(self, info: Info, program_id: relay.GlobalID) -> BigInt | None:
+        program = node_pk(program_id, Program, "programId")
+        points = await info.context.loaders.price_in.load((self.id, program))
+        return None if points is None else BigInt(points)
+
 
 @strawberry.type(name="RewardConnection")
 class RewardConnection(relay.Connection[Reward]):
@@ -126,6 +137,7 @@ class Redemption(relay.Node):
     reward_version_id: strawberry.Private[int]
     membership_id: strawberry.Private[int]
     hold_id: strawberry.Private[int]
+    paid_program_id: strawberry.Private[int]
     status: RedemptionStatus
     points: BigInt = strawberry.field(description="Held while open, spent when completed.")
     cash_price: Decimal
@@ -143,7 +155,7 @@ class Redemption(relay.Node):
     def from_record(cls, r: RedemptionRecord) -> Self:
         return cls(
             id=r.id, reward_id=r.reward_id, reward_version_id=r.reward_version_id,
-            membership_id=r.membership_id, hold_id=r.hold_id,
+            membership_id=r.membership_id, hold_id=r.hold_id, paid_program_id=r.paid_program_id,
             status=RedemptionStatus(r.status), points=BigInt(r.points), cash_price=r.cash_price,
             expires_at=r.expires_at, fulfilment=r.fulfilment, carrier=r.carrier,
             tracking_number=r.tracking_number, created_at=r.created_at,
@@ -169,6 +181,17 @@ class Redemption(relay.Node):
     async def membership(self, info: Info) -> Membership | None:
         record = await info.context.loaders.membership.load(self.membership_id)
         return None if record is None else Membership.from_record(record)
+
+    @strawberry.field(
+        description="The program whose points pay for it: the reward's own, or another "
+        "merchant's whose points the reward's merchant accepts; then `points` are that "
+        "program's, and completing it makes that program's merchant owe the reward's "
+        "merchant their value (settlement)."
+    )
+    async def paid_program(self, info: Info) -> Program:
+        record = await info.context.loaders.program.load(self.paid_program_id)
+        assert record is not None, "programs are readable by every actor"
+        return Program.from_record(record)
 
     @strawberry.field(description="The points hold behind it.")
     async def hold(self, info: Info) -> Hold | None:
@@ -532,7 +555,9 @@ class RewardMutations:
     @strawberry.mutation(
         permission_classes=authenticated,
         description="Hold a reward's points and take a unit of its stock (the member, or the "
-        "merchant for them). Idempotent.",
+        "merchant for them). A member may pay with a membership of another merchant's "
+        "program whose points the reward's merchant accepts (Reward.priceIn gives the "
+        "price). Idempotent.",
     )
     async def reserve_reward(self, info: Info, input: ReserveRewardInput) -> ReserveRewardPayload:
         async def run() -> ReserveRewardPayload:

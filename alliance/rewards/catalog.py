@@ -487,3 +487,35 @@ async def can_afford_by_reward(
         return dict.fromkeys(reward_ids, None)
     rows = await db.fetch_all(_CAN_AFFORD, {"ids": list(reward_ids), "member": actor.member_id})
     return {row[0]: bool(row[1]) for row in rows}
+
+
+_PRICES_IN = """
+    SELECT k.reward_id, k.program_id, price.points
+      FROM unnest(%(rewards)s::bigint[], %(programs)s::bigint[]) AS k (reward_id, program_id)
+      JOIN reward r ON r.id = k.reward_id
+      JOIN reward_version v ON v.reward_id = r.id AND v.version = r.version
+      JOIN program rp ON rp.id = r.program_id
+      JOIN program pp ON pp.id = k.program_id
+      LEFT JOIN partner_acceptance a ON a.merchant_id = rp.merchant_id AND a.program_id = pp.id
+      LEFT JOIN merchant m ON m.id = a.merchant_id AND m.status = 'active'
+     CROSS JOIN LATERAL (SELECT CASE WHEN pp.id = rp.id THEN v.points_price
+                                     ELSE reward_partner_price(v.points_price, rp.point_value,
+                                                               pp.point_value) END) price (points)
+     WHERE pp.id = rp.id
+        OR (m.id IS NOT NULL AND pp.merchant_id <> rp.merchant_id
+            AND price.points BETWEEN a.min_points AND coalesce(a.max_points, price.points))"""
+
+
+async def prices_in(
+    db: Database, actor: Actor, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], int]:
+    """Per (reward, program): what the reward costs in that program's points, when they
+    pay for it: its own program's price, or the converted price in a program of another
+    merchant whose points the reward's merchant accepts (reward_partner_price, rounded up
+    so the value is never less). Absent otherwise. One statement; catalog terms are
+    public to every role, as are acceptances."""
+    rows = await db.fetch_all(
+        _PRICES_IN,
+        {"rewards": [reward for reward, _ in keys], "programs": [program for _, program in keys]},
+    )
+    return {(row[0], row[1]): int(row[2]) for row in rows}

@@ -64,16 +64,40 @@ REWARD_CHECKS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "redemptions_of_their_reward",
-        "each redemption's reward is its version's, of its membership's program",
+        "each redemption's reward is its version's; its membership and account are of its"
+        " paying program: the reward's own, or another merchant's",
         """SELECT 'redemption ' || r.id || ' names reward ' || r.reward_id || ' program '
-                  || r.program_id || ' but its version is of reward ' || v.reward_id
-                  || ' and its membership of program ' || m.program_id
+                  || r.program_id || ' paid from program ' || r.paid_program_id
+                  || ' but its version is of reward ' || v.reward_id
+                  || ', its membership of program ' || m.program_id
+                  || ' and its account of program ' || a.program_id
              FROM redemption r
              JOIN reward_version v ON v.id = r.reward_version_id
              JOIN reward w ON w.id = v.reward_id
              JOIN membership m ON m.id = r.membership_id
+             JOIN account a ON a.id = r.account_id
+             LEFT JOIN program rp ON rp.id = r.program_id
+             LEFT JOIN program pp ON pp.id = r.paid_program_id
             WHERE v.reward_id <> r.reward_id OR w.program_id <> r.program_id
-               OR m.program_id <> r.program_id""",
+               OR m.program_id <> r.paid_program_id OR a.membership_id <> r.membership_id
+               OR (r.paid_program_id <> r.program_id AND rp.merchant_id = pp.merchant_id)""",
+    ),
+    (
+        "redemptions_spent_as_paid",
+        "a completed redemption's points are spent by a 'spend' of its own program's points,"
+        " or a 'partner_redemption' at the reward's merchant when paid with a partner's",
+        """SELECT 'redemption ' || r.id || ' (reward program ' || r.program_id
+                  || ', paid from program ' || r.paid_program_id || ') was spent by a '
+                  || t.kind || ' naming merchant '
+                  || coalesce(t.details->>'partner_merchant_id', 'none')
+             FROM redemption r
+             JOIN ledger_transaction t ON t.id = r.transaction_id
+             JOIN program rp ON rp.id = r.program_id
+            WHERE CASE WHEN r.paid_program_id = r.program_id
+                       THEN t.kind <> 'spend' OR t.details ? 'partner_merchant_id'
+                       ELSE t.kind <> 'partner_redemption'
+                            OR (t.details->>'partner_merchant_id')::bigint
+                               IS DISTINCT FROM rp.merchant_id END""",
     ),
     (
         "coupons_follow_redemptions",

@@ -167,7 +167,8 @@ class RewardVersion(Base):
 class Redemption(Base):
     """One member's redemption of a reward: reserved (points held, stock taken), then
     fulfilled (coupon issued or shipped) and completed (points captured), or cancelled /
-    expired (points and stock given back). Changes only under its member account's lock."""
+    expired (points and stock given back). Changes only under its member account's lock
+    (the paying account's: see `paid_program_id`)."""
 
     __tablename__ = "redemption"
 
@@ -202,6 +203,11 @@ class Redemption(Base):
     created_at: Mapped[datetime] = created_at_column()
     fulfilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paid_program_id: Mapped[int] = mapped_column(BigInteger)
+    """The program whose points pay: the reward's own (`program_id`), or another merchant's
+    whose points the reward's merchant accepts (partner_acceptance). Then `membership_id`
+    and `account_id` are of that program, and at completion its merchant owes the
+    reward's merchant the points' value (a settlement obligation)."""
 
     __table_args__ = (
         UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_redemption_idempotency"),

@@ -1,6 +1,13 @@
 """Redeeming a reward: reserve (points held, stock taken) → fulfil (coupon issued or
 shipped) → complete (points spent); or cancel / expire (points and stock given back).
 
+A member may pay for a reward with the points of another merchant's program that the
+reward's merchant accepts (partner_acceptance): the price converts at the two programs'
+point values, rounded up; the paying account holds the points; completing spends them
+as a `partner_redemption` and writes the settlement obligation (the paying merchant owes
+the reward's merchant their value), in the same transaction (migrations/sql/
+0011_partner_rewards.sql).
+
 Every step is one call of a PL/pgSQL function (migrations/sql/0009_rewards.sql) on an
 autocommit connection: one transaction, under the member account's lock. The points
 are a `reward` hold of the two-phase holds (alliance/ledger/holds.py), so held points
@@ -33,11 +40,13 @@ from alliance.auth.models import Role
 from alliance.db.engine import Database
 from alliance.db.paging import MAX_PAGE_SIZE, Page
 from alliance.errors import (
+    Forbidden,
     IdempotencyKeyReused,
     Inactive,
     InsufficientPoints,
     InvalidInput,
     LimitReached,
+    NotAccepted,
     NotAvailable,
     NotEligible,
     NotFound,
@@ -85,6 +94,12 @@ class RedemptionRecord:
     created_at: datetime
     fulfilled_at: datetime | None
     closed_at: datetime | None
+    paid_program_id: int
+
+    @property
+    def partner_paid(self) -> bool:
+        """Paid with the points of another merchant's program."""
+        return self.paid_program_id != self.program_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +150,11 @@ def _raise(error: psycopg.Error, *, field: str = "redemptionId") -> None:
         case "LA423":
             raise Inactive(message, field=("membershipId",)) from None
         case "LA422":
-            raise InvalidInput(message) from None
+            raise InvalidInput(message, field=("rewardId",)) from None
+        case "LA403":
+            raise Forbidden(message, field=("membershipId",)) from None
+        case "LA463":
+            raise NotAccepted(message, field=("membershipId",)) from None
     raise_domain_error(error)
 
 
@@ -147,7 +166,9 @@ async def reserve_reward(
     db: Database, actor: Actor, *, membership_id: int, reward_id: int, idempotency_key: str
 ) -> Reservation:
     """Hold the reward's points price and take a unit of its stock, in one transaction;
-    the member in its app, or the merchant for them. Idempotent by key."""
+    the member in its app, or the merchant for them. A member may pay from a membership
+    of another merchant's program that the reward's merchant accepts (in either
+    merchant's app); the price is then in that program's points. Idempotent by key."""
     actor.require(Role.MERCHANT, Role.MEMBER)
     check_idempotency_key(idempotency_key)
     merchant, member = _scope(actor)
@@ -306,16 +327,25 @@ async def release_expired_redemptions(
 
 # -- reads ---------------------------------------------------------------------------
 
-_REDEMPTIONS = """
+# A member's token is its app's: the member sees their redemptions in the app of the
+# reward's merchant and in that of the merchant whose points paid (reward_redemption_
+# locked, 0011, agrees). A merchant sees its rewards' redemptions, not its members'
+# redemptions at partners (its ledger shows their spends).
+_VISIBLE = """
+       (%(merchant)s::bigint IS NULL OR p.merchant_id = %(merchant)s::bigint
+        OR (%(member)s::bigint IS NOT NULL
+            AND (SELECT pp.merchant_id FROM program pp WHERE pp.id = r.paid_program_id)
+                = %(merchant)s::bigint))
+   AND (%(member)s::bigint IS NULL OR r.member_id = %(member)s::bigint)"""
+
+_REDEMPTIONS = f"""
     SELECT r.* FROM redemption r JOIN program p ON p.id = r.program_id
-     WHERE r.{column} = ANY(%(ids)s)
-       AND (%(merchant)s::bigint IS NULL OR p.merchant_id = %(merchant)s::bigint)
-       AND (%(member)s::bigint IS NULL OR r.member_id = %(member)s::bigint)"""
+     WHERE r.{{column}} = ANY(%(ids)s) AND {_VISIBLE}"""
 
 
 def _visibility(actor: Actor) -> dict[str, int | None]:
     """Like holds: the alliance-wide roles see all, a merchant (or its finance) its
-    programs', a member its own."""
+    programs', a member its own (see _VISIBLE)."""
     merchant = None if actor.is_alliance_wide else actor.merchant_id
     member = actor.member_id if actor.role is Role.MEMBER else None
     return {"merchant": merchant, "member": member}
@@ -336,9 +366,7 @@ async def coupons_by_redemption(
         "SELECT c.id, c.redemption_id, c.code, c.status, c.valid_until, c.used_at,"
         " c.used_merchant_id, c.used_store FROM coupon c JOIN redemption r"
         " ON r.id = c.redemption_id JOIN program p ON p.id = r.program_id"
-        " WHERE c.redemption_id = ANY(%(ids)s)"
-        " AND (%(merchant)s::bigint IS NULL OR p.merchant_id = %(merchant)s::bigint)"
-        " AND (%(member)s::bigint IS NULL OR r.member_id = %(member)s::bigint)",
+        f" WHERE c.redemption_id = ANY(%(ids)s) AND {_VISIBLE}",
         {"ids": list(redemption_ids), **_visibility(actor)},
     )
     return {row[1]: CouponRecord(*row) for row in rows}
@@ -353,9 +381,7 @@ async def redemption_pages_by_membership(
         " CROSS JOIN LATERAL (SELECT r.* FROM redemption r JOIN program p"
         " ON p.id = r.program_id WHERE r.membership_id = m.id"
         " AND (%(after)s::bigint IS NULL OR r.id < %(after)s::bigint)"
-        " AND (%(merchant)s::bigint IS NULL OR p.merchant_id = %(merchant)s::bigint)"
-        " AND (%(member)s::bigint IS NULL OR r.member_id = %(member)s::bigint)"
-        " ORDER BY r.id DESC LIMIT %(limit)s) page",
+        f" AND {_VISIBLE} ORDER BY r.id DESC LIMIT %(limit)s) page",
         {"ids": list(membership_ids), "after": after, "limit": first + 1,
          **_visibility(actor)},
     )  # fmt: skip

@@ -15,6 +15,7 @@ import pytest
 
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
+from alliance.exchange.service import set_partner_acceptance
 from alliance.programs.models import ExpiryPolicy
 from alliance.rewards.gifting import set_gift_policy
 from alliance.rewards.redemptions import coupons_by_redemption, fulfil_redemption
@@ -44,10 +45,12 @@ class World:
 async def world(db: Database) -> World:
     ids: dict[str, str] = {}
     actors: dict[str, Actor] = {}
+    programs = []
     for side in "ab":
         merchant = await make_merchant(db)
         program = await make_program(db, merchant, expiry_policy=ExpiryPolicy.DAYS_AFTER_EARN,
                                      expiry_value=30)  # fmt: skip
+        programs.append(program)
         seller = merchant_actor(merchant)
         reward = await make_reward(db, program, stock=10)
         membership = await member_with_points(db, program, 1000)
@@ -76,6 +79,9 @@ async def world(db: Database) -> World:
                 "merchant_a": seller,
                 "member_a": member_actor(membership, merchant.id),
             }
+    # B takes A's points: A's members may pay for B's rewards with them.
+    await set_partner_acceptance(db, merchant_actor(programs[1].merchant_id),
+                                 program_id=programs[0].id, accepts=True)  # fmt: skip
     return World(actors, ids)
 
 
@@ -110,6 +116,12 @@ OPERATIONS: dict[str, tuple[str, Any]] = {
         terms: {TERMS}, addStock: 1}}) {{ reward {{ version }} userErrors {{ code }} }} }}""",
             "reward",
         )
+    ),
+    "reserveReward(B, paid with A points)": (
+        """mutation($m: ID!, $r: ID!, $k: String!) {
+        reserveReward(input: {membershipId: $m, rewardId: $r, idempotencyKey: $k}) {
+        redemption { id paidProgram { id } } userErrors { code } } }""",
+        lambda ids: {"m": ids["membership_a"], "r": ids["reward_b"], "k": f"k{next(_keys)}"},
     ),
     **_each(
         _on(
@@ -247,6 +259,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "archiveReward(B)":       (F, F, F, F, N, F),
     "reserveReward(A)":       (F, F, F, F, "ok", "ok"),
     "reserveReward(B)":       (F, F, F, F, N, N),
+    # Only the member spends their points at a partner; merchant A may not for them.
+    "reserveReward(B, paid with A points)": (F, F, F, F, F, "ok"),
     "fulfilRedemption(A)":    (F, F, F, F, "ok", F),
     "fulfilRedemption(B)":    (F, F, F, F, N, F),
     "completeRedemption(A)":  (F, F, F, F, "ok", F),

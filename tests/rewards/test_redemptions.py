@@ -9,6 +9,7 @@ import pytest
 
 from alliance.db.engine import Database
 from alliance.errors import (
+    Forbidden,
     IdempotencyKeyReused,
     Inactive,
     InsufficientPoints,
@@ -183,7 +184,7 @@ async def test_who_may_reserve(db: Database) -> None:
     program, reward, membership = await setup(db)
     elsewhere = await make_program(db)
     other_reward = (await setup(db))[1]
-    with pytest.raises(NotFound):  # a reward of another program
+    with pytest.raises(Forbidden):  # another merchant's reward: only the member pays for it
         await reserve(db, program, other_reward, membership)
     with pytest.raises(NotFound):  # another merchant's member
         await reserve_reward(db, merchant_actor(elsewhere.merchant_id),

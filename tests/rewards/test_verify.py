@@ -9,7 +9,7 @@ from sqlalchemy import text
 from alliance.db.engine import Database
 from alliance.ledger.verify import verify_ledger
 from alliance.rewards.gifting import give_points, set_gift_policy
-from alliance.rewards.redemptions import fulfil_redemption
+from alliance.rewards.redemptions import complete_redemption, fulfil_redemption
 from tests.database import corrupt
 from tests.factories import merchant_actor
 from tests.rewards.helpers import member_with_points, reserve, setup
@@ -17,8 +17,10 @@ from tests.rewards.helpers import member_with_points, reserve, setup
 CORRUPTIONS = {
     "reward_stock_consistent": "UPDATE reward_stock_slot SET stock = stock + 1 WHERE slot = 3",
     "redemptions_match_holds": "UPDATE hold SET status = 'voided', closed_at = now()"
-    " WHERE kind = 'reward'",
+    " WHERE kind = 'reward' AND status = 'authorized'",
     "redemptions_of_their_reward": "UPDATE redemption SET program_id = program_id + 1000",
+    "redemptions_spent_as_paid": "UPDATE ledger_transaction SET kind = 'award'"
+    " WHERE id IN (SELECT transaction_id FROM redemption)",
     "coupons_follow_redemptions": "UPDATE coupon SET status = 'void'",
     "gifts_are_ledgered": "UPDATE gift SET points = points + 1",
 }
@@ -28,6 +30,9 @@ async def _rewards_with_history(db: Database) -> None:
     program, reward, membership = await setup(db)
     red = (await reserve(db, program, reward, membership)).redemption
     await fulfil_redemption(db, merchant_actor(program.merchant_id), redemption_id=red.id)
+    done = (await reserve(db, program, reward, membership)).redemption
+    await fulfil_redemption(db, merchant_actor(program.merchant_id), redemption_id=done.id)
+    await complete_redemption(db, merchant_actor(program.merchant_id), redemption_id=done.id)
     await set_gift_policy(
         db, merchant_actor(program.merchant_id), program_id=program.id, enabled=True,
         max_points_per_gift=100, daily_limit_points=200,
