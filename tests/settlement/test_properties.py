@@ -1,4 +1,5 @@
-"""Random exchanges and partner redemptions across four merchants, settled in two periods:
+"""Random exchanges, partner redemptions at the counter and partner rewards (completed or
+cancelled) across four merchants, settled in two periods:
 every statement equals its obligations, nets sum to zero, reconciliation finds nothing,
 and `verify` holds (checked by the fixture after the test too)."""
 
@@ -14,15 +15,22 @@ from alliance.db.engine import Database
 from alliance.errors import DomainError
 from alliance.exchange.service import exchange_points, redeem_at_partner, set_partner_acceptance
 from alliance.ledger.verify import verify_ledger
+from alliance.rewards.redemptions import (
+    cancel_redemption,
+    complete_redemption,
+    fulfil_redemption,
+    reserve_reward,
+)
 from alliance.settlement.reconcile import reconcile_period
 from tests.database import verify_and_reset
 from tests.exchange.helpers import keys, make_alliance, rate
 from tests.factories import ALLIANCE_FINANCE, merchant_actor
+from tests.rewards.helpers import make_reward
 from tests.settlement.helpers import settle
 
 moves = st.lists(
     st.tuples(
-        st.sampled_from(["exchange", "partner"]),
+        st.sampled_from(["exchange", "partner", "reward"]),
         st.integers(0, 3),
         st.integers(0, 3),
         st.integers(1, 900),
@@ -59,6 +67,7 @@ async def test_random_activity_settles_exactly(
         await set_partner_acceptance(
             db, merchant_actor(p[(i + 1) % 4].merchant_id), program_id=p[i].id, accepts=True
         )
+    rewards = [await make_reward(db, program, stock=None, points_price=37) for program in p]
     for days, activity in ((2, first), (4, second)):
         for kind, i, j, points in activity:
             try:
@@ -71,6 +80,18 @@ async def test_random_activity_settles_exactly(
                         points=points,
                         idempotency_key=next(keys),
                     )
+                elif kind == "reward":  # B's reward paid with A points: kept or cancelled
+                    b = (i + 1) % 4
+                    red = await reserve_reward(
+                        db, a.member, membership_id=a.memberships[i].id,
+                        reward_id=rewards[b].id, idempotency_key=next(keys),
+                    )  # fmt: skip
+                    seller = merchant_actor(p[b].merchant_id)
+                    if j % 2:
+                        await cancel_redemption(db, seller, redemption_id=red.redemption.id)
+                    else:
+                        await fulfil_redemption(db, seller, redemption_id=red.redemption.id)
+                        await complete_redemption(db, seller, redemption_id=red.redemption.id)
                 else:
                     await redeem_at_partner(
                         db,
