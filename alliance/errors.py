@@ -33,7 +33,6 @@ class ErrorCode(enum.StrEnum):
     LIMIT_REACHED = "LIMIT_REACHED"
     NOT_ELIGIBLE = "NOT_ELIGIBLE"
     NOT_AVAILABLE = "NOT_AVAILABLE"
-    WRONG_STATE = "WRONG_STATE"
     SELF_APPROVAL = "SELF_APPROVAL"
 
 
@@ -172,12 +171,6 @@ class NotAvailable(DomainError):
     """Archived, outside its validity window, or (gifts) not allowed by the program."""
 
     code = ErrorCode.NOT_AVAILABLE
-
-
-class WrongState(DomainError):
-    """The redemption or coupon is not in a state that allows this operation."""
-
-    code = ErrorCode.WRONG_STATE
 
 
 class SelfApproval(DomainError):

@@ -14,7 +14,7 @@ are a `reward` hold of the two-phase holds (alliance/ledger/holds.py), so held p
 cannot be spent elsewhere, and the database refuses to release or capture such a hold
 except with its redemption.
 
-State machine (anything else is WRONG_STATE):
+State machine (anything else is INVALID_TRANSITION):
 
     reserved  --fulfil-->   fulfilled  --complete / redeemCoupon-->  completed
     reserved  --cancel-->   cancelled  <--cancel (merchant, coupon unused)--  fulfilled
@@ -45,6 +45,7 @@ from alliance.errors import (
     Inactive,
     InsufficientPoints,
     InvalidInput,
+    InvalidTransition,
     LimitReached,
     NotAccepted,
     NotAvailable,
@@ -52,7 +53,6 @@ from alliance.errors import (
     NotFound,
     OutOfStock,
     RetryLater,
-    WrongState,
 )
 from alliance.ledger.service import raise_domain_error, request_fingerprint
 from alliance.rewards.models import RedemptionStatus
@@ -140,7 +140,7 @@ def _raise(error: psycopg.Error, *, field: str = "redemptionId") -> None:
         case "LR004":
             raise NotAvailable(message, field=("rewardId",)) from None
         case "LR005":
-            raise WrongState(message, field=(field,)) from None
+            raise InvalidTransition(message, field=(field,)) from None
         case "LA404":
             raise NotFound("membership not found", field=("membershipId",)) from None
         case "LA402":

@@ -102,10 +102,10 @@ async def test_catalog_redemption_and_coupon(db: Database) -> None:
         "membership": {"balance": {"points": 150, "held": 0}}}  # fmt: skip
     twice = await ok(db, merchant, REDEEM, {"c": coupon["code"]})
     assert twice["redeemCoupon"]["userErrors"] == [
-        {"code": "WRONG_STATE", "field": ["input", "code"]}]  # fmt: skip
+        {"code": "INVALID_TRANSITION", "field": ["input", "code"]}]  # fmt: skip
     late = await ok(db, merchant, CANCEL, {"r": redemption["id"]})
     assert late["cancelRedemption"]["userErrors"] == [
-        {"code": "WRONG_STATE", "field": ["input", "redemptionId"]}]  # fmt: skip
+        {"code": "INVALID_TRANSITION", "field": ["input", "redemptionId"]}]  # fmt: skip
     listed = await ok(db, member, "query($m: ID!) { redemptions(membershipId: $m) {"
                       " edges { node { status } } } }", {"m": mid})  # fmt: skip
     assert [e["node"]["status"] for e in listed["redemptions"]["edges"]] == ["COMPLETED"]

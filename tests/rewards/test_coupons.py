@@ -7,7 +7,7 @@ import re
 import pytest
 
 from alliance.db.engine import Database
-from alliance.errors import NotFound, WrongState
+from alliance.errors import InvalidTransition, NotFound
 from alliance.rewards import redemptions
 from alliance.rewards.redemptions import (
     COUPON_ALPHABET,
@@ -71,7 +71,7 @@ async def test_a_coupon_is_used_once_at_its_merchant(db: Database) -> None:
     assert (coupon.status, coupon.used_store, coupon.used_merchant_id) == (
         "used", "Store 7", program.merchant_id)  # fmt: skip
     assert await account(db, membership) == (200, 0)  # the redemption was completed
-    with pytest.raises(WrongState):
+    with pytest.raises(InvalidTransition):
         await redeem_coupon(db, merchant, code=code, store="Store 7")
     with pytest.raises(NotFound):
         await redeem_coupon(db, merchant, code="NOPE-NOPE-NOPE-NOPE", store="Store 7")

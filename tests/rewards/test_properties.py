@@ -28,7 +28,13 @@ from hypothesis.stateful import (
 
 from alliance.config import Settings
 from alliance.db.engine import Database
-from alliance.errors import InsufficientPoints, InvalidInput, LimitReached, OutOfStock, WrongState
+from alliance.errors import (
+    InsufficientPoints,
+    InvalidInput,
+    InvalidTransition,
+    LimitReached,
+    OutOfStock,
+)
 from alliance.ledger.service import spend_points
 from alliance.ledger.verify import verify_ledger
 from alliance.members.queries import MembershipRecord
@@ -168,7 +174,7 @@ class RewardsMachine(RuleBasedStateMachine):
             return
         work = fulfil_redemption(self.db, self.actor, redemption_id=redemption)
         if status not in ("reserved", "fulfilled"):
-            with pytest.raises(WrongState):
+            with pytest.raises(InvalidTransition):
                 self.run(work)
             return
         assert self.run(work).status == "fulfilled"
@@ -185,7 +191,7 @@ class RewardsMachine(RuleBasedStateMachine):
             return
         work = complete_redemption(self.db, self.actor, redemption_id=redemption)
         if status not in ("fulfilled", "completed"):
-            with pytest.raises(WrongState):
+            with pytest.raises(InvalidTransition):
                 self.run(work)
             return
         assert self.run(work).status == "completed"
@@ -202,7 +208,7 @@ class RewardsMachine(RuleBasedStateMachine):
             return
         work = cancel_redemption(self.db, self.actor, redemption_id=redemption)
         if status in ("completed", "expired"):
-            with pytest.raises(WrongState):
+            with pytest.raises(InvalidTransition):
                 self.run(work)
             return
         assert self.run(work).status == "cancelled"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from alliance.db.engine import Database
-from alliance.errors import WrongState
+from alliance.errors import InvalidTransition
 from alliance.rewards.redemptions import (
     cancel_redemption,
     complete_redemption,
@@ -25,7 +25,7 @@ OPERATIONS = ("fulfil", "complete", "cancel", "cancel_by_member", "redeem_coupon
 # (state, operation) -> the state after it, or the error it is refused with.
 OUTCOMES: dict[tuple[str, str], str | type[Exception]] = {
     ("reserved", "fulfil"): "fulfilled",
-    ("reserved", "complete"): WrongState,  # nothing to complete before fulfilment
+    ("reserved", "complete"): InvalidTransition,  # nothing to complete before fulfilment
     ("reserved", "cancel"): "cancelled",
     ("reserved", "cancel_by_member"): "cancelled",
     ("reserved", "redeem_coupon"): "no coupon",
@@ -33,27 +33,27 @@ OUTCOMES: dict[tuple[str, str], str | type[Exception]] = {
     ("fulfilled", "fulfil"): "fulfilled",  # the same fulfilment again: a replay
     ("fulfilled", "complete"): "completed",
     ("fulfilled", "cancel"): "cancelled",
-    ("fulfilled", "cancel_by_member"): WrongState,  # the merchant cancels a fulfilment
+    ("fulfilled", "cancel_by_member"): InvalidTransition,  # the merchant cancels a fulfilment
     ("fulfilled", "redeem_coupon"): "completed",
     ("fulfilled", "release"): "expired",
-    ("completed", "fulfil"): WrongState,
+    ("completed", "fulfil"): InvalidTransition,
     ("completed", "complete"): "completed",  # a replay
-    ("completed", "cancel"): WrongState,
-    ("completed", "cancel_by_member"): WrongState,
+    ("completed", "cancel"): InvalidTransition,
+    ("completed", "cancel_by_member"): InvalidTransition,
     # Completed by the merchant before the code was shown: the code is still good once.
     ("completed", "redeem_coupon"): "completed",
     ("completed", "release"): "completed",
-    ("cancelled", "fulfil"): WrongState,
-    ("cancelled", "complete"): WrongState,
+    ("cancelled", "fulfil"): InvalidTransition,
+    ("cancelled", "complete"): InvalidTransition,
     ("cancelled", "cancel"): "cancelled",  # a replay
     ("cancelled", "cancel_by_member"): "cancelled",
-    ("cancelled", "redeem_coupon"): WrongState,  # its coupon is void
+    ("cancelled", "redeem_coupon"): InvalidTransition,  # its coupon is void
     ("cancelled", "release"): "cancelled",
-    ("expired", "fulfil"): WrongState,
-    ("expired", "complete"): WrongState,
-    ("expired", "cancel"): WrongState,
-    ("expired", "cancel_by_member"): WrongState,
-    ("expired", "redeem_coupon"): WrongState,  # its coupon is void
+    ("expired", "fulfil"): InvalidTransition,
+    ("expired", "complete"): InvalidTransition,
+    ("expired", "cancel"): InvalidTransition,
+    ("expired", "cancel_by_member"): InvalidTransition,
+    ("expired", "redeem_coupon"): InvalidTransition,  # its coupon is void
     ("expired", "release"): "expired",
 }
 
