@@ -5,33 +5,19 @@ Revises: 0010
 Create Date: 2026-11-25 22:30:00
 """
 
-import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
+
+from migrations.scripts import SQL_DIR, definition, execute
 
 revision: str = "0011"
 down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 SQL = SQL_DIR / "0011_partner_rewards.sql"
-
-
-def _execute(script: str) -> None:
-    # Sent as one simple-protocol script, untouched by bind parsing.
-    op.get_bind().connection.driver_connection.execute(script)
-
-
-def _definition(file: str, name: str) -> str:
-    """A function's definition as an earlier migration's script wrote it (to restore it)."""
-    script = (SQL_DIR / file).read_text()
-    match = re.search(rf"^CREATE FUNCTION {name}\(.*?\$\$.*?\$\$;$", script, re.S | re.M)
-    assert match is not None, f"{name} is defined in {file}"
-    return match.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
 def upgrade() -> None:
@@ -39,18 +25,18 @@ def upgrade() -> None:
     op.add_column("redemption", sa.Column("paid_program_id", sa.BigInteger()))
     op.execute("UPDATE redemption SET paid_program_id = program_id")
     op.alter_column("redemption", "paid_program_id", nullable=False)
-    _execute(SQL.read_text())
+    execute(SQL.read_text())
 
 
 def downgrade() -> None:
-    _execute(
+    execute(
         "DO $$ BEGIN IF EXISTS (SELECT 1 FROM redemption WHERE paid_program_id <> program_id)"
         " THEN RAISE EXCEPTION 'redemptions paid with partner points exist: 0010 cannot"
         " hold them'; END IF; END $$;"
         "DROP FUNCTION ledger_hold_capture(bigint, bigint, bigint, bigint, text, text, jsonb);"
         "DROP FUNCTION reward_partner_price(bigint, numeric, numeric);"
     )
-    _execute(_definition("0006_holds.sql", "ledger_hold_capture"))
+    execute(definition("0006_holds.sql", "ledger_hold_capture"))
     for name in ("reward_reserve", "reward_redemption_locked", "reward_capture"):
-        _execute(_definition("0009_rewards.sql", name))
+        execute(definition("0009_rewards.sql", name))
     op.drop_column("redemption", "paid_program_id")
