@@ -11,7 +11,11 @@ memberships (alliance/members/queries.py).
   moves to the survivor's account by a `merge` ledger transaction (-n / +n, balanced),
   its open lots are consumed and re-created on the survivor's account with the same
   `available_at` and `expires_at`, clawback debt follows through the program's clawback
-  account; the absorbed membership is closed and keeps its history.
+  account; the absorbed membership is closed and keeps its history. The absorbed account
+  points to the survivor's (`folded_into_id`) and each re-created lot names the transaction
+  its points came from (`origin_transaction_id`), so a later refund of a purchase earned
+  there, or of a discount paid from it, claws back from (or gives back to) the survivor's
+  account, taking that purchase's points first (migrations/sql/0013_folds.sql).
 - **Re-home** (only the absorbed member is in the program, or a membership is unlinked):
   the membership goes to the other member with its account as it is: no points move, so
   nothing races with the account's own movements.
@@ -262,8 +266,10 @@ async def fold_account(
     _refuse_held(source)
     await _carry(session, source, target, key=f"merge:{merge_id}:account:{source.id}",
                  client_id=client_id, reason=reason, details={"merge_id": merge_id})  # fmt: skip
+    # Refunds of what it earned, and of discounts it paid, follow it to the target.
     await session.execute(
-        text("UPDATE account SET balance = 0, debt = 0 WHERE id = :id"), {"id": source.id}
+        text("UPDATE account SET balance = 0, debt = 0, folded_into_id = :target WHERE id = :id"),
+        {"id": source.id, "target": target.id},
     )
     await session.execute(
         text("UPDATE account SET balance = balance + :points, debt = debt + :debt WHERE id = :id"),
@@ -357,18 +363,20 @@ async def _carry(
         },
     )
     if source.balance:
-        # Lots move with their dates: the points expire when they would have.
+        # Lots move with their dates (the points expire when they would have) and their
+        # origin (a refund of the purchase that earned them claws them back first).
         await session.execute(
             text(
-                "WITH open AS (SELECT id, remaining, available_at, expires_at FROM lot"
+                "WITH open AS (SELECT id, remaining, available_at, expires_at,"
+                "   coalesce(origin_transaction_id, transaction_id) AS origin FROM lot"
                 "   WHERE account_id = :source AND remaining > 0),"
                 " consumed AS (INSERT INTO lot_consumption (transaction_id, lot_id, points)"
                 "   SELECT :tx, id, remaining FROM open),"
                 " emptied AS (UPDATE lot SET remaining = 0 FROM open WHERE lot.id = open.id)"
                 " INSERT INTO lot (account_id, program_id, member_id, transaction_id, amount,"
-                "   remaining, available_at, expires_at)"
+                "   remaining, available_at, expires_at, origin_transaction_id)"
                 " SELECT :target, :program, :member, :tx, remaining, remaining, available_at,"
-                "   expires_at FROM open ORDER BY expires_at NULLS LAST, id"
+                "   expires_at, origin FROM open ORDER BY expires_at NULLS LAST, id"
             ),
             {"source": source.id, "target": target.id, "program": source.program_id,
              "member": target.ledger_member_id, "tx": transaction_id},

@@ -97,6 +97,9 @@ class Account(Base):
     debt: Mapped[int] = mapped_column(BigInteger, server_default="0")
     """Points clawed back after the member had spent them, repaid first by future credits."""
     created_at: Mapped[datetime] = created_at_column()
+    folded_into_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("account.id"))
+    """The account a merge folded this one into (alliance/identity/merge.py): where refunds
+    of what was earned or paid here now go."""
 
     __table_args__ = (
         CheckConstraint(
@@ -219,6 +222,10 @@ class Lot(Base):
     available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
+    origin_transaction_id: Mapped[int | None] = mapped_column(BigInteger)
+    """For a lot a merge re-created on the survivor's account: the transaction that first
+    credited its points (a refund of that purchase takes them first); NULL: its own
+    `transaction_id`. No foreign key: a check per lot would cost every credit."""
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),

@@ -8,11 +8,13 @@ import random
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import text
 
 from alliance.db.engine import Database
-from alliance.errors import DomainError
+from alliance.errors import DomainError, InvalidInput
 from alliance.identity.merge import merge_members, unlink_membership
+from alliance.ledger.holds import authorize_hold, capture_hold, refund_hold
 from alliance.ledger.reversal import reverse_purchase
 from alliance.ledger.service import spend_points
 from alliance.ledger.verify import verify_ledger
@@ -137,3 +139,97 @@ async def test_survivor_sees_the_moved_membership_history(db: Database) -> None:
 
 async def _record(db: Database, membership_id: int):  # type: ignore[no-untyped-def]
     return (await memberships_by_id(db, OPERATOR, [membership_id]))[membership_id]
+
+
+async def _account(db: Database, membership_id: int) -> tuple[int, int]:
+    row = await db.fetch_one(
+        "SELECT balance, debt FROM account WHERE membership_id = %(m)s", {"m": membership_id}
+    )
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def test_refund_after_a_fold_claws_back_from_the_survivors_account(db: Database) -> None:
+    program = await make_program(db)
+    actor = merchant_actor(program.merchant_id)
+    await backdated_rule(db, program, "base", RuleKind.PURCHASE,
+                         TermsInput(points_per_unit=Decimal(1)))  # fmt: skip
+    await set_earning_policy(db, actor, program_id=program.id, clawback_policy=ClawbackPolicy.DEBT)
+    survivor = await make_membership(db, program)
+    absorbed = await make_membership(db, program)
+    await give_points(db, survivor, program, 500)  # the survivor's own, expiring no sooner
+    await record_purchase(db, actor, membership_id=absorbed.id, order_id="o-1",
+                          purchase=Purchase(Decimal(100), datetime.now(UTC)),
+                          currency="CNY")  # fmt: skip
+    await spend_points(db, actor, membership_id=absorbed.id, points=30, reason="spent",
+                       idempotency_key="s1")  # fmt: skip
+    await merge_members(db, OPERATOR, survivor_id=survivor.member_id,
+                        absorbed_id=absorbed.member_id, reason="dup",
+                        idempotency_key="m")  # fmt: skip
+    assert await _account(db, survivor.id) == (570, 0)
+    reversal = await reverse_purchase(db, actor, order_id="o-1", refund_id="r-1",
+                                      amount=Decimal(100), currency="CNY")  # fmt: skip
+    # The order's 70 points left (carried by the fold) go first, then 30 of the survivor's
+    # own lots (debt policy: what the member spent is taken from her other points).
+    assert (reversal.membership_id, reversal.taken, reversal.debt) == (survivor.id, 100, 0)
+    assert await _account(db, survivor.id) == (470, 0)
+    assert await _account(db, absorbed.id) == (0, 0)
+    carried = await db.fetch_one(
+        "SELECT l.remaining FROM lot l JOIN account a ON a.id = l.account_id"
+        " WHERE a.membership_id = %(m)s AND l.origin_transaction_id IS NOT NULL",
+        {"m": survivor.id},
+    )
+    assert carried is not None
+    assert carried[0] == 0  # the purchase's own points were taken first
+    assert await verify_ledger(db) == []
+
+
+async def test_refunds_follow_a_chain_of_folds_and_discount_refunds_too(db: Database) -> None:
+    program = await make_program(db)
+    actor = merchant_actor(program.merchant_id)
+    first, second, third = [await make_membership(db, program) for _ in range(3)]
+    await give_points(db, first, program, 300)
+    hold = await authorize_hold(db, actor, membership_id=first.id, points=200, kind="discount",
+                                reason="bill", idempotency_key="h")  # fmt: skip
+    await capture_hold(db, actor, hold_id=hold.id)
+    await refund_hold(db, actor, hold_id=hold.id, points=50, refund_id="r-1")  # before folds
+    for n, (survivor, absorbed) in enumerate(((second, first), (third, second))):
+        await merge_members(db, OPERATOR, survivor_id=survivor.member_id,
+                            absorbed_id=absorbed.member_id, reason="dup",
+                            idempotency_key=f"m{n}")  # fmt: skip
+    assert await _account(db, third.id) == (150, 0)
+    given = await refund_hold(db, actor, hold_id=hold.id, points=100, refund_id="r-2")
+    assert given.balance_after == 250
+    assert await _account(db, third.id) == (250, 0)
+    assert await _account(db, first.id) == (0, 0)
+    # Refunds before and after the folds count together: 50 + 100 of the 200 spent.
+    with pytest.raises(InvalidInput):
+        await refund_hold(db, actor, hold_id=hold.id, points=51, refund_id="r-3")
+    await refund_hold(db, actor, hold_id=hold.id, points=50, refund_id="r-4")
+    assert await verify_ledger(db) == []
+
+
+async def test_migration_0013_backfill_finds_the_folds_and_carried_lots(db: Database) -> None:
+    """What 0013 reconstructs for folds made before it equals what folds record now."""
+    import importlib
+
+    backfill = importlib.import_module("migrations.versions.0013_folds")._BACKFILL
+    program = await make_program(db)
+    first, second, third = [await make_membership(db, program) for _ in range(3)]
+    for membership, points in ((first, 70), (second, 30)):
+        await give_points(db, membership, program, points)
+        await give_points(db, membership, program, points + 1)
+    for n, (survivor, absorbed) in enumerate(((second, first), (third, second))):
+        await merge_members(db, OPERATOR, survivor_id=survivor.member_id,
+                            absorbed_id=absorbed.member_id, reason="dup",
+                            idempotency_key=f"m{n}")  # fmt: skip
+    folds = "SELECT id, folded_into_id FROM account ORDER BY id"
+    origins = "SELECT id, origin_transaction_id FROM lot ORDER BY id"
+    before = (await db.fetch_all(folds), await db.fetch_all(origins))
+    assert sum(1 for row in before[0] if row[1] is not None) == 2
+    assert sum(1 for row in before[1] if row[1] is not None) == 6  # 4 lots, then 2 again
+    async with db.autocommit() as conn:
+        await conn.execute(text("UPDATE account SET folded_into_id = NULL"))
+        await conn.execute(text("UPDATE lot SET origin_transaction_id = NULL"))
+        await conn.exec_driver_sql(backfill)
+    assert (await db.fetch_all(folds), await db.fetch_all(origins)) == before
