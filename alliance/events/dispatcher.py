@@ -33,7 +33,6 @@ from datetime import timedelta
 
 import aiohttp
 import orjson
-from sqlalchemy import text
 
 from alliance.db.engine import Database
 from alliance.errors import DomainError
@@ -48,7 +47,6 @@ FAN_OUT_BATCH = 1000
 CLAIM_BATCH = 200
 CONCURRENCY = 32
 IDLE_FIRST_SECONDS = 0.02
-_FAN_OUT_LOCK = 0x7765_6268  # "wehb": the advisory lock key of the fan-out
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,33 +100,10 @@ def http_client() -> aiohttp.ClientSession:
 
 async def fan_out(db: Database, *, batch: int = FAN_OUT_BATCH) -> int:
     """Turn the next outbox events into deliveries; returns how many events it took
-    (0 as well when another fan-out holds the lock)."""
-    async with db.transaction() as session:
-        locked = await session.scalar(
-            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _FAN_OUT_LOCK}
-        )
-        if not locked:
-            return 0
-        taken = await session.scalar(
-            text(
-                "WITH events AS (UPDATE outbox_event SET delivered_at = now() WHERE id IN"
-                " (SELECT id FROM outbox_event WHERE delivered_at IS NULL ORDER BY id"
-                " LIMIT :batch) RETURNING id, topic, merchant_id, member_id),"
-                " deliveries AS (INSERT INTO webhook_delivery"
-                " (endpoint_id, event_id, merchant_id, ordering_key)"
-                " SELECT e.id, v.id, v.merchant_id, coalesce(v.member_id, 0)"
-                " FROM events v JOIN webhook_endpoint e ON e.merchant_id = v.merchant_id"
-                " AND e.status = 'active'"
-                " AND (v.topic = ANY(e.event_types) OR '*' = ANY(e.event_types))"
-                " ORDER BY v.id, e.id ON CONFLICT DO NOTHING RETURNING 1)"
-                " SELECT count(*) FROM events"
-            ),
-            {"batch": batch},
-        )
-        if taken:
-            # Wakes the subscription streams (alliance/events/stream.py) at commit.
-            await session.execute(text("SELECT pg_notify('outbox_event', '')"))
-        return int(taken or 0)
+    (0 as well when another fan-out holds the lock). One call of `outbox_fan_out`
+    (migrations/sql/0014_fan_out.sql) on an autocommit connection: one round trip."""
+    row = await db.fetch_one("SELECT outbox_fan_out(%(batch)s)", {"batch": batch})
+    return int(row[0]) if row else 0
 
 
 async def _claim(db: Database, *, batch: int, lease: timedelta) -> list[_Claimed]:
