@@ -268,6 +268,30 @@ IDENTITY_CHECKS: tuple[Check, ...] = (
             WHERE t.kind = 'merge' AND coalesce(c.total, 0) <> coalesce(l.total, 0)""",
     ),
     Check(
+        "folded_accounts_are_empty",
+        "an account a merge folded into another holds nothing, its membership is closed, and"
+        " it points to an account of the same program that is not folded back into it",
+        """SELECT 'account ' || a.id || ' folded into ' || a.folded_into_id || ' but '
+                  || CASE WHEN a.balance <> 0 OR a.held <> 0 OR a.debt <> 0
+                          THEN 'holds ' || a.balance || ' points, ' || a.held || ' held, '
+                               || a.debt || ' debt'
+                          WHEN m.status <> 'closed' THEN 'its membership is ' || m.status
+                          WHEN t.program_id <> a.program_id THEN 'that is of another program'
+                          ELSE 'the chain of folds comes back to it' END
+             FROM account a
+             JOIN membership m ON m.id = a.membership_id
+             JOIN account t ON t.id = a.folded_into_id
+            WHERE a.balance <> 0 OR a.held <> 0 OR a.debt <> 0 OR m.status <> 'closed'
+               OR t.program_id <> a.program_id
+               OR a.id IN (WITH RECURSIVE chain (id, step) AS (
+                              SELECT a.folded_into_id, 1
+                              UNION ALL
+                              SELECT f.folded_into_id, c.step + 1 FROM chain c
+                                JOIN account f ON f.id = c.id
+                               WHERE f.folded_into_id IS NOT NULL AND c.step < 64)
+                           SELECT id FROM chain)""",
+    ),
+    Check(
         "erased_members_pseudonymised",
         "an erased member has no name, no identifier and no member number of its own",
         """SELECT 'erased member ' || m.id || ' still has personal data'

@@ -233,3 +233,33 @@ async def test_migration_0013_backfill_finds_the_folds_and_carried_lots(db: Data
         await conn.execute(text("UPDATE lot SET origin_transaction_id = NULL"))
         await conn.exec_driver_sql(backfill)
     assert (await db.fetch_all(folds), await db.fetch_all(origins)) == before
+
+
+@pytest.mark.parametrize(
+    "corruption",
+    [
+        "UPDATE account SET balance = 1 WHERE folded_into_id IS NOT NULL",
+        "UPDATE membership SET status = 'active' WHERE id IN"
+        " (SELECT membership_id FROM account WHERE folded_into_id IS NOT NULL)",
+        "UPDATE account SET folded_into_id = id WHERE folded_into_id IS NOT NULL",
+    ],
+)
+async def test_verify_finds_broken_folds(db: Database, corruption: str) -> None:
+    from tests.database import corrupt
+
+    program = await make_program(db)
+    survivor, absorbed = [await make_membership(db, program) for _ in range(2)]
+    await give_points(db, absorbed, program, 5)
+    await merge_members(db, OPERATOR, survivor_id=survivor.member_id,
+                        absorbed_id=absorbed.member_id, reason="dup",
+                        idempotency_key="m")  # fmt: skip
+    assert await verify_ledger(db) == []
+    await corrupt(db, corruption)
+    found = {violation.check for violation in await verify_ledger(db)}
+    async with db.autocommit() as conn:  # consistent again for the teardown check
+        await conn.execute(text(
+            "UPDATE account SET balance = 0, folded_into_id = NULL WHERE id IN"
+            " (SELECT id FROM account WHERE membership_id = :m)"), {"m": absorbed.id})  # fmt: skip
+        await conn.execute(text("UPDATE membership SET status = 'closed' WHERE id = :m"),
+                           {"m": absorbed.id})  # fmt: skip
+    assert "folded_accounts_are_empty" in found
