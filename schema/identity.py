@@ -8,10 +8,10 @@ from decimal import Decimal
 from typing import Any, Self
 
 import strawberry
+from graphql import FieldNode
 from strawberry import relay
 from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
-from strawberry.types.nodes import SelectedField
 
 from alliance.errors import InvalidInput, NotFound
 from alliance.identity import balances, merge, privacy, service
@@ -344,17 +344,31 @@ _TIER_FIELDS = frozenset({"tierCode", "tierName"})
 
 
 def _asks_for_tiers(info: Info) -> bool:
-    """Whether the query selects a line's tier. A fragment on the way counts as a yes (it
-    is not looked into): the answer may cost a little more, never lack what was asked."""
-    for field in info.selected_fields:  # allianceBalances itself
-        for selection in field.selections:
-            if not isinstance(selection, SelectedField):
+    """Whether the query selects a line's tier (`lines { tierCode }`).
+
+    Read from the request's syntax tree as graphql-core parsed it (`info.selected_fields`
+    would first convert the whole selection, arguments included, on every request). A
+    fragment on the way counts as a yes (it is not looked into): the answer may cost a
+    little more, never lack what was asked."""
+    return any(  # each node is allianceBalances itself
+        _path_selects(field, ("lines",), _TIER_FIELDS) for field in info._raw_info.field_nodes
+    )
+
+
+def _path_selects(node: FieldNode, path: tuple[str, ...], names: frozenset[str]) -> bool:
+    """Whether a field of `names` is selected below `node` along `path` (or a fragment is)."""
+    selection_set = node.selection_set
+    if selection_set is None:
+        return False
+    for selection in selection_set.selections:
+        if not isinstance(selection, FieldNode):
+            return True
+        name = selection.name.value
+        if path:
+            if name == path[0] and _path_selects(selection, path[1:], names):
                 return True
-            if selection.name != "lines":
-                continue
-            for leaf in selection.selections:
-                if not isinstance(leaf, SelectedField) or leaf.name in _TIER_FIELDS:
-                    return True
+        elif name in names:
+            return True
     return False
 
 
