@@ -23,6 +23,7 @@ from typing import NamedTuple
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
+from alliance.db.paging import Page
 from alliance.errors import InvalidInput
 
 DEFAULT_EXPIRING_DAYS = 30
@@ -68,6 +69,27 @@ class AllianceBalances:
     @property
     def expiring_points(self) -> int:
         return sum(line.expiring_points for line in self.lines)
+
+    def page(self, first: int, after: int | None) -> Page[BalanceLine]:
+        """The lines after the line of program `after` (a cursor), at most `first` of them.
+
+        A cursor names a program, not a position: the other merchants' membership ids, by
+        which the lines are ordered, are not the actor's to see. A cursor whose program is
+        no longer shown (its consent withdrawn, its membership unlinked) is refused rather
+        than read as a position, so that a client never skips lines unknowingly.
+        """
+        start = 0
+        if after is not None:
+            start = next((n for n, line in enumerate(self.lines) if line.program_id == after), -1)
+            if start < 0:
+                raise InvalidInput(
+                    "after: that program's line is no longer shown; read the lines again "
+                    "from the start",
+                    field=("after",),
+                )
+            start += 1
+        rest = self.lines[start:]
+        return Page(rest[:first], len(rest) > first)
 
 
 def _sql(tiers: bool) -> str:
