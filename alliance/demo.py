@@ -307,8 +307,9 @@ def print_demo(seed: DemoSeed, base_url: str, console: Console) -> None:
         soft_wrap=True,
     )
     console.print(
-        "As the member: { allianceBalances { totalValue lines { programName points value "
-        "expiringPoints } } }. Codes sent by startVerification: alliance identity code <id>.",
+        "As the member: { allianceBalances { totalValue lines { edges { node { programName "
+        "points value expiringPoints } } } } }. Codes sent by startVerification: alliance "
+        "identity code <id>.",
         soft_wrap=True,
     )
 

@@ -123,7 +123,7 @@ AWARD_QUERY = (
 BALANCE_QUERY = "{ viewer { membership { balance { points held } } } }"
 ALLIANCE_QUERY = (
     "{ allianceBalances { totalValue expiringPoints"
-    " lines { programName points value expiringPoints } } }"
+    " lines { edges { node { programName points value expiringPoints } } } } }"
 )
 RESERVE_QUERY = (
     "mutation Reserve($input: ReserveRewardInput!) { reserveReward(input: $input)"
@@ -1032,7 +1032,10 @@ class Bench:
             status, body = self.post(seed.alliance_tokens[0], {"query": ALLIANCE_QUERY})
             checks["alliance"] = {"status": status, "body": body}
             found = (body.get("data") or {}).get("allianceBalances") or {}
-            if status != 200 or len(found.get("lines") or []) != LINKED_PROGRAMS:
+            if (
+                status != 200
+                or len((found.get("lines") or {}).get("edges") or []) != LINKED_PROGRAMS
+            ):
                 self.problems.append(f"allianceBalances sanity request failed: {status} {body}")
         for problem in self.problems:
             log(f"PROBLEM: {problem}")

@@ -18,7 +18,7 @@
 local TYPENAME_BODY = '{"query":"{ __typename }"}'
 local BALANCE_BODY = '{"query":"{ viewer { membership { balance { points held } } } }"}'
 local ALLIANCE_BODY = '{"query":"{ allianceBalances { totalValue expiringPoints'
-  .. ' lines { programName points value expiringPoints } } }"}'
+  .. ' lines { edges { node { programName points value expiringPoints } } } } }"}'
 local AWARD_PREFIX = '{"query":"mutation Award($input: MovePointsInput!) { awardPoints(input: $input)'
   .. ' { entry { id points balanceAfter createdAt } replayed userErrors { code message field } } }",'
   .. '"variables":{"input":{"membershipId":"'

@@ -11,6 +11,7 @@ from strawberry.types import ExecutionContext
 
 from alliance.config import Settings
 from schema.errors import log_unexpected
+from schema.execution import use_short_way
 from schema.extensions import request_policy
 from schema.mutations import Mutation
 from schema.queries import Query
@@ -28,7 +29,7 @@ class AllianceSchema(strawberry.Schema):
 
 def create_schema(settings: Settings | None = None) -> AllianceSchema:
     extensions: list[Any] = [request_policy(settings or Settings())]
-    return AllianceSchema(
+    schema = AllianceSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -38,6 +39,8 @@ def create_schema(settings: Settings | None = None) -> AllianceSchema:
             disable_field_suggestions=bool(settings and settings.production),
         ),
     )
+    use_short_way(schema)  # plain data fields without per-field machinery (execution.py)
+    return schema
 
 
 def sdl() -> str:

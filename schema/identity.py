@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Self
 
 import strawberry
+from graphql import FieldNode
 from strawberry import relay
 from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
-from strawberry.types.nodes import SelectedField
 
+from alliance.db.paging import MAX_PAGE_SIZE
 from alliance.errors import InvalidInput, NotFound
 from alliance.identity import balances, merge, privacy, service
 from alliance.identity.balances import AllianceBalances as BalancesRecord
@@ -22,7 +24,13 @@ from alliance.identity.models import IdentifierKind as IdentifierKindValue
 from alliance.identity.service import ConsentRecord
 from schema.context import Info
 from schema.errors import UserError, mutate
-from schema.pagination import DEFAULT_PAGE_SIZE, check_first, decode_cursor, encode_cursor
+from schema.pagination import (
+    DEFAULT_PAGE_SIZE,
+    build_connection,
+    check_first,
+    decode_cursor,
+    encode_cursor,
+)
 from schema.permissions import IsAuthenticated
 from schema.scalars import BigInt
 from schema.types import Member, Membership, Merchant, Program, node_pk
@@ -116,31 +124,51 @@ class AllianceBalanceLine:
         )  # fmt: skip
 
 
+@strawberry.type(name="AllianceBalanceLineConnection")
+class AllianceBalanceLineConnection(relay.Connection[AllianceBalanceLine]):  # type: ignore[type-var]
+    pass
+
+
+LINES_PAGE_SIZE = MAX_PAGE_SIZE
+"""`lines` without `first`: every line at once (a member has a handful of programs)."""
+
+
 @strawberry.type(description="A member's points across the alliance, as far as you may see.")
 class AllianceBalances:
-    member_id: strawberry.Private[int]
-    lines: list[AllianceBalanceLine] = strawberry.field(
-        description="One per linked program you may see (at most one per program)."
-    )
-    total_value: Decimal
+    record: strawberry.Private[BalancesRecord]
+    total_value: Decimal = strawberry.field(description="Of every line, not only one page.")
     currency: str
-    expiring_points: BigInt
+    expiring_points: BigInt = strawberry.field(description="Of every line, not only one page.")
     expiring_within_days: int
 
     @classmethod
     def from_record(cls, record: BalancesRecord, currency: str) -> Self:
         return cls(
-            member_id=record.member_id,
-            lines=[AllianceBalanceLine.from_line(line) for line in record.lines],
+            record=record,
             total_value=record.total_value,
             currency=currency,
             expiring_points=BigInt(record.expiring_points),
             expiring_within_days=record.expiring_within_days,
         )
 
+    @strawberry.field(
+        description="One per linked program you may see (at most one per program), oldest "
+        "membership first; without `first`, all of them in one page. Read with the totals: "
+        "paging costs no further query."
+    )
+    def lines(
+        self, first: int = LINES_PAGE_SIZE, after: str | None = None
+    ) -> AllianceBalanceLineConnection:
+        after_key = decode_cursor(after)
+        page = self.record.page(check_first(first), after_key)
+        return build_connection(
+            AllianceBalanceLineConnection, page, AllianceBalanceLine.from_line, _BY_PROGRAM,
+            after=after_key,
+        )  # fmt: skip
+
     @strawberry.field
     async def member(self, info: Info) -> Member | None:
-        found = await info.context.loaders.member.load(self.member_id)
+        found = await info.context.loaders.member.load(self.record.member_id)
         return None if found is None else Member.from_record(found)
 
 
@@ -341,20 +369,36 @@ class SetPrivacyPolicyPayload:
 
 
 _TIER_FIELDS = frozenset({"tierCode", "tierName"})
+_BY_PROGRAM = attrgetter("program_id")
 
 
 def _asks_for_tiers(info: Info) -> bool:
-    """Whether the query selects a line's tier. A fragment on the way counts as a yes (it
-    is not looked into): the answer may cost a little more, never lack what was asked."""
-    for field in info.selected_fields:  # allianceBalances itself
-        for selection in field.selections:
-            if not isinstance(selection, SelectedField):
+    """Whether the query selects a line's tier (`lines { edges { node { tierCode } } }`).
+
+    Read from the request's syntax tree as graphql-core parsed it (`info.selected_fields`
+    would first convert the whole selection, arguments included, on every request). A
+    fragment on the way counts as a yes (it is not looked into): the answer may cost a
+    little more, never lack what was asked."""
+    return any(  # each node is allianceBalances itself
+        _path_selects(field, ("lines", "edges", "node"), _TIER_FIELDS)
+        for field in info._raw_info.field_nodes
+    )
+
+
+def _path_selects(node: FieldNode, path: tuple[str, ...], names: frozenset[str]) -> bool:
+    """Whether a field of `names` is selected below `node` along `path` (or a fragment is)."""
+    selection_set = node.selection_set
+    if selection_set is None:
+        return False
+    for selection in selection_set.selections:
+        if not isinstance(selection, FieldNode):
+            return True
+        name = selection.name.value
+        if path:
+            if name == path[0] and _path_selects(selection, path[1:], names):
                 return True
-            if selection.name != "lines":
-                continue
-            for leaf in selection.selections:
-                if not isinstance(leaf, SelectedField) or leaf.name in _TIER_FIELDS:
-                    return True
+        elif name in names:
+            return True
     return False
 
 

@@ -166,7 +166,7 @@ def _consent(kind: str) -> tuple[str, Any]:
 
 
 _BALANCES = """query($m: ID!) { allianceBalances(membershipId: $m) { totalValue
-    lines { points } } }"""
+    lines { edges { node { points } } } } }"""
 IDENTITY_OPERATIONS: dict[str, tuple[str, Any]] = {
     **{
         f"startVerification({side})": (

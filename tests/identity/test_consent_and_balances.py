@@ -6,10 +6,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from alliance.auth.actor import Actor
 from alliance.db.engine import Database
+from alliance.errors import InvalidInput
+from alliance.identity.balances import AllianceBalances, BalanceLine
 from alliance.identity.models import ConsentPurpose
 from alliance.identity.service import set_consent
 from alliance.members.queries import MembershipRecord
@@ -31,8 +34,8 @@ from tests.identity.helpers import same_person
 
 BALANCES = """query($m: ID) { allianceBalances(membershipId: $m, expiringWithinDays: 30) {
     totalValue currency expiringPoints member { id }
-    lines { programName merchant { name } own membershipId memberNumber points value
-            expiringPoints nextExpiry tierCode } } }"""
+    lines { edges { node { programName merchant { name } own membershipId memberNumber
+            points value expiringPoints nextExpiry tierCode } } } } }"""
 
 
 async def _person(
@@ -57,22 +60,32 @@ def _merchant(program: ProgramRecord) -> Actor:
     return merchant_actor(program.merchant_id)
 
 
+def _nodes(balances: dict[str, Any]) -> dict[str, Any]:
+    """The answer with `lines` as the list of its nodes (one page: every line)."""
+    connection = balances["lines"]
+    return {**balances, "lines": [edge["node"] for edge in connection["edges"]]}
+
+
 async def _balances(db: Database, actor: Actor, membership: MembershipRecord) -> dict[str, Any]:
     data = await ok(db, actor, BALANCES, {"m": gid("Membership", membership.id)})
-    found: dict[str, Any] = data["allianceBalances"]
-    return found
+    return _nodes(data["allianceBalances"])
+
+
+async def _own_balances(db: Database, member: Actor) -> dict[str, Any]:
+    """What a member token sees of itself (no membershipId)."""
+    return _nodes((await ok(db, member, BALANCES, {"m": None}))["allianceBalances"])
 
 
 class TestAllianceBalances:
     async def test_member_sees_every_linked_program_once_consented(self, db: Database) -> None:
         programs, memberships = await _person(db, 3)
         member = member_actor(memberships[0], programs[0].merchant_id)
-        before = await ok(db, member, BALANCES, {"m": None})
+        before = await _own_balances(db, member)
         # Through merchant 0's app, without consent: merchant 0's program only.
-        assert [line["points"] for line in before["allianceBalances"]["lines"]] == [100]
+        assert [line["points"] for line in before["lines"]] == [100]
         await set_consent(db, member, merchant_id=programs[0].merchant_id,
                           purpose=ConsentPurpose.PARTNER_BALANCES, granted=True)  # fmt: skip
-        data = (await ok(db, member, BALANCES, {"m": None}))["allianceBalances"]
+        data = await _own_balances(db, member)
         assert [line["points"] for line in data["lines"]] == [100, 200, 300]
         # 100 × 0.01 + 200 × 0.02 + 300 × 0.03
         assert Decimal(data["totalValue"]) == Decimal("14")
@@ -158,15 +171,128 @@ class TestAllianceBalances:
             member = member_actor(memberships[0], programs[0].merchant_id)
             await set_consent(db, member, merchant_id=programs[0].merchant_id,
                               purpose=ConsentPurpose.PARTNER_BALANCES, granted=True)  # fmt: skip
-            query = """{ allianceBalances { totalValue lines { points value expiringPoints } } }"""
+            query = """{ allianceBalances { totalValue
+                lines { edges { node { points value expiringPoints } } } } }"""
             with db.count_statements() as counter:
                 data = await ok(db, member, query)
-            assert len(data["allianceBalances"]["lines"]) == size
+            assert len(data["allianceBalances"]["lines"]["edges"]) == size
             # With tiers, the merchants and the member: a loader statement for each.
             with db.count_statements() as everything:
                 await ok(db, member, BALANCES, {"m": None})
             counts.append((counter.count, everything.count))
         assert counts == [(1, 3), (1, 3)]
+
+
+PAGE = """query($first: Int, $after: String) { allianceBalances { totalValue expiringPoints
+    lines(first: $first, after: $after) { edges { cursor node { programId points } }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } } }"""
+
+
+class TestLinesConnection:
+    async def test_pages_through_every_line_in_one_statement_each(self, db: Database) -> None:
+        programs, memberships = await _person(db, 5)
+        member = member_actor(memberships[0], programs[0].merchant_id)
+        await set_consent(db, member, merchant_id=programs[0].merchant_id,
+                          purpose=ConsentPurpose.PARTNER_BALANCES, granted=True)  # fmt: skip
+        everything = await ok(db, member, PAGE, {"after": None})  # no `first`
+        whole = everything["allianceBalances"]["lines"]
+        # Without `first`: every line in one page.
+        assert [edge["node"]["points"] for edge in whole["edges"]] == [100, 200, 300, 400, 500]
+        assert whole["pageInfo"]["hasNextPage"] is False
+        assert whole["pageInfo"]["hasPreviousPage"] is False
+        seen, after, pages = [], None, []
+        while True:
+            with db.count_statements() as counter:
+                data = await ok(db, member, PAGE, {"first": 2, "after": after})
+            assert counter.count == 1
+            found = data["allianceBalances"]
+            # The totals are the member's, whatever the page.
+            assert found["totalValue"] == everything["allianceBalances"]["totalValue"]
+            assert found["expiringPoints"] == 1500
+            page = found["lines"]
+            pages.append(len(page["edges"]))
+            seen += [edge["node"]["programId"] for edge in page["edges"]]
+            assert page["pageInfo"]["endCursor"] == page["edges"][-1]["cursor"]
+            assert page["pageInfo"]["hasPreviousPage"] is (after is not None)
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        assert pages == [2, 2, 1]
+        assert seen == [gid("Program", program.id) for program in programs]
+        empty = await ok(db, member, PAGE, {"first": 0, "after": None})
+        assert empty["allianceBalances"]["lines"]["edges"] == []
+        assert empty["allianceBalances"]["lines"]["pageInfo"]["hasNextPage"] is True
+
+    async def test_a_cursor_names_a_program_and_fails_once_it_is_hidden(self, db: Database) -> None:
+        programs, memberships = await _person(db, 3)
+        member = member_actor(memberships[0], programs[0].merchant_id)
+        await set_consent(db, member, merchant_id=programs[0].merchant_id,
+                          purpose=ConsentPurpose.PARTNER_BALANCES, granted=True)  # fmt: skip
+        page = (await ok(db, member, PAGE, {"first": 2, "after": None}))["allianceBalances"]
+        cursor = page["lines"]["pageInfo"]["endCursor"]  # the second program's line
+        await set_consent(db, member, merchant_id=programs[0].merchant_id,
+                          purpose=ConsentPurpose.PARTNER_BALANCES, granted=False)  # fmt: skip
+        hidden = await run(db, member, PAGE, {"first": 2, "after": cursor})
+        assert error_codes(hidden) == ["INVALID_INPUT"]
+        garbage = await run(db, member, PAGE, {"first": 2, "after": "not-a-cursor"})
+        assert error_codes(garbage) == ["INVALID_INPUT"]
+        too_many = await run(db, member, PAGE, {"first": 101, "after": None})
+        assert error_codes(too_many) == ["INVALID_INPUT"]
+
+    async def test_tiers_are_read_only_when_asked_fragments_included(self, db: Database) -> None:
+        programs, memberships = await _person(db, 2)
+        for program, membership in zip(programs, memberships, strict=True):
+            await make_ladder(db, program)
+            await qualify(db, membership, program, spend=1000)
+        queries = {
+            "plain": "{ allianceBalances { lines { edges { node { points } } } } }",
+            "tier": "{ allianceBalances { lines { edges { node { points tierName } } } } }",
+            "aliased": "{ allianceBalances { l: lines { e: edges { n: node { t: tierCode } } } } }",
+            "fragment": """{ allianceBalances { lines { edges { node { ...L } } } } }
+                fragment L on AllianceBalanceLine { tierCode }""",
+            "inline": """{ allianceBalances { lines { edges {
+                ... on AllianceBalanceLineEdge { node { tierCode } } } } } }""",
+        }
+        read_tiers = {}
+        for name, query in queries.items():
+            with db.count_statements() as counter:
+                await ok(db, OPERATOR, query.replace("allianceBalances", _of(memberships[0])))
+            read_tiers[name] = any("membership_tier" in sql for sql in counter.statements)
+        assert read_tiers == {
+            "plain": False,
+            "tier": True,
+            "aliased": True,
+            "fragment": True,
+            "inline": True,
+        }
+        data = await _balances(db, OPERATOR, memberships[0])
+        assert [line["tierCode"] for line in data["lines"]] == ["gold", "gold"]
+
+
+def _of(membership: MembershipRecord) -> str:
+    return f'allianceBalances(membershipId: "{gid("Membership", membership.id)}")'
+
+
+class TestBalanceLinePages:
+    """The domain's paging of the lines, without a database."""
+
+    @staticmethod
+    def _balances(programs: list[int]) -> AllianceBalances:
+        lines = [
+            BalanceLine(program, 1, "p", "points", Decimal("0.01"), True, program, "n", 10, 0,
+                        0, None)
+            for program in programs
+        ]  # fmt: skip
+        return AllianceBalances(1, lines, 30)
+
+    def test_after_is_the_named_programs_line_not_an_order_of_ids(self) -> None:
+        balances = self._balances([7, 3, 9, 5])  # in membership order, not program order
+        assert [line.program_id for line in balances.page(2, None).items] == [7, 3]
+        page = balances.page(2, 3)
+        assert ([line.program_id for line in page.items], page.has_next_page) == ([9, 5], False)
+        assert balances.page(10, 5).items == []
+        with pytest.raises(InvalidInput):
+            balances.page(2, 4)
 
 
 class TestConsents:

@@ -1,0 +1,206 @@
+"""The short way for plain data (schema/execution.py) answers exactly as graphql-core does:
+every document here is executed by both execution contexts and the answers compared,
+errors included."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import strawberry
+from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from alliance.config import Settings
+from schema import create_schema
+from schema.execution import SUPPORTED, AllianceExecutionContext, use_short_way
+from schema.scalars import SCALARS, BigInt
+
+
+@strawberry.enum
+class Kind(enum.Enum):
+    PLAIN = "plain"
+    FANCY = "fancy"
+
+
+@strawberry.interface
+class Named:
+    name: str
+
+
+@strawberry.type
+class Item(Named):
+    count: BigInt
+    price: Decimal
+    kind: Kind
+    tags: list[str]
+    maybe: str | None
+    at: datetime
+    numbers: list[int | None]
+
+
+@strawberry.type
+class Line:
+    label: str
+    value: int
+    note: str | None
+
+
+@strawberry.type
+class Edge:
+    cursor: str
+    node: Line
+
+
+@strawberry.type
+class Page:
+    edges: list[Edge]
+    total: int
+    extra: Line | None
+
+    @strawberry.field
+    def computed(self) -> str:
+        return f"{self.total} lines"
+
+
+def _line(n: int, **changes: Any) -> Line:
+    return Line(**{"label": f"line {n}", "value": n, "note": None, **changes})
+
+
+def _page(*lines: Line, extra: Line | None = None) -> Page:
+    return Page(edges=[Edge(cursor=f"c{n}", node=line) for n, line in enumerate(lines)],
+                total=len(lines), extra=extra)  # fmt: skip
+
+
+async def _later(value: Any) -> Any:
+    await asyncio.sleep(0)
+    return value
+
+
+class Weird:
+    """A line whose attribute fails when read."""
+
+    label = "weird"
+    note = None
+
+    @property
+    def value(self) -> int:
+        raise ValueError("no value today")
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def page(self) -> Page:
+        return _page(_line(1), _line(2, note="two"), _line(3), extra=_line(9))
+
+    @strawberry.field
+    def broken_null(self) -> Page:
+        # A null where the type says non-null, deep in plain data.
+        return _page(_line(1), _line(2, label=None))
+
+    @strawberry.field
+    def broken_scalar(self) -> Page:
+        return _page(_line(1, value="not a number"))
+
+    @strawberry.field
+    def broken_read(self) -> Page:
+        return _page(_line(1), Weird())  # type: ignore[arg-type]
+
+    @strawberry.field
+    def awaited(self) -> Page:
+        # An attribute holding an awaitable: graphql-core awaits it.
+        return _page(_line(1, label=_later("later")))
+
+    @strawberry.field
+    def null_item(self) -> Page:
+        page = _page(_line(1))
+        page.edges.append(None)  # type: ignore[arg-type]
+        return page
+
+    @strawberry.field
+    def items(self) -> list[Item]:
+        return _items()
+
+    @strawberry.field
+    def named(self) -> list[Named]:
+        return list(_items())
+
+
+def _items() -> list[Item]:
+    at = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
+    return [
+        Item(name="a", count=BigInt(2**40), price=Decimal("0.010000"), kind=Kind.PLAIN,
+             tags=["x", "y"], maybe=None, at=at, numbers=[1, None, 3]),
+        Item(name="b", count=BigInt(0), price=Decimal("12.5"), kind=Kind.FANCY,
+             tags=[], maybe="m", at=at, numbers=[]),
+    ]  # fmt: skip
+
+
+def _schema(short: bool) -> strawberry.Schema:
+    schema = strawberry.Schema(
+        query=Query, types=[Item], config=StrawberryConfig(scalar_map=SCALARS)
+    )
+    if short:
+        assert use_short_way(schema)
+    return schema
+
+
+PAGE = "edges { cursor node { label value note } } total extra { label value }"
+DOCUMENTS = [
+    f"{{ page {{ {PAGE} }} }}",
+    f"{{ page {{ {PAGE} computed }} }}",
+    "{ page { __typename edges { __typename node { __typename v: value l: label } } } }",
+    "{ page { ...P } } fragment P on Page { edges { node { ... on Line { label } value } } }",
+    "{ page { edges { node { label } node { value } } total total } }",
+    f"{{ brokenNull {{ {PAGE} }} }}",
+    "{ brokenNull { total } page { total } }",
+    f"{{ brokenScalar {{ {PAGE} }} }}",
+    f"{{ brokenRead {{ {PAGE} }} }}",
+    f"{{ awaited {{ {PAGE} }} }}",
+    f"{{ nullItem {{ {PAGE} }} }}",
+    "{ items { name count price kind tags maybe at numbers } }",
+    "{ named { name ... on Item { count kind } } }",
+]
+VARIABLE_DOCUMENT = """query($with: Boolean!) { page { edges { node {
+    label ...V @include(if: $with) } } } } fragment V on Line { value note }"""
+
+
+async def _answer(schema: strawberry.Schema, document: str, variables: Any = None) -> Any:
+    result = await schema.execute(document, variable_values=variables)
+    return result.data, [error.formatted for error in result.errors or []]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+async def test_the_short_way_answers_as_graphql_core(document: str) -> None:
+    stock, short = _schema(short=False), _schema(short=True)
+    expected = await _answer(stock, document)
+    # Twice: the second time from the plans kept across requests.
+    assert await _answer(short, document) == expected
+    assert await _answer(short, document) == expected
+
+
+async def test_plans_follow_the_variables_of_directives() -> None:
+    stock, short = _schema(short=False), _schema(short=True)
+    for include in (True, False, True):
+        variables = {"with": include}
+        expected = await _answer(stock, VARIABLE_DOCUMENT, variables)
+        assert await _answer(short, VARIABLE_DOCUMENT, variables) == expected
+
+
+async def test_errors_in_plain_data_are_located_as_usual() -> None:
+    data, errors = await _answer(_schema(short=True), f"{{ brokenNull {{ {PAGE} }} }}")
+    assert data is None
+    assert [error["path"] for error in errors] == [["brokenNull", "edges", 1, "node", "label"]]
+
+
+def test_the_api_schema_takes_the_short_way() -> None:
+    # A graphql-core whose internals moved fails here rather than silently losing it.
+    assert SUPPORTED
+    schema = create_schema(Settings())
+    assert issubclass(schema.execution_context_class, AllianceExecutionContext)
+    assert AllianceExecutionContext is not StrawberryGraphQLCoreExecutionContext
