@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import strawberry
 from strawberry.schema.config import StrawberryConfig
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from alliance.config import Settings
 from schema import create_schema
@@ -203,4 +202,3 @@ def test_the_api_schema_takes_the_short_way() -> None:
     assert SUPPORTED
     schema = create_schema(Settings())
     assert issubclass(schema.execution_context_class, AllianceExecutionContext)
-    assert AllianceExecutionContext is not StrawberryGraphQLCoreExecutionContext
