@@ -24,6 +24,7 @@ from alliance.rules.engine import Purchase
 from alliance.rules.models import RuleKind
 from alliance.rules.service import ClawbackPolicy, set_earning_policy
 from alliance.rules.terms import TermsInput
+from tests.database import corrupt
 from tests.factories import (
     OPERATOR,
     backdated_rule,
@@ -245,8 +246,6 @@ async def test_migration_0013_backfill_finds_the_folds_and_carried_lots(db: Data
     ],
 )
 async def test_verify_finds_broken_folds(db: Database, corruption: str) -> None:
-    from tests.database import corrupt
-
     program = await make_program(db)
     survivor, absorbed = [await make_membership(db, program) for _ in range(2)]
     await give_points(db, absorbed, program, 5)
