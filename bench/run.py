@@ -206,10 +206,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument(
         "--outbox",
-        choices=("on", "no-sequence", "off"),
+        choices=("on", "off"),
         default="on",
-        help="on: outbox events with their per-aggregate sequence numbers (as shipped); "
-        "no-sequence: the sequence trigger disabled (the outbox as before migration 0010); "
+        help="on: outbox events, numbered and fanned out by the dispatcher (as shipped); "
         "off: no outbox rows at all (an INSTEAD NOTHING rule), for the on/off ratio",
     )
     parser.add_argument(
@@ -426,14 +425,11 @@ async def seed_database(
             bulk_history(libpq_form(url), args.history)
             seconds["history"] = time.perf_counter() - t0
 
-        if args.outbox != "on":
+        if args.outbox == "off":
             with psycopg.connect(libpq_form(url), autocommit=True) as conn:
-                conn.execute("ALTER TABLE outbox_event DISABLE TRIGGER outbox_event_sequence")
-                if args.outbox == "off":
-                    conn.execute(
-                        "CREATE RULE bench_outbox_off AS ON INSERT TO outbox_event"
-                        " DO INSTEAD NOTHING"
-                    )
+                conn.execute(
+                    "CREATE RULE bench_outbox_off AS ON INSERT TO outbox_event DO INSTEAD NOTHING"
+                )
 
         t0 = time.perf_counter()
         merchant_tokens, member_tokens = [], []

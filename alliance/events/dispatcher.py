@@ -2,10 +2,11 @@
 order per member.
 
 1. Fan-out (one at a time: a transaction-scoped advisory lock, skipped when busy): the
-   next outbox events not yet fanned out become one delivery per subscribed active
-   endpoint of their merchant, in event order, and are marked fanned out. Because
-   fan-outs never overlap, delivery ids follow the order in which events became
-   visible; for one member's ledger events that is their commit order.
+   next outbox events not yet fanned out get their aggregate's next sequence numbers,
+   become one delivery per subscribed active endpoint of their merchant, in event order,
+   and are marked fanned out. Because fan-outs never overlap, numbers and delivery ids
+   follow the order in which events became visible; for one account's ledger events
+   that is their commit order.
 2. Claim: the deliveries due now that are the head of their queue (no earlier pending
    delivery for the same endpoint and member), leased for LEASE; several dispatchers
    (one per worker process) claim disjoint sets (SKIP LOCKED), and a queue's next
@@ -98,12 +99,13 @@ def http_client() -> aiohttp.ClientSession:
     )
 
 
-async def fan_out(db: Database, *, batch: int = FAN_OUT_BATCH) -> int:
-    """Turn the next outbox events into deliveries; returns how many events it took
-    (0 as well when another fan-out holds the lock). One call of `outbox_fan_out`
-    (migrations/sql/0014_fan_out.sql) on an autocommit connection: one round trip."""
-    row = await db.fetch_one("SELECT outbox_fan_out(%(batch)s)", {"batch": batch})
-    return int(row[0]) if row else 0
+async def fan_out(db: Database, *, batch: int = FAN_OUT_BATCH) -> tuple[int, int]:
+    """Number the next outbox events and turn them into deliveries; returns how many
+    events it took and deliveries it made ((0, 0) as well when another fan-out holds the
+    lock). One call of `outbox_fan_out` (migrations/sql/0015_numbered_at_fan_out.sql) on
+    an autocommit connection: one round trip."""
+    row = await db.fetch_one("SELECT * FROM outbox_fan_out(%(batch)s)", {"batch": batch})
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 async def _claim(db: Database, *, batch: int, lease: timedelta) -> list[_Claimed]:
@@ -234,11 +236,15 @@ async def dispatch_due(
     lease: timedelta = LEASE,
     batch: int = CLAIM_BATCH,
     client: aiohttp.ClientSession | None = None,
+    only_new: bool = False,
 ) -> Round:
     """Deliver until nothing is due now: each pass fans out what is new (then its
     deliveries may be due in this pass), claims the due queue heads and sends them.
     Fan-out takes whole batches only while they come back full: under a steady stream
-    of events a loop "until none is new" would never get to deliver."""
+    of events a loop "until none is new" would never get to deliver. With `only_new`
+    the first pass claims only if its fan-out made deliveries: the serve loop's rounds
+    between its periodic full looks, so that a stream of events no endpoint subscribes
+    to costs one statement a round, not two."""
     round_ = Round()
     own_client = client is None
     http = client or http_client()
@@ -250,10 +256,16 @@ async def dispatch_due(
 
     try:
         while True:
-            while (taken := await fan_out(db)) > 0:
+            made = 0
+            while True:
+                taken, deliveries = await fan_out(db)
                 round_.fanned_out += taken
+                made += deliveries
                 if taken < FAN_OUT_BATCH:
                     break
+            if only_new and not made:
+                break
+            only_new = False  # a queue's next delivery is due once its head went
             claimed = await _claim(db, batch=batch, lease=lease)
             if not claimed:
                 break
@@ -277,16 +289,21 @@ async def run_webhook_dispatcher(
     the ledger's database beside the hot path), unless the round had full batches (a
     backlog). After a round that found nothing to do the pause doubles, up to
     `interval_seconds`: the next events of a burst go out within tens of milliseconds
-    while an idle dispatcher polls a few times a second. Totals are logged at most every
-    `log_every_seconds`."""
+    while an idle dispatcher polls a few times a second. Between rounds it looks for due
+    deliveries only when its fan-out made some, or `interval_seconds` after it last looked
+    (retries coming due). Totals are logged at most every `log_every_seconds`."""
     idle = 0
     totals = Round()
     logged = time.monotonic()
+    looked = logged - interval_seconds
     async with http_client() as client:
         while True:
             busy = False
             try:
-                done = await dispatch_due(db, client=client)
+                only_new = time.monotonic() - looked < interval_seconds
+                if not only_new:
+                    looked = time.monotonic()
+                done = await dispatch_due(db, client=client, only_new=only_new)
                 busy = bool(done.fanned_out or done.delivered or done.failed or done.dead)
                 totals.delivered += done.delivered
                 totals.failed += done.failed

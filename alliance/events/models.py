@@ -37,9 +37,10 @@ class OutboxEvent(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """When the dispatcher fanned it out to the webhook endpoints (migration 0010)."""
     aggregate: Mapped[str | None] = mapped_column(Text)
-    """`member:<id>`, `merchant:<id>` or `alliance`: set by a trigger (migration 0010)."""
+    """`member:<id>`, `merchant:<id>` or `alliance`: set at fan-out (migration 0015)."""
     aggregate_seq: Mapped[int | None] = mapped_column(BigInteger)
-    """1, 2, 3… per aggregate, in commit order for one member's ledger events."""
+    """1, 2, 3… per aggregate in fan-out order (commit order for one account's ledger
+    events); null until the event is fanned out."""
 
     __table_args__ = (
         Index("ix_outbox_event_pending", "id", postgresql_where=text("delivered_at IS NULL")),

@@ -1,19 +1,23 @@
 """Event streams for subscriptions: a member's own events, a merchant's, from the outbox.
 
 A stream starts after a cursor (an outbox event id the client saw last; none: from
-now) and yields every visible event past it in id order, then waits and looks again.
-Events can commit out of id order (two transactions of different members), so each
-look goes back LOOKBACK ids behind the cursor and skips what was already sent: an
-event that commits late still arrives, once. The wake-up is the LISTEN channel
-`outbox_event` (the webhook fan-out notifies once per batch; nothing notifies on the
-points hot path, where a NOTIFY would serialise commits), with a poll every
-POLL_SECONDS as the floor.
+now) and yields every fanned-out event past it in id order, then waits and looks again.
+Only fanned-out events are shown: the fan-out gives events their sequence numbers
+(migration 0015). Events can be fanned out out of id order (two transactions of
+different members commit out of order), so each look goes back LOOKBACK ids behind the
+cursor and skips what was already sent: an event that commits late still arrives, once.
+The wake-up is the LISTEN channel `outbox_event` (the fan-out notifies once per batch;
+nothing notifies on the points hot path, where a NOTIFY would serialise commits), with a
+poll every POLL_SECONDS as the floor. While a process has subscribers it also fans out
+itself every POLL_SECONDS, so streams flow when no webhook dispatcher runs (jobs off);
+fan-outs never overlap, so this only takes turns with the dispatcher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,6 +31,9 @@ from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.engine import Database
 from alliance.errors import Forbidden
+from alliance.events.dispatcher import fan_out
+
+log = logging.getLogger("alliance.events")
 
 POLL_SECONDS = 0.25
 LOOKBACK = 1000
@@ -75,7 +82,7 @@ async def follow_events(
             rows = await db.fetch_all(
                 "SELECT id, topic, aggregate, aggregate_seq, merchant_id, member_id, payload,"
                 " created_at FROM outbox_event WHERE id > %(low)s::bigint"
-                " AND merchant_id = %(merchant)s::bigint"
+                " AND aggregate_seq IS NOT NULL AND merchant_id = %(merchant)s::bigint"
                 " AND (%(member)s::bigint IS NULL OR member_id = %(member)s::bigint)"
                 " ORDER BY id LIMIT %(limit)s",
                 {"low": max(after, cursor - LOOKBACK), "merchant": merchant_id,
@@ -98,25 +105,43 @@ async def follow_events(
 
 
 class Wakeups:
-    """One LISTEN connection per process and database, shared by every stream in it."""
+    """One LISTEN connection per process and database, shared by every stream in it, and
+    one fan-out every POLL_SECONDS while the process has streams."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.waiters: set[asyncio.Event] = set()
         self.task: asyncio.Task[None] | None = None
+        self.pump: asyncio.Task[None] | None = None
 
     def subscribe(self) -> asyncio.Event:
         event = asyncio.Event()
         self.waiters.add(event)
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._listen(), name="outbox LISTEN")
+        if self.pump is None or self.pump.done():
+            self.pump = asyncio.create_task(self._fan_out(), name="outbox fan-out for streams")
         return event
 
     def unsubscribe(self, event: asyncio.Event) -> None:
         self.waiters.discard(event)
-        if not self.waiters and self.task is not None:
-            self.task.cancel()
-            self.task = None
+        if not self.waiters:
+            for task in (self.task, self.pump):
+                if task is not None:
+                    task.cancel()
+            self.task = self.pump = None
+
+    async def _fan_out(self) -> None:
+        while True:
+            try:
+                taken, _ = await fan_out(self.db)
+            except Exception:  # the next tick tries again
+                log.warning("fan-out for event streams failed", exc_info=True)
+                taken = 0
+            if taken:  # the fan-out's NOTIFY wakes the streams of every process
+                for waiter in self.waiters:
+                    waiter.set()
+            await asyncio.sleep(POLL_SECONDS)
 
     async def _listen(self) -> None:
         url = (

@@ -67,14 +67,27 @@ def test_existing_records_are_chained(database_url: str) -> None:
                 assert conn.execute(text(check.sql)).all() == [], check.name
             heads = conn.execute(text("SELECT count(*) FROM audit_chain_head")).scalar()
             assert heads == 3
-            # Events written before the migration keep no sequence number; new ones get one.
+            # Events get their number when fanned out (0015), in id order, those written
+            # before the migrations included.
             conn.execute(
                 text("INSERT INTO outbox_event (topic, merchant_id, payload) VALUES ('y', 1, '{}')")
             )
-            numbered = conn.execute(
-                text("SELECT aggregate, aggregate_seq FROM outbox_event ORDER BY id")
-            ).all()
-            assert numbered == [(None, None), ("merchant:1", 1)]
+            numbered = "SELECT aggregate, aggregate_seq FROM outbox_event ORDER BY id"
+            assert conn.execute(text(numbered)).all() == [(None, None), (None, None)]
+            assert conn.execute(text("SELECT * FROM outbox_fan_out(10)")).one() == (2, 0)
+            assert conn.execute(text(numbered)).all() == [("merchant:1", 1), ("merchant:1", 2)]
+            conn.commit()
+            # Down to 0014's trigger: events not yet fanned out are numbered on the way.
+            conn.execute(
+                text("INSERT INTO outbox_event (topic, merchant_id, payload) VALUES ('z', 1, '{}')")
+            )
+            conn.commit()
+        migrate.downgrade(target, "0014")
+        with engine.connect() as conn:
+            conn.execute(
+                text("INSERT INTO outbox_event (topic, merchant_id, payload) VALUES ('w', 1, '{}')")
+            )
+            assert [r[1] for r in conn.execute(text(numbered)).all()] == [1, 2, 3, 4]
             conn.rollback()
         engine.dispose()
         migrate.downgrade(target, "0007")

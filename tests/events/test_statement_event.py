@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alliance.db.engine import Database
+from alliance.events.dispatcher import fan_out
 from alliance.exchange.service import exchange_points
 from alliance.settlement.service import issue_statement
 from tests.exchange.helpers import keys, make_alliance, rate
@@ -28,6 +29,7 @@ async def test_issue_writes_statement_issued(db: Database, monkeypatch: pytest.M
         )
     )[0]
     await issue_statement(db, OPERATOR, statement_id=statement_id)
+    await fan_out(db)  # which names the aggregate
     events = await db.fetch_all(
         "SELECT merchant_id, aggregate, payload->>'statement_id' FROM outbox_event"
         " WHERE topic = 'statement.issued'"

@@ -14,7 +14,7 @@ import pytest
 from alliance.config import Settings
 from alliance.db.engine import Database
 from alliance.errors import DomainError, ErrorCode
-from alliance.events.dispatcher import Backoff, dispatch_due
+from alliance.events.dispatcher import Backoff, dispatch_due, fan_out
 from alliance.events.webhooks import (
     check_destination,
     redeliver,
@@ -190,12 +190,36 @@ async def test_order_per_member_at_least_once_across_a_killed_dispatcher(
     assert {r[1] for r in await _deliveries(db)} == {"delivered"}
 
 
+async def test_only_new_rounds_look_for_due_deliveries_only_after_making_some(
+    db: Database, receiver: Receiver
+) -> None:
+    program, membership = await _shop(db)
+    other, other_membership = await _shop(db)
+    staff = merchant_actor(program.merchant_id)
+    await register_endpoint(db, staff, url=receiver.url, event_types=["*"])
+    receiver.stop()
+    await give_points(db, membership, program, 1)
+    assert (await dispatch_due(db, only_new=True)).failed == 1  # made a delivery: tried
+    receiver.start()
+    async with db.connection() as conn:  # the retry comes due
+        await conn.execute("UPDATE webhook_delivery SET next_attempt_at = now()")
+    await give_points(db, other_membership, other, 1)  # no endpoint: no delivery made
+    idle = await dispatch_due(db, only_new=True)
+    assert (idle.fanned_out, idle.delivered) == (1, 0)  # the due retry waits for a full look
+    assert (await dispatch_due(db)).delivered == 1
+    assert len(receiver.received) == 1
+
+
 async def test_sequence_numbers_per_aggregate(db: Database) -> None:
     program, membership = await _shop(db)
     other = await make_membership(db, program)
     for _ in range(3):
         await give_points(db, membership, program, 1)
         await give_points(db, other, program, 1)
+    unnumbered = "SELECT count(*) FROM outbox_event WHERE aggregate_seq IS NULL"
+    assert await db.fetch_one(unnumbered) == (6,)  # the hot path writes no number
+    assert await fan_out(db, batch=4) == (4, 0)  # no endpoint: numbered, no delivery
+    assert await fan_out(db, batch=4) == (2, 0)  # a second batch goes on counting
     rows = await db.fetch_all(
         "SELECT aggregate, array_agg(aggregate_seq ORDER BY id) FROM outbox_event"
         " GROUP BY aggregate ORDER BY aggregate"
