@@ -13,6 +13,7 @@ from alliance.config import Settings
 from schema.errors import log_unexpected
 from schema.execution import use_short_way
 from schema.extensions import request_policy
+from schema.inputs import build_inputs_by_plan
 from schema.mutations import Mutation
 from schema.queries import Query
 from schema.scalars import SCALARS
@@ -40,6 +41,7 @@ def create_schema(settings: Settings | None = None) -> AllianceSchema:
         ),
     )
     use_short_way(schema)  # plain data fields without per-field machinery (execution.py)
+    build_inputs_by_plan(schema)  # input objects without strawberry's generic walk (inputs.py)
     return schema
 
 
