@@ -21,7 +21,11 @@ def clean_text(value: str, field: str, *, max_length: int, required: bool = True
         raise InvalidInput(f"{field} must not be empty", field=(field,))
     if len(text) > max_length:
         raise InvalidInput(f"{field} is longer than {max_length} characters", field=(field,))
-    if any(unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn"} for char in text):
+    # isprintable() is False for every character of those categories (and for spaces
+    # other than ' ', which are allowed): the per-character look is for such text only.
+    if not text.isprintable() and any(
+        unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn"} for char in text
+    ):
         raise InvalidInput(f"{field} contains control or unassigned characters", field=(field,))
     return text
 

@@ -1071,9 +1071,21 @@ class Bench:
             }
             self.post(seed.merchant_tokens[0], {"query": RESERVE_QUERY, "variables": variables})
 
+        def purchase(i: int) -> None:
+            k = rng.randrange(len(seed.blocks))
+            gid = base64.b64encode(f"Membership:{rng.randint(*seed.blocks[k])}".encode()).decode()
+            lines = [{"sku": "dish", "category": "food", "amount": "100.50"},
+                     {"sku": "bottle", "category": "wine", "amount": "20"},
+                     {"sku": "card", "category": "gift-card", "amount": "30"}]  # fmt: skip
+            order = f"probe-{self.run_id}-{i}"
+            variables = {"input": {"membershipId": gid, "orderId": order, "amount": "150.50",
+                                   "channel": "app", "lines": lines}}  # fmt: skip
+            self.post(seed.merchant_tokens[k], {"query": PURCHASE_QUERY, "variables": variables})
+
         senders = {
             "b": lambda i: self.post(seed.merchant_tokens[0], {"query": "{ __typename }"}),
             "c": award,
+            "e": purchase,
             "d": lambda i: self.post(rng.choice(seed.member_tokens), {"query": BALANCE_QUERY}),
             "r": reserve,
         }

@@ -110,6 +110,10 @@ class Purchase:
     channel: str | None = None
     lines: tuple[OrderLine, ...] = ()
 
+    @property
+    def lines_total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
+
 
 @dataclass(frozen=True, slots=True)
 class TierFactor:
@@ -171,6 +175,8 @@ class Conditions:
             # An order without lines has no categories: it counts unless the rule
             # is limited to some categories.
             return purchase.amount if self.categories is None else Decimal(0)
+        if self.categories is None and not self.excluded_categories:
+            return purchase.lines_total
         return sum(
             (line.amount for line in purchase.lines if self._covers(line.category)),
             Decimal(0),
