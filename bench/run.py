@@ -1316,9 +1316,14 @@ class Bench:
         label = f"{case}-c{clients}"
         try:
             assert self.maintenance is not None
+            # Neither the previous case's vacuum debt nor its dirty pages are this case's
+            # cost: without the VACUUM, autovacuum of the rows the previous case wrote ran
+            # in the next case's window (recordPurchase after awardPoints paid ~0.1 ms of
+            # PostgreSQL CPU more per request than before it; bench/RESULTS.md).
+            self.maintenance.execute("VACUUM")
             self.maintenance.execute("CHECKPOINT")
         except psycopg.Error as error:
-            self.problems.append(f"CHECKPOINT refused ({error}); cases run without it")
+            self.problems.append(f"VACUUM/CHECKPOINT refused ({error}); cases run without it")
         seconds = self.args.duration
 
         def load(duration: int, tag: str) -> dict[str, Any]:
@@ -1860,7 +1865,7 @@ def render_markdown(doc: dict[str, Any], json_path: Path) -> str:
         f"- Load: wrk -t{setup['wrk_threads']} (closed loop, one connection per client), pgbench "
         f"-j1 -M prepared; client, server and database share the same {m['cores']} cores. "
         f"{setup['warmup_s']} s warm-up, then {setup['duration_s']} s measured per case; "
-        "CHECKPOINT before each case.",
+        "VACUUM and CHECKPOINT before each case.",
         "",
         "| case | clients | req/s | p50 ms | p95 ms | p99 ms | errors | app CPU s | PG CPU s "
         "| load-gen CPU s | other CPU s | workers waiting for a CPU s | app CPU ms/req "
