@@ -43,6 +43,28 @@ CHECKS: tuple[Check, ...] = (
              FROM posting GROUP BY transaction_id, program_id HAVING sum(amount) <> 0""",
     ),
     Check(
+        "ledger_references_exist",
+        "every posting and every lot names an existing ledger transaction and account",
+        # Triggers check these per statement, not foreign keys (migration 0016); the
+        # checks below join on them and would not see an orphan. Left joins, not NOT
+        # EXISTS under OR: hash joins over the whole ledger.
+        """SELECT 'posting ' || p.id || ' names '
+                  || CASE WHEN t.id IS NULL THEN 'transaction ' || p.transaction_id
+                          ELSE 'account ' || p.account_id END || ', unknown'
+             FROM posting p
+             LEFT JOIN ledger_transaction t ON t.id = p.transaction_id
+             LEFT JOIN account a ON a.id = p.account_id
+            WHERE t.id IS NULL OR a.id IS NULL
+            UNION ALL
+           SELECT 'lot ' || l.id || ' names '
+                  || CASE WHEN t.id IS NULL THEN 'transaction ' || l.transaction_id
+                          ELSE 'account ' || l.account_id END || ', unknown'
+             FROM lot l
+             LEFT JOIN ledger_transaction t ON t.id = l.transaction_id
+             LEFT JOIN account a ON a.id = l.account_id
+            WHERE t.id IS NULL OR a.id IS NULL""",
+    ),
+    Check(
         "transactions_have_postings",
         "every ledger transaction has at least two postings",
         """SELECT 'transaction ' || t.id || ' has ' || count(p.id) || ' postings'

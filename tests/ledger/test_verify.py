@@ -28,6 +28,8 @@ CORRUPTIONS = {
     "lots_on_their_accounts": "UPDATE lot SET program_id = program_id + 1000",
     "debt_equals_clawback_postings": "UPDATE account SET debt = 3 WHERE kind = 'member'",
     "debits_consume_lots": "INSERT INTO lot_consumption SELECT transaction_id, id, 1 FROM lot",
+    # More orphans in tests/ledger/test_references.py.
+    "ledger_references_exist": "UPDATE lot SET account_id = account_id + 1000000",
 }
 
 
