@@ -151,6 +151,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--merchants", type=int, default=4, help="merchants, one program each (4)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured case (10)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per case (3)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure the cases this many times at each concurrency, every other round in "
+        "reverse order; ratios use each case's mean throughput and p99 (1)",
+    )
     parser.add_argument("--clients", default="1,8,32", help="concurrencies (1,8,32)")
     parser.add_argument("--with-128", action="store_true", help="also run 128 clients")
     parser.add_argument(
@@ -1559,8 +1566,18 @@ class Bench:
         self.report["sanity"] = self.sanity()
         self.report["statements_per_request"] = self.statement_probe()
         for clients in self.args.client_list:
-            for case in self.args.case_list:
-                self.results.append(self.run_case(case, clients))
+            for round_ in range(1, self.args.rounds + 1):
+                # Odd rounds in the given order, even rounds reversed (c, e, e, c, …):
+                # a case measured later in a run pays a few percent more (a larger
+                # database, warmer caches elsewhere), and ratios between cases should not
+                # depend on which came first.
+                order = self.args.case_list if round_ % 2 else self.args.case_list[::-1]
+                for case in order:
+                    result = self.run_case(case, clients)
+                    if self.args.rounds > 1:
+                        result["round"] = round_
+                        result["label"] = f"{result['label']} — round {round_}"
+                    self.results.append(result)
         self.report["profiles"] = [] if self.args.no_profile else self.profiles()
         self.report["app_log"] = self.scan_app_log()
         self.stop_server()
@@ -1738,7 +1755,21 @@ def fmt_ms(value: float | None) -> str:
 
 
 def by_case(results: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
-    return {(r["case"], r["clients"]): r for r in results}
+    """Each (case, clients) once; with --rounds, its throughput and p99 are the means of
+    its rounds (the other figures are the last round's)."""
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in results:
+        grouped.setdefault((r["case"], r["clients"]), []).append(r)
+    table = {}
+    for key, runs in grouped.items():
+        merged = dict(runs[-1])
+        if len(runs) > 1:
+            merged["rps"] = statistics.fmean(r["rps"] for r in runs)
+            p99s = [r["latency_ms"]["p99"] for r in runs if r["latency_ms"].get("p99") is not None]
+            merged["latency_ms"] = {**runs[-1]["latency_ms"],
+                                    "p99": statistics.fmean(p99s) if p99s else None}  # fmt: skip
+        table[key] = merged
+    return table
 
 
 def compute_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -202,17 +202,22 @@ class Earn:
     movement: Movement | None
     breakdown: dict[str, Any]
     """The final breakdown as stored: {"points", "lines"}, cap cuts included."""
+    as_sent: bool = False
+    """The breakdown is the one sent: no cap cut it (and this is no replay)."""
 
 
-def _earn(row: Any, membership_id: int, reason: str) -> Earn:
+def _earn(row: Any, membership_id: int, reason: str, sent: dict[str, Any]) -> Earn:
     transaction_id, entry_id, program_id, balance_after, created_at, replayed, final = row[-7:]
+    as_sent = final is None  # ledger_earn answers a breakdown only when caps changed it
+    if as_sent:
+        final = sent
     movement = None
     if transaction_id is not None:
         movement = Movement(
             transaction_id, entry_id, membership_id, program_id, "earn", reason,
             int(final["points"]), balance_after, created_at, replayed,
         )  # fmt: skip
-    return Earn(movement, final)
+    return Earn(movement, final, as_sent)
 
 
 def raise_domain_error(error: psycopg.Error) -> None:
@@ -258,7 +263,7 @@ async def run_earn(
         raise_domain_error(error)
         raise
     assert row is not None, "ledger_earn always returns its row"
-    return _earn(row, membership_id, reason)
+    return _earn(row, membership_id, reason, breakdown)
 
 
 async def run_referral(
@@ -292,8 +297,8 @@ async def run_referral(
         raise
     sides = {row[0]: row for row in rows}
     return (
-        _earn(sides["referee"], referee_membership_id, reason),
-        _earn(sides["referrer"], referrer_membership_id, reason),
+        _earn(sides["referee"], referee_membership_id, reason, referee_breakdown),
+        _earn(sides["referrer"], referrer_membership_id, reason, referrer_breakdown),
     )
 
 

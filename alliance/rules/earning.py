@@ -243,10 +243,14 @@ async def _record_purchase(
     )  # fmt: skip
     if earn.movement is not None:
         remember_program(membership_id, earn.movement.program_id)
-    return _result(earn)
+    return _result(earn, breakdown)
 
 
-def _result(earn: Earn) -> EarnResult:
+def _result(earn: Earn, sent: Breakdown | None = None) -> EarnResult:
+    """`sent`: the breakdown as evaluated, when the caller still has it (no cap cut it:
+    the stored one is the same, and is not parsed back)."""
+    if earn.as_sent and sent is not None:
+        return EarnResult(sent, earn.movement)
     return EarnResult(breakdown_from_json(earn.breakdown), earn.movement)
 
 

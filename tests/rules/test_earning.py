@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from alliance.db.engine import Database
 from alliance.errors import AlreadyExists, IdempotencyKeyReused, InvalidInput, NotFound
-from alliance.rules.earning import preview_earn, record_purchase
+from alliance.rules.earning import breakdown_from_json, preview_earn, record_purchase
 from alliance.rules.engine import OrderLine, Purchase, Stacking
 from alliance.rules.models import RuleKind
 from alliance.rules.service import create_rule, revise_rule, set_promotion_stacking
@@ -140,6 +140,12 @@ class TestRecordPurchase:
         assert result.movement.points == result.breakdown.points == 88 + 88
         assert [line.code for line in result.breakdown.contributions] == [
             "base", "double-weekend"]  # fmt: skip
+        # No cap cut it: the answer is the breakdown as evaluated, which is what is stored.
+        (stored,) = await db.fetch_one(
+            "SELECT details -> 'breakdown' FROM ledger_transaction WHERE id = %(id)s",
+            {"id": result.movement.transaction_id},
+        ) or (None,)
+        assert breakdown_from_json(stored) == result.breakdown
 
     async def test_same_order_earns_once_with_its_first_breakdown(self, db: Database) -> None:
         program, actor = await _program_with_rules(db)
