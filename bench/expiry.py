@@ -34,6 +34,7 @@ from alliance.db import migrate
 from alliance.db.embedded import DURABLE, EmbeddedPostgres
 from alliance.db.engine import Database
 from alliance.ledger.expiry import expire_points
+from alliance.ledger.models import SYSTEM_ACCOUNT_KINDS
 from alliance.ledger.verify import verify_ledger
 
 HERE = Path(__file__).resolve().parent
@@ -42,8 +43,7 @@ INSERT INTO merchant (code, name) VALUES ('expiry-bench', 'Expiry bench');
 INSERT INTO program (merchant_id, code, name, unit_name, point_value, expiry_policy, expiry_value)
 VALUES (1, 'p', 'P', 'pt', 0.01, 'days_after_earn', 365);
 INSERT INTO account (program_id, kind)
-SELECT 1, kind FROM unnest(ARRAY['issued', 'redeemed', 'expired', 'exchanged_out',
-                                 'exchanged_in', 'adjustment', 'held']) kind;
+SELECT 1, kind FROM unnest(ARRAY[{system_kinds}]) kind;
 INSERT INTO member (display_name) SELECT 'm' || g FROM generate_series(1, {members}) g;
 INSERT INTO membership (member_id, program_id, member_number)
 SELECT g, 1, 'n' || g FROM generate_series(1, {members}) g;
@@ -85,9 +85,12 @@ def log(message: str) -> None:
 async def verify(url: str, settings: Settings) -> int:
     db = Database(url, settings)
     try:
-        return len(await verify_ledger(db))
+        violations = await verify_ledger(db)
     finally:
         await db.dispose()
+    for violation in violations:
+        log(f"verify: {violation}")
+    return len(violations)
 
 
 async def run_job(url: str, settings: Settings, batch_size: int) -> tuple[float, int, int]:
@@ -120,7 +123,9 @@ def main() -> None:
         started = time.perf_counter()
         with psycopg.connect(server.libpq_url("seeded"), autocommit=True) as conn:
             # Integers only, formatted in: a multi-statement script takes no parameters.
-            conn.execute(SEED.format(lots=int(args.lots), members=int(args.members)).encode())
+            kinds = ", ".join(f"'{kind.value}'" for kind in SYSTEM_ACCOUNT_KINDS)
+            seed = SEED.format(lots=int(args.lots), members=int(args.members), system_kinds=kinds)
+            conn.execute(seed.encode())
             conn.execute("VACUUM (ANALYZE)")
         seeding = time.perf_counter() - started
         for copy in ("job", "baseline"):
