@@ -302,8 +302,8 @@ async def run_referral(
     )
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)  # psycopg sends bytes as they are
 
 
 def _message(error: psycopg.Error) -> str:
