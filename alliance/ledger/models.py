@@ -197,12 +197,14 @@ class Posting(Base):
         CheckConstraint("amount <> 0", name="amount_not_zero"),
         # The one history index: a member's postings newest first. A membership's
         # history filters it by account (a member has a handful of accounts), so
-        # no second index has to be written on every movement.
+        # no second index has to be written on every movement. It carries what
+        # histories filter on, so a page's ids come from it alone (migration 0018).
         Index(
             "ix_posting_member_history",
             "member_id",
             text("id DESC"),
             postgresql_where=text("balance_after IS NOT NULL"),
+            postgresql_include=["account_id", "program_id", "created_at"],
         ),
     )
 

@@ -37,7 +37,13 @@ from alliance.auth.actor import Actor
 from alliance.auth.models import Role
 from alliance.db.compiled import ACTOR_MEMBER, ACTOR_MERCHANT, Compiled, actor_params, actor_variant
 from alliance.db.engine import Database
-from alliance.db.paging import Page, fetch_pages_by_parent, ids_param, paged_by_parent, past_cursor
+from alliance.db.paging import (
+    Page,
+    fetch_pages_by_parent,
+    ids_param,
+    paged_by_parent,
+    past_cursor,
+)
 from alliance.ledger.models import Account, LedgerTransaction, Lot, Posting
 from alliance.members.models import Member, Membership
 from alliance.programs.models import Program
@@ -132,6 +138,7 @@ _history_columns = (
 _history = posting_table.join(
     transaction_table, transaction_table.c.id == posting_table.c.transaction_id
 )
+_entry_table = posting_table.alias("entry")
 
 
 def _merchant_programs() -> Any:
@@ -248,10 +255,14 @@ _memberships_of_member = _membership_pages("member_id")
 def _history_page(
     owner: ColumnElement[bool], role: Role, bound: bool, after: bool, filters: tuple[bool, ...]
 ) -> Any:
+    """The newest entries first, in two steps: their ids from the history index alone
+    (it carries account, program and time: an index-only scan, read backwards and
+    stopped at the page size), then those rows. In one step PostgreSQL estimated that
+    a member's postings of one account are a handful, so it read all of them and their
+    transactions and sorted: 5–9 ms for 660 postings, growing with the history."""
     by_program, since, until = filters
-    return (
-        select(*_history_columns)
-        .select_from(_history)
+    newest = (
+        select(posting_table.c.id)
         .where(
             owner,
             posting_table.c.balance_after.is_not(None),
@@ -268,6 +279,19 @@ def _history_page(
             past_cursor(posting_table.c.id, after, descending=True),
         )
         .order_by(posting_table.c.id.desc())
+        .limit(bindparam("limit"))
+        .lateral("newest")
+    )
+    return (
+        select(
+            *(_entry_table.c[c.name] if c.table is posting_table else c for c in _history_columns)
+        )
+        .select_from(
+            newest.join(_entry_table, _entry_table.c.id == newest.c.id).join(
+                transaction_table, transaction_table.c.id == _entry_table.c.transaction_id
+            )
+        )
+        .order_by(_entry_table.c.id.desc())
     )
 
 
@@ -294,6 +318,8 @@ _history_of_membership = Compiled(
         )
     )
 )
+
+
 _history_of_member = Compiled(
     lambda role, bound, after, filters: paged_by_parent(
         lambda member_id: _history_page(
