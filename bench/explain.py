@@ -16,6 +16,7 @@ import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -71,9 +72,42 @@ QUERIES: dict[str, tuple[str, str]] = {
 }
 
 
+def app_history_pages(membership: int, member: int) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """The history pages as the service sends them (alliance/members/queries.py), as an
+    operator: a membership's and a member's newest 20 entries."""
+    from alliance.auth.actor import Actor
+    from alliance.auth.models import Role
+    from alliance.db.compiled import actor_params, actor_variant
+    from alliance.members import queries
+
+    actor = Actor(Role.OPERATOR, "client:explain", "explain")
+    found = queries.HistoryFilter()
+    pages = {}
+    for name, compiled, parent in (
+        ("history_page_membership", queries._history_of_membership, membership),
+        ("history_page_member", queries._history_of_member, member),
+    ):
+        sql, params = compiled.bind(
+            *actor_variant(actor), False, found.variant, after=None, **found.params(),
+            **actor_params(actor),
+        )  # fmt: skip
+        why = f"{name.removeprefix('history_page_')}.transactions(first: 20), as sent by the app"
+        pages[name] = (why, sql, {**params, "parent_ids": [parent], "limit": 21})
+    return pages
+
+
+# A history page must stop at the page: its ids from the history index alone, not every
+# posting of the member read and sorted (migration 0018).
+MUST_NOT = {
+    "history_page_membership": r"Bitmap Heap Scan on posting|Sort Key: posting\.id",
+    "history_page_member": r"Bitmap Heap Scan on posting",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True)
+    parser.add_argument("--out", type=Path, default=OUT / "hot-queries.md")
     args = parser.parse_args(argv)
     url = args.database_url.replace("postgresql+psycopg://", "postgresql://")
     OUT.mkdir(exist_ok=True)
@@ -100,17 +134,21 @@ def main(argv: list[str] | None = None) -> int:
             "Rows: " + ", ".join(f"{name} {sizes.get(name, 0):,}" for name in LARGE),
             "",
         ]
-        for name, (why, sql) in QUERIES.items():
+        statements = {name: (why, sql, params) for name, (why, sql) in QUERIES.items()}
+        statements |= app_history_pages(params["membership"], params["member"])
+        for name, (why, sql, bound) in statements.items():
             plan = conn.execute(
-                f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, SUMMARY ON) {sql}", params
+                f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, SUMMARY ON) {sql}", bound
             ).fetchall()
             text = "\n".join(r[0] for r in plan)
             scans = re.findall(r"Seq Scan on (\w+)", text)
             if any(table in LARGE and table not in ("program",) for table in scans):
                 bad.append(f"{name}: sequential scan on {', '.join(scans)}")
+            if name in MUST_NOT and re.search(MUST_NOT[name], text):
+                bad.append(f"{name}: reads past the page ({MUST_NOT[name]})")
             lines += [f"## {name}", "", why, "", "```", sql.strip(), "", text, "```", ""]
-    (OUT / "hot-queries.md").write_text("\n".join(lines))
-    print(f"wrote {OUT / 'hot-queries.md'}")
+    args.out.write_text("\n".join(lines))
+    print(f"wrote {args.out}")
     for problem in bad:
         print(problem, file=sys.stderr)
     return 1 if bad else 0
