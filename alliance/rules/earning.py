@@ -100,7 +100,7 @@ def check_purchase(purchase: Purchase, currency: str, program_currency: str) -> 
                       places=2)  # fmt: skip
         if line.category is not None:
             clean_text(line.category, "category", max_length=64)
-    if purchase.lines and sum(line.amount for line in purchase.lines) != purchase.amount:
+    if purchase.lines and purchase.lines_total != purchase.amount:
         raise InvalidInput("the order lines must add up to the amount", field=("lines",))
 
 
