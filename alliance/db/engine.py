@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -71,13 +72,15 @@ class Database:
             f"-c statement_timeout={settings.statement_timeout_ms}"
             " -c idle_in_transaction_session_timeout=60000 -c TimeZone=UTC"
         )
+        # libpq's own variable names a process's sessions in pg_stat_activity.
+        application_name = os.environ.get("PGAPPNAME") or "points-alliance"
         self.engine: AsyncEngine = create_async_engine(
             url,
             pool_size=settings.session_pool_size,
             max_overflow=settings.session_pool_size,
             pool_timeout=settings.pool_timeout_seconds,
             pool_recycle=1800,
-            connect_args={"options": options, "application_name": "points-alliance"},
+            connect_args={"options": options, "application_name": application_name},
         )
         self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -92,7 +95,7 @@ class Database:
             kwargs={
                 "autocommit": True,
                 "options": options,
-                "application_name": "points-alliance",
+                "application_name": application_name,
                 # Hot statements are few and repeated: prepare them on first use.
                 "prepare_threshold": 0,
             },

@@ -211,17 +211,35 @@ async def test_a_job_killed_mid_run_and_run_again_expires_each_lot_once(db: Data
         [sys.executable, "-m", "alliance", "jobs", "run", "expire", "--batch-size", "1"],
         env=os.environ | {"ALLIANCE_DATABASE_URL": db.url,
                           "ALLIANCE_SECRET_KEY": db.settings.secret_key or "",
-                          "ALLIANCE_DATA_DIR": str(db.settings.data_dir)},
+                          "ALLIANCE_DATA_DIR": str(db.settings.data_dir),
+                          "PGAPPNAME": "expire-job-to-kill"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+
+    async def job_sessions() -> int:
+        async with db.autocommit() as conn:
+            found = await conn.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'expire-job-to-kill'"))  # fmt: skip
+        return int(found or 0)
+
     try:
         for _ in range(3000):
             if await expired() >= 20:
                 break
             await asyncio.sleep(0.01)
+        assert await job_sessions() > 0, "the job's sessions carry its name"
         job.send_signal(signal.SIGKILL)
     finally:
         job.wait(timeout=30)
+    # A backend whose client died mid-COMMIT still commits, and only then notices: count
+    # what the job committed once its sessions are gone.
+    for _ in range(3000):
+        if not await job_sessions():
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the killed job's sessions did not end")
     before = await expired()
     assert 20 <= before < lots, "the job was killed in the middle of its run"
 
