@@ -212,6 +212,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s (200)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument(
+        "--pgbench-rate",
+        type=float,
+        default=None,
+        help="pgbench -R: hold the pgbench cases to this many transactions/s (to compare "
+        "PostgreSQL's CPU per transaction with the HTTP cases at their own rate)",
+    )
+    parser.add_argument(
         "--outbox",
         choices=("on", "off"),
         default="on",
@@ -1238,6 +1245,8 @@ class Bench:
             "-l",
             f"--log-prefix={prefix}",
         ]
+        if self.args.pgbench_rate:
+            command += ["-R", str(self.args.pgbench_rate)]
         for name, value in variables.items():
             command += ["-D", f"{name}={value}"]
         return [*command, libpq_form(self.url)]

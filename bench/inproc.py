@@ -1,0 +1,226 @@
+"""The application's own CPU per request, in-process: no HTTP server, no load generator.
+
+    python -m bench.inproc [--case award|typename|balance] [--requests N] [--profile]
+
+It starts a throwaway embedded PostgreSQL, seeds it the way `python -m bench` does,
+opens the ASGI app (`gateway.create_app`, lifespan and all) and sends it requests
+straight through ASGI, one at a time or `--concurrency` at once. The figure is this
+process's CPU time per request, which is what the HTTP cases pay in the workers above
+uvicorn's own parsing and socket work: a quick, quiet way to compare a change to the
+request path (the HTTP cases on 2 shared cores vary ±10 % run to run; this does not).
+PostgreSQL's CPU is not counted. `--profile` prints cProfile's top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import cProfile
+import io
+import pstats
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from alliance.config import Settings
+from alliance.db.embedded import THROWAWAY, EmbeddedPostgres
+from alliance.db.migrate import upgrade
+from bench.run import TIME_ZONE, seed_database
+from bench.run import parse_args as bench_args
+
+AWARD = (
+    "mutation Award($input: MovePointsInput!) { awardPoints(input: $input)"
+    " { entry { id points balanceAfter createdAt } replayed userErrors { code message field } } }"
+)
+BALANCE = "query { viewer { __typename } }"
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", choices=("award", "typename"), default="award")
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds; the median")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--access-log", choices=("on", "off"), default="on")
+    return parser.parse_args(argv)
+
+
+Body = Callable[[int], bytes]
+
+
+async def _call(app: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            await asyncio.sleep(3600)
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    chunks: list[bytes] = []
+    status = 0
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    answer = b"".join(chunks)
+    if status != 200 or b'"errors"' in answer or b'"userErrors":[{' in answer:
+        raise SystemExit(f"unexpected answer {status}: {answer[:300]!r}")
+    return answer
+
+
+async def _measure(app: Any, body: Body, headers: Any, requests: int, concurrency: int) -> float:
+    """CPU seconds of this process per request."""
+    per_client = requests // concurrency
+
+    async def client(offset: int) -> None:
+        for n in range(per_client):
+            await _call(app, headers, body(offset * per_client + n))
+
+    cpu = time.process_time()
+    await asyncio.gather(*(client(k) for k in range(concurrency)))
+    return (time.process_time() - cpu) / (per_client * concurrency)
+
+
+async def _lifespan(app: Any) -> Callable[[], Awaitable[None]]:
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    started = asyncio.Event()
+    done = asyncio.Event()
+    await queue.put({"type": "lifespan.startup"})
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+        elif message["type"].startswith("lifespan.shutdown"):
+            done.set()
+        elif message["type"] == "lifespan.startup.failed":
+            raise SystemExit(message.get("message"))
+
+    task = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}},
+                                   queue.get, send))  # fmt: skip
+    await started.wait()
+
+    async def stop() -> None:
+        await queue.put({"type": "lifespan.shutdown"})
+        await done.wait()
+        await task
+
+    return stop
+
+
+async def main(argv: list[str] | None = None) -> None:
+    options = _arguments(argv)
+    from gateway import create_app
+
+    with tempfile.TemporaryDirectory(prefix="alliance-inproc-") as scratch:
+        server = EmbeddedPostgres(Path(scratch) / "pg", settings=THROWAWAY)
+        server.start()
+        try:
+            server.create_database("bench")
+            url = server.url("bench")
+            settings = Settings(
+                database_url=url,
+                data_dir=Path(scratch) / "data",
+                production=True,
+                secret_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+                time_zone=TIME_ZONE,
+                jobs=False,
+                access_log=options.access_log == "on",
+            )
+            upgrade(url)
+            seed = await seed_database(
+                url, settings, bench_args(["--members", "4000", "--member-tokens", "10",
+                                           "--cases", "c"]), "inproc")  # fmt: skip
+            app = create_app(settings)
+            stop = await _lifespan(app)
+            merchant = seed.blocks[0]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"authorization", f"Bearer {seed.merchant_tokens[0]}".encode()),
+            ]
+            nonce = random.getrandbits(40)
+
+            def award(n: int) -> bytes:
+                membership = random.randint(merchant[0], merchant[1])
+                variables = {"input": {
+                    "membershipId": _gid("Membership", membership), "points": 10,
+                    "reason": "inproc", "idempotencyKey": f"inproc-{nonce}-{n}"}}  # fmt: skip
+                return orjson.dumps({"query": AWARD, "variables": variables})
+
+            def typename(n: int) -> bytes:
+                return b'{"query":"{ __typename }"}'
+
+            body = award if options.case == "award" else typename
+            counter = iter(range(10**9))
+
+            def numbered(_: int) -> bytes:
+                return body(next(counter))
+
+            await _measure(app, numbered, headers, min(500, options.requests), 1)  # warm-up
+            figures = []
+            for _ in range(options.rounds):
+                figures.append(
+                    await _measure(app, numbered, headers, options.requests, options.concurrency)
+                )
+            median = statistics.median(figures)
+            rounds = ", ".join(f"{f * 1e3:.3f}" for f in figures)
+            print(f"{options.case}: {median * 1e3:.3f} ms CPU per request"
+                  f" (median of {options.rounds}: {rounds};"
+                  f" {options.requests} requests, concurrency {options.concurrency})",
+                  file=sys.stderr)  # fmt: skip
+            if options.profile:
+                profiler = cProfile.Profile()
+                profiler.enable()
+                await _measure(app, numbered, headers, options.requests, options.concurrency)
+                profiler.disable()
+                out = io.StringIO()
+                stats = pstats.Stats(profiler, stream=out)
+                stats.sort_stats("tottime").print_stats(35)
+                stats.sort_stats("cumulative").print_stats(45)
+                print(out.getvalue(), file=sys.stderr)
+            await stop()
+        finally:
+            server.destroy()
+
+
+def _gid(type_name: str, pk: int) -> str:
+    from strawberry import relay
+
+    return str(relay.GlobalID(type_name, str(pk)))
+
+
+if __name__ == "__main__":
+    import uvloop  # what `alliance serve` runs on (uvicorn --loop uvloop)
+
+    uvloop.run(main())
