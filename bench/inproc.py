@@ -34,20 +34,27 @@ import orjson
 from alliance.config import Settings
 from alliance.db.embedded import THROWAWAY, EmbeddedPostgres
 from alliance.db.migrate import upgrade
+from alliance.ledger.service import award_points
 from bench.run import TIME_ZONE, seed_database
 from bench.run import parse_args as bench_args
 
-AWARD = (
-    "mutation Award($input: MovePointsInput!) { awardPoints(input: $input)"
-    " { entry { id points balanceAfter createdAt } replayed userErrors { code message field } } }"
+AWARD_SELECTION = (
+    "entry { id points balanceAfter createdAt } replayed userErrors { code message field }"
 )
+"""What bench/wrk.lua's award asks for."""
 BALANCE = "query { viewer { __typename } }"
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", choices=("award", "typename"), default="award")
+    parser.add_argument(
+        "--case",
+        choices=("award", "typename", "award-domain"),
+        default="award",
+        help="award-domain: the domain call alone (award_points), no GraphQL or ASGI",
+    )
     parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--selection", default=AWARD_SELECTION, help="awardPoints' selection")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds; the median")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
@@ -113,6 +120,20 @@ async def _measure(app: Any, body: Body, headers: Any, requests: int, concurrenc
     return (time.process_time() - cpu) / (per_client * concurrency)
 
 
+async def _measure_calls(
+    call: Callable[[int], Awaitable[None]], calls: int, concurrency: int
+) -> float:
+    per_client = calls // concurrency
+
+    async def client(offset: int) -> None:
+        for n in range(per_client):
+            await call(10**6 + offset * per_client + n + random.getrandbits(30))
+
+    cpu = time.process_time()
+    await asyncio.gather(*(client(k) for k in range(concurrency)))
+    return (time.process_time() - cpu) / (per_client * concurrency)
+
+
 async def _lifespan(app: Any) -> Callable[[], Awaitable[None]]:
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     started = asyncio.Event()
@@ -170,18 +191,42 @@ async def main(argv: list[str] | None = None) -> None:
                 (b"authorization", f"Bearer {seed.merchant_tokens[0]}".encode()),
             ]
             nonce = random.getrandbits(40)
+            query = (
+                "mutation Award($input: MovePointsInput!)"
+                f" {{ awardPoints(input: $input) {{ {options.selection} }} }}"
+            )
 
             def award(n: int) -> bytes:
                 membership = random.randint(merchant[0], merchant[1])
                 variables = {"input": {
                     "membershipId": _gid("Membership", membership), "points": 10,
                     "reason": "inproc", "idempotencyKey": f"inproc-{nonce}-{n}"}}  # fmt: skip
-                return orjson.dumps({"query": AWARD, "variables": variables})
+                return orjson.dumps({"query": query, "variables": variables})
 
             def typename(n: int) -> bytes:
                 return b'{"query":"{ __typename }"}'
 
-            body = award if options.case == "award" else typename
+            body = typename if options.case == "typename" else award
+            if options.case == "award-domain":
+                services = app.app.state.services
+                actor = await services.verifier.verify(seed.merchant_tokens[0])
+
+                async def domain(n: int) -> None:
+                    membership = random.randint(merchant[0], merchant[1])
+                    await award_points(
+                        services.db, actor, membership_id=membership, points=10,
+                        reason="inproc", idempotency_key=f"inproc-{nonce}-{n}",
+                    )  # fmt: skip
+
+                await _measure_calls(domain, min(500, options.requests), 1)
+                figures = [
+                    await _measure_calls(domain, options.requests, options.concurrency)
+                    for _ in range(options.rounds)
+                ]
+                print(f"{options.case}: {statistics.median(figures) * 1e3:.3f} ms CPU per call",
+                      file=sys.stderr)  # fmt: skip
+                await stop()
+                return
             counter = iter(range(10**9))
 
             def numbered(_: int) -> bytes:

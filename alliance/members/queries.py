@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Select,
     and_,
     any_,
     bindparam,
@@ -157,17 +158,6 @@ def _accounts_of(member: Any) -> Any:
     )
 
 
-def _ledger_members_of(member: Any) -> Any:
-    """The ledger members of those accounts (the member itself unless merged with others):
-    what the history index on postings is searched by."""
-    return (
-        select(account_table.c.member_id)
-        .select_from(_memberships)
-        .where(membership_table.c.member_id == member)
-        .correlate_except(membership_table, account_table)
-    )
-
-
 def readable_memberships(role: Role, bound: bool) -> ColumnElement[bool]:
     if role in (Role.OPERATOR, Role.AUDITOR):
         return true()
@@ -252,16 +242,13 @@ _memberships_of_program = _membership_pages("program_id")
 _memberships_of_member = _membership_pages("member_id")
 
 
-def _history_page(
+def _newest(
     owner: ColumnElement[bool], role: Role, bound: bool, after: bool, filters: tuple[bool, ...]
-) -> Any:
-    """The newest entries first, in two steps: their ids from the history index alone
-    (it carries account, program and time: an index-only scan, read backwards and
-    stopped at the page size), then those rows. In one step PostgreSQL estimated that
-    a member's postings of one account are a handful, so it read all of them and their
-    transactions and sorted: 5–9 ms for 660 postings, growing with the history."""
+) -> Select[Any]:
+    """The ids of an owner's newest entries, from the history index alone (it carries
+    account, program and time: an index-only scan, read backwards, stopped at the page)."""
     by_program, since, until = filters
-    newest = (
+    return (
         select(posting_table.c.id)
         .where(
             owner,
@@ -280,14 +267,21 @@ def _history_page(
         )
         .order_by(posting_table.c.id.desc())
         .limit(bindparam("limit"))
-        .lateral("newest")
     )
+
+
+def _history_page(newest: Select[Any]) -> Any:
+    """A page in two steps: the ids (`_newest`), then those rows. In one step PostgreSQL
+    estimated that a member's postings of one account are a handful, so it read all of
+    them and their transactions and sorted: 5–9 ms for 660 postings, growing with the
+    history."""
+    ids = newest.lateral("newest")
     return (
         select(
             *(_entry_table.c[c.name] if c.table is posting_table else c for c in _history_columns)
         )
         .select_from(
-            newest.join(_entry_table, _entry_table.c.id == newest.c.id).join(
+            ids.join(_entry_table, _entry_table.c.id == ids.c.id).join(
                 transaction_table, transaction_table.c.id == _entry_table.c.transaction_id
             )
         )
@@ -310,28 +304,49 @@ def _of_membership(membership_id: Any) -> ColumnElement[bool]:
     )
 
 
+def _newest_of_member(
+    member_id: Any, role: Role, bound: bool, after: bool, filters: tuple[bool, ...]
+) -> Select[Any]:
+    """A member's newest entries across its ledger members (several after merges): a
+    page from each one's stretch of the history index, then the newest of those. With
+    `member_id IN (…)` PostgreSQL read every entry of all of them and sorted."""
+    ledger = (
+        select(account_table.c.member_id)
+        .select_from(_memberships)
+        .where(membership_table.c.member_id == member_id)
+        .correlate_except(membership_table, account_table)
+        .distinct()
+        .lateral("ledger")
+    )
+    each = _newest(
+        and_(
+            posting_table.c.member_id == ledger.c.member_id,
+            posting_table.c.account_id.in_(_accounts_of(member_id)),
+        ),
+        role,
+        bound,
+        after,
+        filters,
+    ).lateral("each")
+    return (
+        select(each.c.id)
+        .select_from(ledger.join(each, true()))
+        .order_by(each.c.id.desc())
+        .limit(bindparam("limit"))
+    )
+
+
 # Newest first: posting ids grow with time, so they order the history.
 _history_of_membership = Compiled(
     lambda role, bound, after, filters: paged_by_parent(
         lambda membership_id: _history_page(
-            _of_membership(membership_id), role, bound, after, filters
+            _newest(_of_membership(membership_id), role, bound, after, filters)
         )
     )
 )
-
-
 _history_of_member = Compiled(
     lambda role, bound, after, filters: paged_by_parent(
-        lambda member_id: _history_page(
-            and_(
-                posting_table.c.member_id.in_(_ledger_members_of(member_id)),
-                posting_table.c.account_id.in_(_accounts_of(member_id)),
-            ),
-            role,
-            bound,
-            after,
-            filters,
-        )
+        lambda member_id: _history_page(_newest_of_member(member_id, role, bound, after, filters))
     )
 )
 _entries_by_id = Compiled(

@@ -103,6 +103,42 @@ async def test_rehome_under_concurrent_spends_keeps_every_invariant(db: Database
     assert stray == 0
 
 
+async def test_a_merged_members_history_pages_through_every_ledger_member_newest_first(
+    db: Database,
+) -> None:
+    """After merges a member's entries sit under several ledger members: each page is the
+    newest of all of them, pages neither skip nor repeat, and the filters still apply."""
+    programs = [await make_program(db) for _ in range(3)]
+    memberships = [await make_membership(db, program) for program in programs]
+    for n in range(1, 9):  # interleaved: every ledger member's entries alternate in time
+        for membership, program in zip(memberships, programs, strict=True):
+            await give_points(db, membership, program, n)
+    survivor = memberships[0]
+    for k, absorbed in enumerate(memberships[1:]):
+        await merge_members(db, OPERATOR, survivor_id=survivor.member_id,
+                            absorbed_id=absorbed.member_id, reason="dup",
+                            idempotency_key=f"m{k}")  # fmt: skip
+
+    async def every_page(filters: HistoryFilter) -> list[int]:
+        seen: list[int] = []
+        after = None
+        while True:
+            pages = await history_pages_by_member(db, OPERATOR, [survivor.member_id], first=5,
+                                                  after=after, filters=filters)  # fmt: skip
+            page = pages[survivor.member_id]
+            seen += [entry.posting_id for entry in page.items]
+            if not page.has_next_page:
+                return seen
+            after = seen[-1]
+
+    everything = await every_page(HistoryFilter())
+    assert len(everything) == 24
+    assert everything == sorted(set(everything), reverse=True)
+    one = await every_page(HistoryFilter(program_id=programs[2].id))
+    assert len(one) == 8
+    assert one == [entry for entry in everything if entry in set(one)]
+
+
 async def test_survivor_sees_the_moved_membership_history(db: Database) -> None:
     home, other = await make_program(db), await make_program(db)
     survivor = await make_membership(db, home)
