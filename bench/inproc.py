@@ -49,9 +49,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--case",
-        choices=("award", "typename", "award-domain"),
+        choices=("award", "typename", "award-domain", "award-execute", "typename-execute"),
         default="award",
-        help="award-domain: the domain call alone (award_points), no GraphQL or ASGI",
+        help="award-domain: the domain call alone (award_points), no GraphQL or ASGI; "
+        "*-execute: the schema's execute alone (no ASGI, no HTTP view)",
     )
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--selection", default=AWARD_SELECTION, help="awardPoints' selection")
@@ -206,7 +207,33 @@ async def main(argv: list[str] | None = None) -> None:
             def typename(n: int) -> bytes:
                 return b'{"query":"{ __typename }"}'
 
-            body = typename if options.case == "typename" else award
+            body = typename if options.case.startswith("typename") else award
+            if options.case.endswith("-execute"):
+                services = app.app.state.services
+                actor = await services.verifier.verify(seed.merchant_tokens[0])
+                view_schema = _graphql_view(app).schema
+                from schema.context import Context
+
+                async def execute(n: int) -> None:
+                    request = orjson.loads(body(n))
+                    result = await view_schema.execute(
+                        request["query"],
+                        variable_values=request.get("variables"),
+                        context_value=Context(services.db, settings, actor),
+                    )
+                    if result.errors:
+                        raise SystemExit(str(result.errors))
+                    orjson.dumps(result.data)
+
+                await _measure_calls(execute, min(500, options.requests), 1)
+                figures = [
+                    await _measure_calls(execute, options.requests, options.concurrency)
+                    for _ in range(options.rounds)
+                ]
+                print(f"{options.case}: {statistics.median(figures) * 1e3:.3f} ms CPU per call",
+                      file=sys.stderr)  # fmt: skip
+                await stop()
+                return
             if options.case == "award-domain":
                 services = app.app.state.services
                 actor = await services.verifier.verify(seed.merchant_tokens[0])
@@ -245,7 +272,7 @@ async def main(argv: list[str] | None = None) -> None:
                   f" {options.requests} requests, concurrency {options.concurrency})",
                   file=sys.stderr)  # fmt: skip
             if options.profile:
-                profiler = cProfile.Profile()
+                profiler = cProfile.Profile(time.process_time)  # CPU, not waits
                 profiler.enable()
                 await _measure(app, numbered, headers, options.requests, options.concurrency)
                 profiler.disable()
@@ -253,10 +280,22 @@ async def main(argv: list[str] | None = None) -> None:
                 stats = pstats.Stats(profiler, stream=out)
                 stats.sort_stats("tottime").print_stats(35)
                 stats.sort_stats("cumulative").print_stats(45)
+                stats.print_callees(
+                    "resolve_async|_async_resolver|_move_points|mutate|convert_argument|get_arguments|execute_operation|_execute_operation|complete_awaitable_value"
+                )
                 print(out.getvalue(), file=sys.stderr)
             await stop()
         finally:
             server.destroy()
+
+
+def _graphql_view(app: Any) -> Any:
+    from gateway import GraphQLEndpoint
+
+    for route in app.app.routes:
+        if isinstance(route.endpoint, GraphQLEndpoint):
+            return route.endpoint.view
+    raise SystemExit("no GraphQL endpoint")
 
 
 def _gid(type_name: str, pk: int) -> str:
