@@ -42,14 +42,23 @@ AWARD_SELECTION = (
     "entry { id points balanceAfter createdAt } replayed userErrors { code message field }"
 )
 """What bench/wrk.lua's award asks for."""
-BALANCE = "query { viewer { __typename } }"
+BALANCE = b'{"query":"{ viewer { membership { balance { points held } } } }"}'
+"""What bench/wrk.lua's balance case asks, with a member token."""
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--case",
-        choices=("award", "typename", "award-domain", "award-execute", "typename-execute"),
+        choices=(
+            "award",
+            "typename",
+            "balance",
+            "award-domain",
+            "award-execute",
+            "typename-execute",
+            "balance-execute",
+        ),
         default="award",
         help="award-domain: the domain call alone (award_points), no GraphQL or ASGI; "
         "*-execute: the schema's execute alone (no ASGI, no HTTP view)",
@@ -207,10 +216,19 @@ async def main(argv: list[str] | None = None) -> None:
             def typename(n: int) -> bytes:
                 return b'{"query":"{ __typename }"}'
 
-            body = typename if options.case.startswith("typename") else award
+            def balance(n: int) -> bytes:
+                return BALANCE
+
+            body = {"typename": typename, "balance": balance}.get(options.case.split("-")[0], award)
+            if options.case.startswith("balance"):
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"authorization", f"Bearer {seed.member_tokens[0]}".encode()),
+                ]
             if options.case.endswith("-execute"):
                 services = app.app.state.services
-                actor = await services.verifier.verify(seed.merchant_tokens[0])
+                token = headers[1][1].decode().removeprefix("Bearer ")
+                actor = await services.verifier.verify(token)
                 view_schema = _graphql_view(app).schema
                 from schema.context import Context
 

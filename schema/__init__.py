@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
 
 from alliance.config import Settings
-from schema.errors import log_unexpected
+from schema.errors import log_unexpected, present
 from schema.execution import use_short_way
-from schema.extensions import request_policy
 from schema.inputs import build_inputs_by_plan
 from schema.mutations import Mutation
+from schema.policy import RequestPolicy
 from schema.queries import Query
 from schema.scalars import SCALARS
 from schema.subscriptions import Subscription
 
 
 class AllianceSchema(strawberry.Schema):
+    policy: RequestPolicy
+
+    def _create_execution_context(self, *args: Any, **kwargs: Any) -> ExecutionContext:
+        context = super()._create_execution_context(*args, **kwargs)
+        self.policy.prepare(context)  # parsed and validated from the caches
+        return context
+
+    async def execute(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        return _presented(await super().execute(*args, **kwargs))
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        return _present_each(await super().stream(*args, **kwargs))
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -28,18 +42,34 @@ class AllianceSchema(strawberry.Schema):
         log_unexpected(errors)
 
 
+def _presented(result: Any) -> Any:
+    if isinstance(result, ExecutionResult) and result.errors:
+        result.errors = [present(error) for error in result.errors]
+    return result
+
+
+async def _present_each(results: Any) -> AsyncGenerator[Any, None]:
+    if not hasattr(results, "__aiter__"):
+        yield _presented(results)
+        return
+    try:
+        async for result in results:
+            yield _presented(result)
+    finally:
+        await results.aclose()
+
+
 def create_schema(settings: Settings | None = None) -> AllianceSchema:
-    extensions: list[Any] = [request_policy(settings or Settings())]
     schema = AllianceSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=extensions,
         config=StrawberryConfig(
             scalar_map=SCALARS,
             disable_field_suggestions=bool(settings and settings.production),
         ),
     )
+    schema.policy = RequestPolicy(settings or Settings())
     use_short_way(schema)  # plain data fields without per-field machinery (execution.py)
     build_inputs_by_plan(schema)  # input objects without strawberry's generic walk (inputs.py)
     return schema
