@@ -248,6 +248,12 @@ async def main(argv: list[str] | None = None) -> None:
                     await _measure_calls(execute, options.requests, options.concurrency)
                     for _ in range(options.rounds)
                 ]
+                if options.profile:
+                    profiler = cProfile.Profile(time.process_time)
+                    profiler.enable()
+                    await _measure_calls(execute, options.requests, options.concurrency)
+                    profiler.disable()
+                    _print_profile(profiler)
                 print(f"{options.case}: {statistics.median(figures) * 1e3:.3f} ms CPU per call",
                       file=sys.stderr)  # fmt: skip
                 await stop()
@@ -305,6 +311,14 @@ async def main(argv: list[str] | None = None) -> None:
             await stop()
         finally:
             server.destroy()
+
+
+def _print_profile(profiler: cProfile.Profile) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(60)
+    print(out.getvalue(), file=sys.stderr)
 
 
 def _graphql_view(app: Any) -> Any:
