@@ -17,6 +17,10 @@ This execution context takes a short way:
   directive, so that the selection depends on the cached document alone);
 - for a basic leaf field among others (beside a resolver): getattr and coerce.
 
+A relay Node's `id`, where strawberry resolves it the stock way (no `resolve_id` or
+`resolve_typename` of the type's own), counts as a basic leaf too: the global id of the
+type's name and the id attribute, which is what `Node._id` and the ID scalar make of it.
+
 Identical answers: the short way only ever returns what the long way would. Anything
 else (a null where the type says non-null, an awaitable, a value a scalar refuses, an
 exception, a directive, a deferred fragment, an abstract type, a type with `is_type_of`)
@@ -41,6 +45,8 @@ from graphql import (
 )
 from graphql.execution import Executor
 from graphql.pyutils import Undefined
+from strawberry import relay
+from strawberry.relay.utils import to_base64
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
@@ -91,6 +97,11 @@ def basic_fields(schema: GraphQLSchema) -> tuple[dict[int, str], dict[int, Leaf]
         if not isinstance(graphql_type, GraphQLObjectType):
             continue
         for field in graphql_type.fields.values():
+            node_id = _relay_id(graphql_type, field)
+            if node_id is not None:
+                basic[id(field)] = node_id[0]
+                leaves[id(field)] = node_id
+                continue
             # strawberry marks the resolver of a basic field (it reads the attribute).
             if not getattr(field.resolve, "_is_default", False) or field.args:
                 continue
@@ -106,6 +117,45 @@ def basic_fields(schema: GraphQLSchema) -> tuple[dict[int, str], dict[int, Leaf]
             if is_leaf_type(inner):
                 leaves[id(field)] = (definition.python_name, inner.coerce_output_value, nullable)
     return basic, leaves
+
+
+def _relay_id(graphql_type: GraphQLObjectType, field: Any) -> Leaf | None:
+    """A relay Node's `id` that strawberry resolves the stock way, as a leaf: the global
+    id of the type's name and the id attribute (what `Node._id` makes, serialized). The
+    plain ids of a list of twenty nodes cost about as much as the rest of the page."""
+    definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    resolver = getattr(definition, "base_resolver", None)
+    wrapped = getattr(getattr(resolver, "wrapped_func", None), "__func__", None)
+    if (
+        not isinstance(definition, StrawberryField)
+        or wrapped is not _NODE_ID
+        or field.args
+        or definition.extensions
+        or type(definition).get_result is not StrawberryField.get_result
+    ):
+        return None
+    # The concrete type's class (the field's own origin is the Node interface).
+    origin = getattr(
+        graphql_type.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF), "origin", None
+    )
+    if (
+        not isinstance(origin, type)
+        or not issubclass(origin, relay.Node)
+        or origin.resolve_id.__func__ is not _RESOLVE_ID  # type: ignore[attr-defined]
+        or origin.resolve_typename.__func__ is not _RESOLVE_TYPENAME  # type: ignore[attr-defined]
+    ):
+        return None
+    type_name = graphql_type.name
+
+    def global_id(value: Any) -> str:
+        return to_base64(type_name, str(value))
+
+    return (origin.resolve_id_attr(), global_id, False)
+
+
+_NODE_ID = relay.Node._id.__func__
+_RESOLVE_ID = relay.Node.resolve_id.__func__  # type: ignore[attr-defined]
+_RESOLVE_TYPENAME = relay.Node.resolve_typename.__func__  # type: ignore[attr-defined]
 
 
 def _plain_object(graphql_type: Any) -> TypeGuard[GraphQLObjectType]:
@@ -215,13 +265,17 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
     def _make_plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> Plan | None:
         """The plan of a selection that `_plain_selection` accepted."""
-        entries = []
+        entries: list[tuple[Any, ...]] = []
         for response_key, field_details_list in grouped_field_set.items():
             name = field_details_list[0].node.name.value
             if name == "__typename":
                 entries.append((response_key, TYPENAME, None, False, parent_type.name))
                 continue
             field = parent_type.fields[name]
+            leaf = self.leaves.get(id(field))
+            if leaf is not None:  # its own coercion (a relay id's is not its scalar's)
+                entries.append((response_key, LEAF, leaf[0], leaf[2], leaf[1]))
+                continue
             attribute = self.basic[id(field)]
             entry = self._entry(response_key, attribute, field.type, field_details_list)
             if entry is None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import strawberry
+from strawberry import relay
 from strawberry.schema.config import StrawberryConfig
 
 from alliance.config import Settings
@@ -80,6 +81,25 @@ async def _later(value: Any) -> Any:
     return value
 
 
+@strawberry.type
+class Thing(relay.Node):
+    """A relay node resolved the stock way: its id takes the short way."""
+
+    code: relay.NodeID[str]
+    name: str
+
+
+@strawberry.type
+class Custom(relay.Node):
+    """A node with its own resolve_id: its id takes the long way."""
+
+    code: relay.NodeID[str]
+
+    @classmethod
+    def resolve_id(cls, root: Custom, *, info: Any) -> str:
+        return f"custom-{root.code}"
+
+
 class Weird:
     """A line whose attribute fails when read."""
 
@@ -129,6 +149,22 @@ class Query:
     def named(self) -> list[Named]:
         return list(_items())
 
+    @strawberry.field
+    def things(self) -> list[Thing]:
+        return [Thing(code="1", name="one"), Thing(code="b/2", name="two")]
+
+    @strawberry.field
+    def customs(self) -> list[Custom]:
+        return [Custom(code="1")]
+
+    @strawberry.field
+    def broken_things(self) -> list[Thing]:
+        return [Thing(code="1", name="one"), Thing(code=None, name="nameless")]  # type: ignore[arg-type]
+
+    @strawberry.field
+    def nodes(self) -> list[relay.Node]:
+        return [Thing(code="1", name="one"), Custom(code="2")]
+
 
 def _items() -> list[Item]:
     at = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
@@ -142,7 +178,7 @@ def _items() -> list[Item]:
 
 def _schema(short: bool) -> strawberry.Schema:
     schema = strawberry.Schema(
-        query=Query, types=[Item], config=StrawberryConfig(scalar_map=SCALARS)
+        query=Query, types=[Item, Thing, Custom], config=StrawberryConfig(scalar_map=SCALARS)
     )
     if short:
         assert use_short_way(schema)
@@ -164,6 +200,10 @@ DOCUMENTS = [
     f"{{ nullItem {{ {PAGE} }} }}",
     "{ items { name count price kind tags maybe at numbers } }",
     "{ named { name ... on Item { count kind } } }",
+    "{ things { id name } customs { id } }",
+    "{ things { __typename id code i: id } }",
+    "{ brokenThings { id name } }",
+    "{ nodes { id ... on Thing { name } } }",
 ]
 VARIABLE_DOCUMENT = """query($with: Boolean!) { page { edges { node {
     label ...V @include(if: $with) } } } } fragment V on Line { value note }"""
@@ -202,3 +242,15 @@ def test_the_api_schema_takes_the_short_way() -> None:
     assert SUPPORTED
     schema = create_schema(Settings())
     assert issubclass(schema.execution_context_class, AllianceExecutionContext)
+
+
+def test_stock_relay_ids_are_leaves_and_custom_ones_are_not() -> None:
+    schema = _schema(short=True)
+    leaves: dict[int, Any] = getattr(schema.execution_context_class, "leaves")  # noqa: B009
+    types: dict[str, Any] = dict(schema._schema.type_map)
+    thing_id, custom_id = types["Thing"].fields["id"], types["Custom"].fields["id"]
+    assert id(thing_id) in leaves
+    assert id(custom_id) not in leaves
+    attribute, global_id, nullable = leaves[id(thing_id)]
+    assert (attribute, nullable) == ("code", False)
+    assert global_id("b/2") == str(relay.GlobalID("Thing", "b/2"))
