@@ -69,6 +69,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--access-log", choices=("on", "off"), default="on")
+    parser.add_argument(
+        "--gc-pauses", action="store_true", help="report the cyclic GC's pauses per generation"
+    )
+    parser.add_argument(
+        "--gc-threshold", default="", help="with --gc-pauses: gc.set_threshold, e.g. 2000,50,100"
+    )
     return parser.parse_args(argv)
 
 
@@ -144,6 +150,25 @@ async def _measure_calls(
     return (time.process_time() - cpu) / (per_client * concurrency)
 
 
+_pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+_started: list[float] = [0.0]
+
+
+def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _started[0] = time.perf_counter()
+    else:
+        _pauses[info["generation"]].append(time.perf_counter() - _started[0])
+
+
+def _report_gc_pauses() -> None:
+    for generation, pauses in _pauses.items():
+        if pauses:
+            print(f"gc generation {generation}: {len(pauses)} collections, max "
+                  f"{max(pauses) * 1e3:.2f} ms, total {sum(pauses) * 1e3:.1f} ms",
+                  file=sys.stderr)  # fmt: skip
+
+
 async def _lifespan(app: Any) -> Callable[[], Awaitable[None]]:
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     started = asyncio.Event()
@@ -195,6 +220,12 @@ async def main(argv: list[str] | None = None) -> None:
                                            "--cases", "c"]), "inproc")  # fmt: skip
             app = create_app(settings)
             stop = await _lifespan(app)
+            if options.gc_pauses:
+                import gc
+
+                gc.callbacks.append(_on_gc)
+                if options.gc_threshold:
+                    gc.set_threshold(*(int(t) for t in options.gc_threshold.split(",")))
             merchant = seed.blocks[0]
             headers = [
                 (b"content-type", b"application/json"),
@@ -289,6 +320,8 @@ async def main(argv: list[str] | None = None) -> None:
                 figures.append(
                     await _measure(app, numbered, headers, options.requests, options.concurrency)
                 )
+            if options.gc_pauses:
+                _report_gc_pauses()
             median = statistics.median(figures)
             rounds = ", ".join(f"{f * 1e3:.3f}" for f in figures)
             print(f"{options.case}: {median * 1e3:.3f} ms CPU per request"
