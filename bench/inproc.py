@@ -44,6 +44,11 @@ AWARD_SELECTION = (
 """What bench/wrk.lua's award asks for."""
 BALANCE = b'{"query":"{ viewer { membership { balance { points held } } } }"}'
 """What bench/wrk.lua's balance case asks, with a member token."""
+ALLIANCE = (
+    b'{"query":"{ allianceBalances { totalValue expiringPoints'
+    b' lines { edges { node { programName points value expiringPoints } } } } }"}'
+)
+"""bench/wrk.lua's allianceBalances case, with the token of a member of five programs."""
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -54,6 +59,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
             "award",
             "typename",
             "balance",
+            "alliance",
+            "alliance-execute",
             "award-domain",
             "award-execute",
             "typename-execute",
@@ -217,7 +224,7 @@ async def main(argv: list[str] | None = None) -> None:
             upgrade(url)
             seed = await seed_database(
                 url, settings, bench_args(["--members", "4000", "--member-tokens", "10",
-                                           "--cases", "c"]), "inproc")  # fmt: skip
+                                           "--cases", "c,f"]), "inproc")  # fmt: skip
             app = create_app(settings)
             stop = await _lifespan(app)
             if options.gc_pauses:
@@ -250,11 +257,16 @@ async def main(argv: list[str] | None = None) -> None:
             def balance(n: int) -> bytes:
                 return BALANCE
 
-            body = {"typename": typename, "balance": balance}.get(options.case.split("-")[0], award)
-            if options.case.startswith("balance"):
+            def alliance(n: int) -> bytes:
+                return ALLIANCE
+
+            kind = options.case.split("-")[0]
+            body = {"typename": typename, "balance": balance, "alliance": alliance}.get(kind, award)
+            if kind in ("balance", "alliance"):
+                tokens = seed.alliance_tokens if kind == "alliance" else seed.member_tokens
                 headers = [
                     (b"content-type", b"application/json"),
-                    (b"authorization", f"Bearer {seed.member_tokens[0]}".encode()),
+                    (b"authorization", f"Bearer {tokens[0]}".encode()),
                 ]
             if options.case.endswith("-execute"):
                 services = app.app.state.services
