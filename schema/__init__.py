@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import strawberry
@@ -11,11 +10,11 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, ExecutionResult
 
 from alliance.config import Settings
-from schema.errors import log_unexpected, present
+from schema.errors import log_unexpected
 from schema.execution import use_short_way
 from schema.inputs import build_inputs_by_plan
 from schema.mutations import Mutation
-from schema.policy import RequestPolicy
+from schema.policy import RequestPolicy, present_each, present_result
 from schema.queries import Query
 from schema.scalars import SCALARS
 from schema.subscriptions import Subscription
@@ -30,33 +29,16 @@ class AllianceSchema(strawberry.Schema):
         return context
 
     async def execute(self, *args: Any, **kwargs: Any) -> ExecutionResult:
-        return _presented(await super().execute(*args, **kwargs))
+        return present_result(await super().execute(*args, **kwargs))
 
     async def stream(self, *args: Any, **kwargs: Any) -> Any:
-        return _present_each(await super().stream(*args, **kwargs))
+        return present_each(await super().stream(*args, **kwargs))
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         # Client errors are answers, not incidents: only unexpected ones are logged.
         log_unexpected(errors)
-
-
-def _presented(result: Any) -> Any:
-    if isinstance(result, ExecutionResult) and result.errors:
-        result.errors = [present(error) for error in result.errors]
-    return result
-
-
-async def _present_each(results: Any) -> AsyncGenerator[Any, None]:
-    if not hasattr(results, "__aiter__"):
-        yield _presented(results)
-        return
-    try:
-        async for result in results:
-            yield _presented(result)
-    finally:
-        await results.aclose()
 
 
 def create_schema(settings: Settings | None = None) -> AllianceSchema:

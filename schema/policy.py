@@ -15,6 +15,7 @@ presents the errors of each result it returns.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator
 from functools import lru_cache
 from typing import Any
 
@@ -22,9 +23,10 @@ from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.schema.schema import validate_document
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
 
 from alliance.config import Settings
+from schema.errors import present
 
 CACHE_SIZE = 512
 """Distinct documents remembered per process; bounded so unique queries cannot grow memory."""
@@ -84,3 +86,21 @@ class RequestPolicy:
             rules = self._rules = (*context.validation_rules, *self.extra_rules)
         context.graphql_document = document
         context.pre_execution_errors = _validate(context.schema._schema, document, rules)
+
+
+def present_result(result: Any) -> Any:
+    """The result with its errors as the client sees them (`present`)."""
+    if isinstance(result, ExecutionResult) and result.errors:
+        result.errors = [present(error) for error in result.errors]
+    return result
+
+
+async def present_each(results: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+    """A stream's results (strawberry's `stream` is an async generator), each presented."""
+    try:
+        async for result in results:
+            yield present_result(result)
+    finally:
+        aclose = getattr(results, "aclose", None)
+        if aclose is not None:
+            await aclose()
