@@ -85,9 +85,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-Body = Callable[[int], bytes]
-
-
 async def _call(app: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
     sent = False
 
@@ -130,31 +127,21 @@ async def _call(app: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> by
     return answer
 
 
-async def _measure(app: Any, body: Body, headers: Any, requests: int, concurrency: int) -> float:
-    """CPU seconds of this process per request."""
-    per_client = requests // concurrency
-
-    async def client(offset: int) -> None:
-        for n in range(per_client):
-            await _call(app, headers, body(offset * per_client + n))
-
-    cpu = time.process_time()
-    await asyncio.gather(*(client(k) for k in range(concurrency)))
-    return (time.process_time() - cpu) / (per_client * concurrency)
-
-
-async def _measure_calls(
-    call: Callable[[int], Awaitable[None]], calls: int, concurrency: int
-) -> float:
+async def _measure(call: Callable[[int], Awaitable[None]], calls: int, concurrency: int) -> float:
+    """CPU seconds of this process per call; every call gets a number of its own."""
     per_client = calls // concurrency
 
     async def client(offset: int) -> None:
-        for n in range(per_client):
-            await call(10**6 + offset * per_client + n + random.getrandbits(30))
+        for _ in range(per_client):
+            await call(next(_numbers))
 
     cpu = time.process_time()
     await asyncio.gather(*(client(k) for k in range(concurrency)))
     return (time.process_time() - cpu) / (per_client * concurrency)
+
+
+_numbers = iter(range(10**12))
+"""Request numbers (idempotency keys), unique across rounds."""
 
 
 _pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
@@ -268,14 +255,14 @@ async def main(argv: list[str] | None = None) -> None:
                     (b"content-type", b"application/json"),
                     (b"authorization", f"Bearer {tokens[0]}".encode()),
                 ]
+            services = app.app.state.services
             if options.case.endswith("-execute"):
-                services = app.app.state.services
                 token = headers[1][1].decode().removeprefix("Bearer ")
                 actor = await services.verifier.verify(token)
                 view_schema = _graphql_view(app).schema
                 from schema.context import Context
 
-                async def execute(n: int) -> None:
+                async def call(n: int) -> None:
                     request = orjson.loads(body(n))
                     result = await view_schema.execute(
                         request["query"],
@@ -286,73 +273,39 @@ async def main(argv: list[str] | None = None) -> None:
                         raise SystemExit(str(result.errors))
                     orjson.dumps(result.data)
 
-                await _measure_calls(execute, min(500, options.requests), 1)
-                figures = [
-                    await _measure_calls(execute, options.requests, options.concurrency)
-                    for _ in range(options.rounds)
-                ]
-                if options.profile:
-                    profiler = cProfile.Profile(time.process_time)
-                    profiler.enable()
-                    await _measure_calls(execute, options.requests, options.concurrency)
-                    profiler.disable()
-                    _print_profile(profiler)
-                print(f"{options.case}: {statistics.median(figures) * 1e3:.3f} ms CPU per call",
-                      file=sys.stderr)  # fmt: skip
-                await stop()
-                return
-            if options.case == "award-domain":
-                services = app.app.state.services
+            elif options.case == "award-domain":
                 actor = await services.verifier.verify(seed.merchant_tokens[0])
 
-                async def domain(n: int) -> None:
+                async def call(n: int) -> None:
                     membership = random.randint(merchant[0], merchant[1])
                     await award_points(
                         services.db, actor, membership_id=membership, points=10,
                         reason="inproc", idempotency_key=f"inproc-{nonce}-{n}",
                     )  # fmt: skip
 
-                await _measure_calls(domain, min(500, options.requests), 1)
-                figures = [
-                    await _measure_calls(domain, options.requests, options.concurrency)
-                    for _ in range(options.rounds)
-                ]
-                print(f"{options.case}: {statistics.median(figures) * 1e3:.3f} ms CPU per call",
-                      file=sys.stderr)  # fmt: skip
-                await stop()
-                return
-            counter = iter(range(10**9))
+            else:
 
-            def numbered(_: int) -> bytes:
-                return body(next(counter))
+                async def call(n: int) -> None:
+                    await _call(app, headers, body(n))
 
-            await _measure(app, numbered, headers, min(500, options.requests), 1)  # warm-up
-            figures = []
-            for _ in range(options.rounds):
-                figures.append(
-                    await _measure(app, numbered, headers, options.requests, options.concurrency)
-                )
+            await _measure(call, min(500, options.requests), 1)  # warm-up
+            figures = [
+                await _measure(call, options.requests, options.concurrency)
+                for _ in range(options.rounds)
+            ]
             if options.gc_pauses:
                 _report_gc_pauses()
-            median = statistics.median(figures)
             rounds = ", ".join(f"{f * 1e3:.3f}" for f in figures)
-            print(f"{options.case}: {median * 1e3:.3f} ms CPU per request"
+            print(f"{options.case}: {statistics.median(figures) * 1e3:.3f} ms CPU per request"
                   f" (median of {options.rounds}: {rounds};"
                   f" {options.requests} requests, concurrency {options.concurrency})",
                   file=sys.stderr)  # fmt: skip
             if options.profile:
                 profiler = cProfile.Profile(time.process_time)  # CPU, not waits
                 profiler.enable()
-                await _measure(app, numbered, headers, options.requests, options.concurrency)
+                await _measure(call, options.requests, options.concurrency)
                 profiler.disable()
-                out = io.StringIO()
-                stats = pstats.Stats(profiler, stream=out)
-                stats.sort_stats("tottime").print_stats(35)
-                stats.sort_stats("cumulative").print_stats(45)
-                stats.print_callees(
-                    "resolve_async|_async_resolver|_move_points|mutate|convert_argument|get_arguments|execute_operation|_execute_operation|complete_awaitable_value"
-                )
-                print(out.getvalue(), file=sys.stderr)
+                _print_profile(profiler)
             await stop()
         finally:
             server.destroy()
