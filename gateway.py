@@ -33,8 +33,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from alliance.adjustments.service import run_adjustment_expiry_schedule
 from alliance.auth.keys import active_signing_key, jwks
@@ -156,40 +158,59 @@ class GraphQLView(GraphQL[Context, None]):
         return sub_response
 
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
-        # Parse failures skip the schema's error extension: every error gets its code here.
-        errors = result.errors or ()
-        for error in errors:
-            with_code(error)
+        status, headers, body = http_answer(result, request.headers.get("accept", ""))
         sub_response = request.scope["sub_response"]
-        codes = {(error.extensions or {}).get("code") for error in errors}
-        # The GraphQL-over-HTTP media type, when the client accepts it: a request that
-        # never reached execution (unparsable, invalid, bad variables) is then a 400
-        # without `data`; with plain application/json it stays a 200, as that spec says.
-        typed = GRAPHQL_RESPONSE in request.headers.get("accept", "")
-        sub_response.graphql_response_json = typed
-        rejected = typed and result.data is None and bool(errors) and codes <= REQUEST_ERRORS
-        if UNAVAILABLE in codes:
-            # A database outage is not the client's fault: answer 503 so it retries.
-            sub_response.status_code = 503
-            sub_response.headers["Retry-After"] = RETRY_AFTER_SECONDS
-        elif rejected:
-            sub_response.status_code = 400
-        processed = await super().process_result(request, result)
-        if rejected:
-            processed.pop("data", None)
-        return processed
+        if status is not None:
+            sub_response.status_code = status
+        sub_response.content_type = headers.pop("content-type", None)
+        sub_response.headers.update(headers)
+        return body
 
     def create_response(
         self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Any
     ) -> Response:
         response = super().create_response(response_data, sub_response)
-        if getattr(sub_response, "graphql_response_json", False):
-            response.headers["content-type"] = f"{GRAPHQL_RESPONSE}; charset=utf-8"
+        content_type = getattr(sub_response, "content_type", None)
+        if content_type is not None:
+            response.headers["content-type"] = content_type
         return response
 
 
+def http_answer(
+    result: ExecutionResult, accept: str
+) -> tuple[int | None, dict[str, str], GraphQLHTTPResponse]:
+    """The status (None: 200), extra headers and body that answer one result.
+
+    Every error gets its code here, parse failures included (they skip the schema's
+    error presentation). With the GraphQL-over-HTTP media type accepted, a request
+    that never reached execution (unparsable, invalid, bad variables) is a 400 without
+    `data`; with plain application/json it stays a 200, as that spec says.
+    """
+    errors = result.errors or ()
+    for error in errors:
+        with_code(error)
+    codes = {(error.extensions or {}).get("code") for error in errors}
+    typed = GRAPHQL_RESPONSE in accept
+    rejected = typed and result.data is None and bool(errors) and codes <= REQUEST_ERRORS
+    status: int | None = None
+    headers: dict[str, str] = {}
+    if UNAVAILABLE in codes:
+        # A database outage is not the client's fault: answer 503 so it retries.
+        status = 503
+        headers["Retry-After"] = RETRY_AFTER_SECONDS
+    elif rejected:
+        status = 400
+    if typed:
+        headers["content-type"] = f"{GRAPHQL_RESPONSE}; charset=utf-8"
+    body = process_result(result)
+    if rejected:
+        body.pop("data", None)
+    return status, headers, body
+
+
 class GraphQLEndpoint:
-    """Authenticates the bearer token, then hands over to the GraphQL view."""
+    """Authenticates the bearer token, then answers a plain JSON POST itself (`_post`) and
+    hands everything else over to the GraphQL view."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -225,7 +246,109 @@ class GraphQLEndpoint:
                 )
                 await response(scope, receive, send)
                 return
-        await view(scope, receive, send)
+        if scope["method"] == "POST":
+            await self._post(scope, receive, send)
+        else:
+            await view(scope, receive, send)
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A plain JSON POST of one query or mutation, answered here; anything else (other
+        media types, streams, batches, malformed bodies, subscriptions) by the view.
+
+        The view's request and response objects, content negotiation and hooks cost
+        about as much as executing a small query; this is what it does for such a
+        request, through the same schema and `http_answer`.
+        """
+        body = await _read_body(receive)
+        accept = _header(scope, b"accept") or ""
+        request = _plain_request(_header(scope, b"content-type"), accept, body)
+        if request is None:
+            await self.view(scope, _replay(body), send)
+            return
+        query, variables, operation_name, extensions = request
+        services = self.services
+        context = Context(
+            db=services.db,
+            settings=services.settings,
+            viewer=scope.get("actor"),
+            request_id=request_id_var.get(),
+        )
+        try:
+            result = await self.view.schema.execute(
+                query,
+                variable_values=variables,
+                context_value=context,
+                operation_name=operation_name,
+                allowed_operation_types=QUERY_OR_MUTATION,
+                operation_extensions=extensions,
+            )
+        except InvalidOperationTypeError:
+            # A subscription wants a stream; as one JSON answer it would only fail.
+            response = _graphql_error(NOT_A_STREAM, "BAD_REQUEST", 400)
+            await response(scope, receive, send)
+            return
+        except CannotGetOperationTypeError:
+            # Refused before execution (nothing ran): the view answers as it does.
+            await self.view(scope, _replay(body), send)
+            return
+        status, headers, answer = http_answer(result, accept)
+        content = orjson.dumps(answer)
+        raw = [
+            (b"content-length", str(len(content)).encode()),
+            (b"content-type", headers.pop("content-type", "application/json").encode()),
+            *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": status or 200, "headers": raw})
+        await send({"type": "http.response.body", "body": content})
+
+
+NOT_A_STREAM = (
+    "a subscription is answered as a stream: over a WebSocket (graphql-transport-ws) "
+    "or to a POST that accepts multipart/mixed"
+)
+QUERY_OR_MUTATION = frozenset({OperationType.QUERY, OperationType.MUTATION})
+
+PlainRequest = tuple[str, dict[str, Any] | None, str | None, dict[str, Any] | None]
+"""query, variables, operationName, extensions"""
+
+
+def _plain_request(content_type: str | None, accept: str, body: bytes) -> PlainRequest | None:
+    """The request, when it is one JSON object of the usual members with a query text and
+    asks for no stream; None otherwise."""
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    if media_type != "application/json" or "multipart/" in accept or "event-stream" in accept:
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    query = data.get("query")
+    variables = data.get("variables")
+    operation_name = data.get("operationName")
+    extensions = data.get("extensions")
+    if (
+        not isinstance(query, str)
+        or not query
+        or not isinstance(variables, dict | None)
+        or not isinstance(operation_name, str | None)
+        or not isinstance(extensions, dict | None)
+    ):
+        return None
+    return query, variables, operation_name, extensions
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -496,11 +619,13 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     app = Starlette(
         routes=[
+            # First: the router tries each route's pattern in turn, and nearly every
+            # request is for this one.
+            Route("/graphql", GraphQLEndpoint(services), methods=["GET", "POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/oauth/token", token, methods=["POST"]),
             Route("/.well-known/jwks.json", public_keys),
-            Route("/graphql", GraphQLEndpoint(services), methods=["GET", "POST"]),
             WebSocketRoute("/graphql", GraphQLView(services)),
             Route("/settlement/statements/{statement_id}.csv", statement_csv),
         ],
