@@ -8,9 +8,10 @@
 These were one strawberry SchemaExtension. Strawberry runs an extension's hooks through
 per-request context managers (it wraps each hook in `contextlib.contextmanager` and
 inspects it on every request): ~20 % of executing a small query such as the balance
-read (bench/inproc.py, 2026-11-26). Here the schema fills the execution context with the
-cached document and its validation when it creates it (strawberry then skips both), and
-presents the errors of each result it returns.
+read (bench/inproc.py, 2026-11-26). Here the schema takes the cached document and its
+validation (`RequestPolicy.document`) and executes it itself (`AllianceSchema.execute`);
+where it leaves the work to strawberry, it fills strawberry's execution context with them
+(`prepare`), and strawberry skips both. Either way it presents the errors of each result.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from functools import lru_cache
 from typing import Any
 
 from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse
-from graphql.validation import NoSchemaIntrospectionCustomRule
+from graphql.validation import NoSchemaIntrospectionCustomRule, specified_rules
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext, ExecutionResult
 
 from alliance.config import Settings
 from schema.errors import present
+
+STRAWBERRY_RULES = tuple(specified_rules)
+"""The rules strawberry validates with (an execution context's `validation_rules`)."""
 
 CACHE_SIZE = 512
 """Distinct documents remembered per process; bounded so unique queries cannot grow memory."""
@@ -69,23 +73,28 @@ class RequestPolicy:
         )
         self._rules: tuple[type[ASTValidationRule], ...] | None = None
 
-    def prepare(self, context: ExecutionContext) -> None:
-        """Parse and validate from the caches. A document that does not parse is left to
-        strawberry, which parses it again (within the same token limit) and answers the
-        syntax error as usual."""
-        context.parse_options = {"max_tokens": self.max_tokens}
-        if context.query is None or context.graphql_document is not None:
-            return
+    def document(self, schema: GraphQLSchema, query: str) -> Validated | None:
+        """The parsed query and its validation errors, from the caches; None when it does
+        not parse (strawberry parses it again, within the same token limit, and answers
+        the syntax error as usual)."""
         try:
-            document = _parse(context.query, self.max_tokens)
+            document = _parse(query, self.max_tokens)
         except GraphQLError:
-            return
+            return None
         rules = self._rules
         if rules is None:
             # Built once: the validation cache keys on the very same tuple.
-            rules = self._rules = (*context.validation_rules, *self.extra_rules)
-        context.graphql_document = document
-        context.pre_execution_errors = _validate(context.schema._schema, document, rules)
+            rules = self._rules = (*STRAWBERRY_RULES, *self.extra_rules)
+        return document, _validate(schema, document, rules)
+
+    def prepare(self, context: ExecutionContext) -> None:
+        """Fill strawberry's execution context from the caches."""
+        context.parse_options = {"max_tokens": self.max_tokens}
+        if context.query is None or context.graphql_document is not None:
+            return
+        found = self.document(context.schema._schema, context.query)
+        if found is not None:
+            context.graphql_document, context.pre_execution_errors = found
 
 
 def present_result(result: Any) -> Any:
