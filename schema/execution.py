@@ -49,6 +49,7 @@ from strawberry import relay
 from strawberry.relay.utils import to_base64
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from strawberry.types.field import StrawberryField
 
 # The graphql-core internals relied on below; with another graphql-core whose methods
@@ -158,9 +159,38 @@ _RESOLVE_ID = relay.Node.resolve_id.__func__  # type: ignore[attr-defined]
 _RESOLVE_TYPENAME = relay.Node.resolve_typename.__func__  # type: ignore[attr-defined]
 
 
-def _plain_object(graphql_type: Any) -> TypeGuard[GraphQLObjectType]:
-    """An object type whose values need no check (no `is_type_of`)."""
-    return isinstance(graphql_type, GraphQLObjectType) and graphql_type.is_type_of is None
+def _plain_object(graphql_type: Any, checked: dict[int, type]) -> TypeGuard[GraphQLObjectType]:
+    """An object type whose values need no check (no `is_type_of`), or only strawberry's
+    (`checked`, see `checked_types`)."""
+    return isinstance(graphql_type, GraphQLObjectType) and (
+        graphql_type.is_type_of is None or id(graphql_type) in checked
+    )
+
+
+def checked_types(schema: GraphQLSchema) -> dict[int, type]:
+    """The object types whose `is_type_of` is the one strawberry makes for a type with
+    interfaces (every relay Node), by id: their classes.
+
+    Strawberry's check is "not cast to another type, and an instance of the class (or of
+    one of its interfaces' classes)". The short way checks a value's class is exactly the
+    type's own and that it carries no cast, which that check accepts; anything else takes
+    the long way, where graphql-core runs the check itself.
+    """
+    checked: dict[int, type] = {}
+    for graphql_type in schema.type_map.values():
+        check = getattr(graphql_type, "is_type_of", None)
+        if (
+            not isinstance(graphql_type, GraphQLObjectType)
+            or check is None
+            or getattr(check, "__module__", None) != GraphQLCoreConverter.__module__
+            or not check.__qualname__.endswith("_get_is_type_of.<locals>.is_type_of")
+        ):
+            continue
+        definition = graphql_type.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+        origin = getattr(definition, "origin", None)
+        if isinstance(origin, type) and getattr(definition, "concrete_of", None) is None:
+            checked[id(graphql_type)] = origin
+    return checked
 
 
 SHARED_PLANS = 1024
@@ -198,7 +228,8 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
     basic: ClassVar[dict[int, str]] = {}
     leaves: ClassVar[dict[int, Leaf]] = {}
-    """Both set per schema by `use_short_way`."""
+    checked: ClassVar[dict[int, type]] = {}
+    """All three set per schema by `use_short_way`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -289,19 +320,22 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
         inner, nullable = _unwrap(field_type)
         if is_leaf_type(inner):
             return (response_key, LEAF, attribute, nullable, inner.coerce_output_value)
-        if _plain_object(inner):
+        checked = self.checked
+        if _plain_object(inner, checked):
             plan = self._sub_plan(inner, field_details_list)
-            return None if plan is None else (response_key, OBJECT, attribute, nullable, plan)
+            if plan is None:
+                return None
+            return (response_key, OBJECT, attribute, nullable, (plan, checked.get(id(inner))))
         if isinstance(inner, GraphQLList):
             item, items_nullable = _unwrap(inner.of_type)
             if is_leaf_type(item):
                 return (response_key, LEAF_LIST, attribute, nullable, items_nullable,
                         item.coerce_output_value)  # fmt: skip
-            if _plain_object(item):
+            if _plain_object(item, checked):
                 plan = self._sub_plan(item, field_details_list)
                 if plan is not None:
                     return (response_key, OBJECT_LIST, attribute, nullable, items_nullable,
-                            plan)  # fmt: skip
+                            (plan, checked.get(id(item))))  # fmt: skip
         return None
 
     def _sub_plan(self, object_type: GraphQLObjectType, field_details_list: Any) -> Plan | None:
@@ -353,7 +387,12 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             raise _LongWay
         return coerced
 
-    def _object(self, value: Any, plan: Plan) -> dict[str, Any]:
+    def _object(self, value: Any, planned: tuple[Plan, type | None]) -> dict[str, Any]:
+        plan, origin = planned
+        if origin is not None and (
+            type(value) is not origin or getattr(value, TYPE_CAST_ATTRIBUTE, None) is not None
+        ):
+            raise _LongWay  # graphql-core runs strawberry's is_type_of
         if self.is_awaitable(value):
             raise _LongWay
         return self._run(plan, value)
@@ -413,7 +452,10 @@ def use_short_way(schema: strawberry.Schema) -> bool:
     if not SUPPORTED or schema.config.default_resolver is not getattr:
         return False
     basic, leaves = basic_fields(schema._schema)
+    checked = checked_types(schema._schema)
     schema.execution_context_class = type(
-        "AllianceExecutionContext", (AllianceExecutionContext,), {"basic": basic, "leaves": leaves}
+        "AllianceExecutionContext",
+        (AllianceExecutionContext,),
+        {"basic": basic, "leaves": leaves, "checked": checked},
     )
     return True

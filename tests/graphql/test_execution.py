@@ -100,6 +100,18 @@ class Custom(relay.Node):
         return f"custom-{root.code}"
 
 
+class SubThing(Thing):
+    """Not a strawberry type of its own: strawberry's is_type_of accepts it as a Thing."""
+
+
+@strawberry.type
+class Holder:
+    """Relay nodes inside plain data: the short way checks their class itself."""
+
+    thing: Thing | None
+    things: list[Thing]
+
+
 class Weird:
     """A line whose attribute fails when read."""
 
@@ -162,6 +174,24 @@ class Query:
         return [Thing(code="1", name="one"), Thing(code=None, name="nameless")]  # type: ignore[arg-type]
 
     @strawberry.field
+    def holder(self) -> Holder:
+        return Holder(thing=Thing(code="1", name="one"), things=[Thing(code="2", name="two")])
+
+    @strawberry.field
+    def sub_holder(self) -> Holder:
+        return Holder(thing=SubThing(code="3", name="sub"), things=[SubThing(code="4", name="s")])
+
+    @strawberry.field
+    def cast_holder(self) -> Holder:
+        # Cast to another type: strawberry's is_type_of refuses it.
+        cast = strawberry.cast(Custom, Thing(code="5", name="cast"))
+        return Holder(thing=cast, things=[Thing(code="6", name="six")])
+
+    @strawberry.field
+    def wrong_holder(self) -> Holder:
+        return Holder(thing=None, things=[Thing(code="7", name="ok"), _line(8)])  # type: ignore[list-item]
+
+    @strawberry.field
     def nodes(self) -> list[relay.Node]:
         return [Thing(code="1", name="one"), Custom(code="2")]
 
@@ -204,6 +234,10 @@ DOCUMENTS = [
     "{ things { __typename id code i: id } }",
     "{ brokenThings { id name } }",
     "{ nodes { id ... on Thing { name } } }",
+    "{ holder { thing { id name } things { __typename id name } } }",
+    "{ subHolder { thing { id name } things { id } } }",
+    "{ castHolder { thing { id name } things { id } } }",
+    "{ wrongHolder { thing { id } things { id name } } }",
 ]
 VARIABLE_DOCUMENT = """query($with: Boolean!) { page { edges { node {
     label ...V @include(if: $with) } } } } fragment V on Line { value note }"""
@@ -254,3 +288,14 @@ def test_stock_relay_ids_are_leaves_and_custom_ones_are_not() -> None:
     attribute, global_id, nullable = leaves[id(thing_id)]
     assert (attribute, nullable) == ("code", False)
     assert global_id("b/2") == str(relay.GlobalID("Thing", "b/2"))
+
+
+def test_nodes_in_plain_data_are_checked_by_class() -> None:
+    schema = _schema(short=True)
+    checked: dict[int, type] = getattr(schema.execution_context_class, "checked")  # noqa: B009
+    types: dict[str, Any] = dict(schema._schema.type_map)
+    assert checked[id(types["Thing"])] is Thing
+    assert id(types["Line"]) not in checked  # no is_type_of at all
+    api = create_schema(Settings())
+    api_types: dict[str, Any] = dict(api._schema.type_map)
+    assert id(api_types["LedgerEntry"]) in getattr(api.execution_context_class, "checked")  # noqa: B009
