@@ -1,6 +1,6 @@
 """The application's own CPU per request, in-process: no HTTP server, no load generator.
 
-    python -m bench.inproc [--case award|typename|balance] [--requests N] [--profile]
+    python -m bench.inproc [--case award|purchase|exchange|balance|...] [--profile]
 
 It starts a throwaway embedded PostgreSQL, seeds it the way `python -m bench` does,
 opens the ASGI app (`gateway.create_app`, lifespan and all) and sends it requests
@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+import bench.run as bench_run
 from alliance.config import Settings
 from alliance.db.embedded import THROWAWAY, EmbeddedPostgres
 from alliance.db.migrate import upgrade
@@ -49,6 +50,18 @@ ALLIANCE = (
     b' lines { edges { node { programName points value expiringPoints } } } } }"}'
 )
 """bench/wrk.lua's allianceBalances case, with the token of a member of five programs."""
+PURCHASE = (
+    "mutation Purchase($input: RecordPurchaseInput!) { recordPurchase(input: $input)"
+    " { entry { id points balanceAfter } breakdown { points } replayed"
+    " userErrors { code message field } } }"
+)
+"""bench/wrk.lua's recordPurchase case (5 rules and 2 promotions seeded)."""
+EXCHANGE = (
+    "mutation Exchange($input: ExchangePointsInput!) { exchangePoints(input: $input)"
+    " { exchange { id pointsOut } fromBalance toBalance replayed"
+    " userErrors { code message field } } }"
+)
+"""bench/wrk.lua's exchangePoints case, one member's two memberships."""
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +70,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--case",
         choices=(
             "award",
+            "purchase",
+            "exchange",
             "typename",
             "balance",
             "alliance",
@@ -211,7 +226,8 @@ async def main(argv: list[str] | None = None) -> None:
             upgrade(url)
             seed = await seed_database(
                 url, settings, bench_args(["--members", "4000", "--member-tokens", "10",
-                                           "--cases", "c,f"]), "inproc")  # fmt: skip
+                                           "--exchange-members", "50", "--cases", "c,e,f,x"]),
+                "inproc")  # fmt: skip
             app = create_app(settings)
             stop = await _lifespan(app)
             if options.gc_pauses:
@@ -238,6 +254,34 @@ async def main(argv: list[str] | None = None) -> None:
                     "reason": "inproc", "idempotencyKey": f"inproc-{nonce}-{n}"}}  # fmt: skip
                 return orjson.dumps({"query": query, "variables": variables})
 
+            def purchase(n: int) -> bytes:
+                # As bench/wrk.lua's purchase case: three lines that hit several rules.
+                membership = random.randint(merchant[0], merchant[1])
+                food, wine, gift = (
+                    random.randint(10, 300),
+                    random.randint(0, 200),
+                    random.randint(0, 50),
+                )
+                variables = {"input": {
+                    "membershipId": _gid("Membership", membership),
+                    "orderId": f"inproc-{nonce}-{n}", "amount": f"{food + wine + gift}.50",
+                    "channel": "app", "lines": [
+                        {"sku": "dish", "category": "food", "amount": f"{food}.50"},
+                        {"sku": "bottle", "category": "wine", "amount": str(wine)},
+                        {"sku": "card", "category": "gift-card", "amount": str(gift)},
+                    ]}}  # fmt: skip
+                return orjson.dumps({"query": PURCHASE, "variables": variables})
+
+            def exchange(n: int) -> bytes:
+                # The members in turn (each holds points for a million exchanges' worth).
+                _, source, target = seed.exchangers[n % len(seed.exchangers)]
+                variables = {"input": {
+                    "fromMembershipId": _gid("Membership", source),
+                    "toMembershipId": _gid("Membership", target),
+                    "points": random.randint(100, 300),
+                    "idempotencyKey": f"inproc-{nonce}-{n}"}}  # fmt: skip
+                return orjson.dumps({"query": EXCHANGE, "variables": variables})
+
             def typename(n: int) -> bytes:
                 return b'{"query":"{ __typename }"}'
 
@@ -248,7 +292,10 @@ async def main(argv: list[str] | None = None) -> None:
                 return ALLIANCE
 
             kind = options.case.split("-")[0]
-            body = {"typename": typename, "balance": balance, "alliance": alliance}.get(kind, award)
+            if kind == "purchase":  # the seeded rules take effect a few seconds after seeding
+                await asyncio.sleep(max(0.0, bench_run.RULES_IN_FORCE_AT - time.time()))
+            body = {"typename": typename, "balance": balance, "alliance": alliance,
+                    "purchase": purchase, "exchange": exchange}.get(kind, award)  # fmt: skip
             if kind in ("balance", "alliance"):
                 tokens = seed.alliance_tokens if kind == "alliance" else seed.member_tokens
                 headers = [
@@ -282,6 +329,16 @@ async def main(argv: list[str] | None = None) -> None:
                         services.db, actor, membership_id=membership, points=10,
                         reason="inproc", idempotency_key=f"inproc-{nonce}-{n}",
                     )  # fmt: skip
+
+            elif kind == "exchange":
+                by_member = [
+                    [(b"content-type", b"application/json"),
+                     (b"authorization", f"Bearer {token}".encode())]
+                    for token, _, _ in seed.exchangers
+                ]  # fmt: skip
+
+                async def call(n: int) -> None:
+                    await _call(app, by_member[n % len(by_member)], body(n))
 
             else:
 
