@@ -276,6 +276,51 @@ class TestUnavailable:
         await down.dispose()
 
 
+class TestErrorsThatEscapeTheEndpoint:
+    """A POST reaches the GraphQL endpoint past Starlette's exception handlers
+    (EdgeMiddleware._graphql), a GET through them: both answer an escaping error alike."""
+
+    @pytest.fixture
+    def failing_verifier(self, monkeypatch: pytest.MonkeyPatch) -> list[Exception]:
+        from alliance.auth.tokens import TokenVerifier
+
+        raised: list[Exception] = []
+
+        async def verify(self: TokenVerifier, token: str) -> None:
+            raise raised[0]
+
+        monkeypatch.setattr(TokenVerifier, "verify", verify)
+        return raised
+
+    async def _both(self, http: httpx.AsyncClient) -> list[httpx.Response]:
+        headers = {"Authorization": "Bearer x.y.z"}
+        post = await http.post("/graphql", json=VIEWER, headers=headers)
+        get = await http.get("/graphql", params=VIEWER, headers=headers)
+        return [post, get]
+
+    async def test_a_database_outage_is_503(
+        self, http: httpx.AsyncClient, failing_verifier: list[Exception]
+    ) -> None:
+        import psycopg
+
+        failing_verifier.append(psycopg.OperationalError("connection refused"))
+        for answer in await self._both(http):
+            assert answer.status_code == 503
+            assert answer.headers["retry-after"] == "2"
+            assert answer.json()["errors"][0]["extensions"] == {"code": "SERVICE_UNAVAILABLE"}
+
+    async def test_anything_else_is_a_masked_500(
+        self, http: httpx.AsyncClient, failing_verifier: list[Exception]
+    ) -> None:
+        failing_verifier.append(RuntimeError("secret internals: password=hunter2"))
+        for answer in await self._both(http):
+            assert answer.status_code == 500
+            [error] = answer.json()["errors"]
+            assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+            assert answer.headers["x-request-id"] in error["message"]
+            assert "hunter2" not in answer.text
+
+
 class TestMediaTypes:
     """GraphQL over HTTP: application/graphql-response+json when the client accepts it."""
 
