@@ -131,6 +131,9 @@ def serve(
                 http="httptools",
                 log_config=None,
                 access_log=False,
+                # Nothing reads the client's address or scheme: no X-Forwarded-* rewriting
+                # (a middleware layer on every request).
+                proxy_headers=False,
                 timeout_graceful_shutdown=20,
             )
         )
