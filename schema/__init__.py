@@ -69,8 +69,9 @@ class AllianceSchema(strawberry.Schema):
             operation_type = get_operation_type(document, operation_name)
         except RuntimeError as missing:
             raise CannotGetOperationTypeError(operation_name) from missing
-        allowed = allowed_operation_types or DEFAULT_ALLOWED_OPERATION_TYPES
-        if operation_type not in allowed:
+        if allowed_operation_types is None:
+            allowed_operation_types = DEFAULT_ALLOWED_OPERATION_TYPES
+        if operation_type not in allowed_operation_types:
             raise InvalidOperationTypeError(operation_type)
         if errors:
             self.process_errors(errors)

@@ -43,6 +43,7 @@ CASES: list[tuple[str, str | None, dict[str, Any] | None, str | None, Any]] = [
     ("unknown operation", TWO, None, "C", None),
     ("subscription", "subscription { events { __typename } }", None, None, QUERY_OR_MUTATION),
     ("mutation not allowed", "mutation { __typename }", None, None, {OperationType.QUERY}),
+    ("nothing allowed", "{ __typename }", None, None, set()),
     ("a field error", 'query { node(id: "bm90IGFuIGlk") { id } }', None, None, None),
     ("unauthenticated", "{ viewer { membership { id } } }", None, None, None),
     ("a domain refusal", "mutation { createMerchant(input: {code: \"Bad Code\", name: \"x\"}) "
