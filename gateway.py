@@ -303,8 +303,7 @@ class GraphQLEndpoint:
 
 
 NOT_A_STREAM = (
-    "a subscription is answered as a stream: over a WebSocket (graphql-transport-ws) "
-    "or to a POST that accepts multipart/mixed"
+    "a subscription is served as a stream over a WebSocket at /graphql (graphql-transport-ws)"
 )
 QUERY_OR_MUTATION = frozenset({OperationType.QUERY, OperationType.MUTATION})
 

@@ -71,7 +71,13 @@ class AllianceSchema(strawberry.Schema):
             raise CannotGetOperationTypeError(operation_name) from missing
         if allowed_operation_types is None:
             allowed_operation_types = DEFAULT_ALLOWED_OPERATION_TYPES
-        if operation_type not in allowed_operation_types:
+        # A subscription is served by `subscribe` (graphql-transport-ws): executed as one
+        # answer it could only fail, as a masked internal error. Refused like a type the
+        # transport does not allow (a 400 over HTTP).
+        if (
+            operation_type not in allowed_operation_types
+            or operation_type is OperationType.SUBSCRIPTION
+        ):
             raise InvalidOperationTypeError(operation_type)
         if errors:
             self.process_errors(errors)

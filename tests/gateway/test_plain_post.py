@@ -149,3 +149,19 @@ async def test_a_subscription_wants_a_stream(
     [error] = answer.json()["errors"]
     assert error["extensions"] == {"code": "BAD_REQUEST"}
     assert "graphql-transport-ws" in error["message"]
+
+
+async def test_a_subscription_asking_for_multipart_is_refused_too(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], operator_token: str
+) -> None:
+    """The view's way (not a plain request): a clear 400, not an internal error."""
+    answer = await clients[0].post(
+        "/graphql",
+        json={"query": "subscription { events { __typename } }"},
+        headers={
+            "authorization": f"Bearer {operator_token}",
+            "accept": "multipart/mixed;subscriptionSpec=1.0, application/json",
+        },
+    )
+    assert answer.status_code == 400
+    assert "subscriptions are not allowed" in answer.text

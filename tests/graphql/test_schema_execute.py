@@ -103,3 +103,15 @@ def test_the_schema_takes_its_own_way() -> None:
     """Nothing the schema is built with sends it the long way (or the test above compares
     strawberry with itself)."""
     assert create_schema().plain
+
+
+async def test_a_subscription_is_never_executed_as_one_answer(db: Database) -> None:
+    """Where strawberry's execute runs a subscription and fails (a masked internal error),
+    the schema refuses it before anything runs, even when the caller allows its type."""
+    schema = create_schema(db.settings)
+    with pytest.raises(InvalidOperationTypeError):
+        await schema.execute(
+            "subscription { events { __typename } }",
+            context_value=Context(db, db.settings, OPERATOR),
+            allowed_operation_types=set(OperationType),
+        )
