@@ -260,6 +260,7 @@ class GraphQLEndpoint:
         request, through the same schema and `http_answer`.
         """
         body = await _read_body(receive)
+        assert body is not None  # no limit here: EdgeMiddleware bounded the body
         accept = _header(scope, b"accept") or ""
         request = _plain_request(_header(scope, b"content-type"), accept, body)
         if request is None:
@@ -338,16 +339,21 @@ def _plain_request(content_type: str | None, accept: str, body: bytes) -> PlainR
     return query, variables, operation_name, extensions
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, limit: int | None = None) -> bytes | None:
+    """The request's body; None when it exceeds `limit` bytes."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            return None
+        chunks.append(chunk)
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -398,7 +404,7 @@ class EdgeMiddleware:
             if length is None and scope["method"] in {"POST", "PUT", "PATCH"}:
                 # Chunked: read it here, bounded, so an oversized body is refused
                 # before any handler has started a response.
-                buffered = await self._read_bounded(receive)
+                buffered = await _read_body(receive, self.max_body)
                 if buffered is None:
                     await self._too_large(scope, receive, send_with_id)
                     return
@@ -442,21 +448,6 @@ class EdgeMiddleware:
             f"request body exceeds {self.max_body} bytes", "PAYLOAD_TOO_LARGE", 413
         )
         await response(scope, receive, send)
-
-    async def _read_bounded(self, receive: Receive) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return b"".join(chunks)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
 
 
 def _is_graphql(scope: Scope) -> bool:
