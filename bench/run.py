@@ -85,6 +85,7 @@ PGBENCH = BIN_DIR / "pgbench"
 DATABASE = "alliance_bench"
 TIME_ZONE = "Asia/Shanghai"
 WORKERS = 2
+WAL_FSYNCS = "SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal'"
 
 CASES = {
     "a": "(a) pgbench: SELECT * FROM ledger_award(...)",
@@ -224,6 +225,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="on",
         help="on: outbox events, numbered and fanned out by the dispatcher (as shipped); "
         "off: no outbox rows at all (an INSTEAD NOTHING rule), for the on/off ratio",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=WORKERS,
+        help=f"uvicorn workers ({WORKERS}: one per core)",
+    )
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL setting for the embedded server, on top of the shipped ones "
+        "(repeatable; e.g. commit_siblings=1), to measure a tuning before shipping it",
     )
     parser.add_argument(
         "--history",
@@ -808,7 +823,8 @@ class Bench:
             self.url = sqlalchemy_form(self.args.database_url)
             log(f"using external PostgreSQL {self.url}")
             return
-        self.server = EmbeddedPostgres(self.scratch / "pg", settings=DURABLE)
+        extra = dict(setting.split("=", 1) for setting in self.args.pg_setting)
+        self.server = EmbeddedPostgres(self.scratch / "pg", settings={**DURABLE, **extra})
         log(f"starting embedded PostgreSQL (durable settings) in {self.server.data_dir}")
         self.server.start()
         self.server.create_database(DATABASE)
@@ -832,6 +848,8 @@ class Bench:
             "wal_sync_method",
             "shared_buffers",
             "max_connections",
+            "commit_delay",
+            "commit_siblings",
             "checkpoint_timeout",
             "max_wal_size",
         ]
@@ -914,11 +932,11 @@ class Bench:
             "--port",
             str(self.port),
             "--workers",
-            str(WORKERS),
+            str(self.args.workers),
         ]
 
     def start_server(self) -> None:
-        log(f"starting uvicorn ({WORKERS} workers, uvloop, httptools) on {self.base}")
+        log(f"starting uvicorn ({self.args.workers} workers, uvloop, httptools) on {self.base}")
         with self.uvicorn_log.open("wb") as out:
             self.uvicorn = subprocess.Popen(
                 self.uvicorn_command(),
@@ -935,7 +953,7 @@ class Bench:
             started = self.uvicorn_log.read_text(errors="replace").count(
                 "Application startup complete"
             )
-            if started >= WORKERS and self._ready():
+            if started >= self.args.workers and self._ready():
                 break
             time.sleep(0.3)
         else:
@@ -1326,6 +1344,9 @@ class Bench:
             "rollbacks": int(stats[1]),
             "sessions": int(stats[2]),
             "max_tx": int(self.sql("SELECT coalesce(max(id), 0) FROM ledger_transaction")[0][0]),
+            # Each WAL flush is a write and an fdatasync, a VM exit each on this machine:
+            # flushes per commit say how much group commit shares them.
+            "wal_fsyncs": int(self.sql(WAL_FSYNCS)[0][0]),
         }
 
     def run_case(self, case: str, clients: int) -> dict[str, Any]:
@@ -1390,6 +1411,7 @@ class Bench:
             "rollbacks": int(delta("rollbacks") or 0),
             "sessions_opened": int(delta("sessions") or 0),
             "ledger_transactions_created": int(delta("max_tx") or 0),
+            "wal_fsyncs": int(delta("wal_fsyncs") or 0),
         }
         memory = {
             "app": tree_memory(self.uvicorn.pid if self.uvicorn else None, pss=False),
@@ -1414,6 +1436,7 @@ class Bench:
             f"{CASES[case]:<52} c={clients:<3} {result['rps']:8.1f}/s"
             f"  p50 {fmt_ms(lat['p50'])} p95 {fmt_ms(lat['p95'])} p99 {fmt_ms(lat['p99'])} ms"
             f"  errors {result['error_count']}  app {cpu['app_s']}s pg {cpu['pg_s']}s"
+            f"  WAL fsyncs/commit {database['wal_fsyncs'] / max(database['commits'], 1):.2f}"
         )
         if result["error_count"]:
             self.problems.append(

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 import strawberry
+from graphql import GraphQLError
 from strawberry import relay
+from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 
 from alliance.config import Settings
@@ -196,6 +198,77 @@ class Query:
         return [Thing(code="1", name="one"), Custom(code="2")]
 
 
+CALLS: list[str] = []
+"""The root resolvers called, in order: each must run exactly once per execution."""
+
+
+class Refused(BasePermission):
+    message = "not you"
+
+    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
+        return False
+
+
+@strawberry.input
+class Order:
+    label: str
+    value: int = 1
+    note: str | None = None
+
+
+@strawberry.type
+class Outcome:
+    line: Line | None
+    lines: list[Line]
+    done: bool
+
+    @strawberry.field
+    def shout(self) -> str:
+        return "done!" if self.done else "not done"
+
+
+def _outcome(order: Order) -> Outcome:
+    line = Line(label=order.label, value=order.value, note=order.note)
+    return Outcome(line=line, lines=[line, _line(2)], done=True)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def place(self, order: Order) -> Outcome:
+        CALLS.append("place")
+        await asyncio.sleep(0)
+        return _outcome(order)
+
+    @strawberry.mutation
+    def place_sync(self, order: Order) -> Outcome:
+        CALLS.append("placeSync")
+        return _outcome(order)
+
+    @strawberry.mutation
+    async def place_maybe(self, order: Order) -> Outcome | None:
+        CALLS.append("placeMaybe")
+        return None if order.label == "none" else _outcome(order)
+
+    @strawberry.mutation
+    async def place_broken(self, order: Order) -> Outcome:
+        CALLS.append("placeBroken")
+        if order.label == "raise":
+            raise ValueError("the till is closed")
+        if order.label == "graphql":
+            raise GraphQLError("refused here", extensions={"code": "NOPE"})
+        if order.label == "none":
+            return None  # type: ignore[return-value]
+        outcome = _outcome(order)
+        outcome.lines.append(Line(label=None, value=3, note=None))  # type: ignore[arg-type]
+        return outcome
+
+    @strawberry.mutation(permission_classes=[Refused])
+    async def place_refused(self, order: Order) -> Outcome:
+        CALLS.append("placeRefused")
+        return _outcome(order)
+
+
 def _items() -> list[Item]:
     at = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
     return [
@@ -208,7 +281,10 @@ def _items() -> list[Item]:
 
 def _schema(short: bool) -> strawberry.Schema:
     schema = strawberry.Schema(
-        query=Query, types=[Item, Thing, Custom], config=StrawberryConfig(scalar_map=SCALARS)
+        query=Query,
+        mutation=Mutation,
+        types=[Item, Thing, Custom],
+        config=StrawberryConfig(scalar_map=SCALARS),
     )
     if short:
         assert use_short_way(schema)
@@ -255,6 +331,76 @@ async def test_the_short_way_answers_as_graphql_core(document: str) -> None:
     # Twice: the second time from the plans kept across requests.
     assert await _answer(short, document) == expected
     assert await _answer(short, document) == expected
+
+
+OUTCOME = "line { label value note } lines { label } done"
+ORDER = {"label": "coffee", "value": 2}
+MUTATIONS: list[tuple[str, Any, list[str]]] = [
+    # (document, variables, the root resolvers it calls)
+    (f"mutation($o: Order!) {{ place(order: $o) {{ {OUTCOME} }} }}", {"o": ORDER}, ["place"]),
+    (f"mutation($o: Order!) {{ p: placeSync(order: $o) {{ {OUTCOME} }} }}", {"o": ORDER},
+     ["placeSync"]),
+    (f'mutation {{ place(order: {{label: "tea"}}) {{ {OUTCOME} __typename }} }}', None, ["place"]),
+    (f"mutation($o: Order!) {{ placeMaybe(order: $o) {{ {OUTCOME} }} }}", {"o": {"label": "none"}},
+     ["placeMaybe"]),
+    (f"mutation($o: Order!) {{ placeBroken(order: $o) {{ {OUTCOME} }} }}",
+     {"o": {"label": "raise"}}, ["placeBroken"]),
+    (f"mutation($o: Order!) {{ placeBroken(order: $o) {{ {OUTCOME} }} }}",
+     {"o": {"label": "graphql"}}, ["placeBroken"]),
+    (f"mutation($o: Order!) {{ placeBroken(order: $o) {{ {OUTCOME} }} }}",
+     {"o": {"label": "none"}}, ["placeBroken"]),
+    (f"mutation($o: Order!) {{ placeBroken(order: $o) {{ {OUTCOME} }} }}",
+     {"o": {"label": "null label"}}, ["placeBroken"]),
+    (f"mutation($o: Order!) {{ placeRefused(order: $o) {{ {OUTCOME} }} }}", {"o": ORDER},
+     []),  # refused before the resolver
+    # Variables that do not coerce: nothing is called.
+    (f"mutation($o: Order!) {{ place(order: $o) {{ {OUTCOME} }} }}", {"o": {"value": 1}}, []),
+    (f"mutation($o: Order!) {{ place(order: $o) {{ {OUTCOME} }} }}", {"o": "coffee"}, []),
+    # Answers with a resolver, several root fields, fragments, directives: the usual way.
+    (f"mutation($o: Order!) {{ place(order: $o) {{ {OUTCOME} shout }} }}", {"o": ORDER},
+     ["place"]),
+    ("mutation($o: Order!) { a: place(order: $o) { done } b: placeSync(order: $o) "
+     "{ done } }", {"o": ORDER}, ["place", "placeSync"]),
+    ("mutation($o: Order!) { ...M } fragment M on Mutation { place(order: $o) { done } }",
+     {"o": ORDER}, ["place"]),
+    ("mutation($o: Order!, $w: Boolean!) { place(order: $o) { done line @include(if: $w)"
+     " { label } } }", {"o": ORDER, "w": True}, ["place"]),
+    ("mutation { __typename }", None, []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("document", "variables", "calls"), MUTATIONS)
+async def test_one_root_field_answers_as_graphql_core_and_resolves_once(
+    document: str, variables: Any, calls: list[str]
+) -> None:
+    stock, short = _schema(short=False), _schema(short=True)
+    CALLS.clear()
+    expected = await _answer(stock, document, variables)
+    assert calls == CALLS
+    for _ in range(2):  # the second time from the operation's root kept across requests
+        CALLS.clear()
+        assert await _answer(short, document, variables) == expected
+        assert calls == CALLS
+
+
+def _root_taken(schema: strawberry.Schema, document: str) -> bool:
+    roots: dict[int, Any] = getattr(schema.execution_context_class, "roots")  # noqa: B009
+    return any(
+        root is not None and operation.loc.source.body == document
+        for operation, root in roots.values()
+    )
+
+
+async def test_plain_answers_of_one_root_field_take_the_short_way() -> None:
+    schema = _schema(short=True)
+    direct = f"mutation($o: Order!) {{ place(order: $o) {{ {OUTCOME} }} }}"
+    resolved = f"mutation($o: Order!) {{ place(order: $o) {{ {OUTCOME} shout }} }}"
+    query = f"{{ page {{ {PAGE} }} }}"
+    for document, variables in ((direct, {"o": ORDER}), (resolved, {"o": ORDER}), (query, None)):
+        await _answer(schema, document, variables)
+    assert _root_taken(schema, direct)
+    assert _root_taken(schema, query)
+    assert not _root_taken(schema, resolved)
 
 
 async def test_plans_follow_the_variables_of_directives() -> None:
