@@ -128,7 +128,7 @@ def serve(
                 port=port,
                 workers=workers,
                 loop="uvloop",
-                http="httptools",
+                http="alliance.serving:HttpToolsProtocol",
                 log_config=None,
                 access_log=False,
                 # Nothing reads the client's address or scheme: no X-Forwarded-* rewriting

@@ -22,6 +22,7 @@ from alliance.auth.oauth import member_actor
 from alliance.auth.tokens import issue_access_token
 from alliance.db.engine import Database
 from alliance.members.queries import MembershipRecord
+from alliance.serving import HttpToolsProtocol
 from gateway import create_app
 from tests.factories import make_membership, make_program
 from tests.graphql.helpers import gid
@@ -45,7 +46,9 @@ async def server(db: Database) -> AsyncIterator[Server]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     app = create_app(replace(db.settings, jobs=False, access_log=False), db=db)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    # The protocol `alliance serve` runs: the upgrade hands its one-write transport over.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
+                            log_level="warning", http=HttpToolsProtocol)  # fmt: skip
     running = uvicorn.Server(config)
     task = asyncio.create_task(running.serve())
     while not running.started:  # noqa: ASYNC110 (uvicorn offers no event to await)
