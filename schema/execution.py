@@ -46,16 +46,19 @@ from graphql import (
     OperationType,
     is_leaf_type,
 )
-from graphql.execution import Executor
+from graphql.execution import Executor, default_field_resolver, default_type_resolver
 from graphql.execution.collect_fields import collect_fields
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, Undefined
+from graphql.type import assert_valid_schema
 from strawberry import relay
 from strawberry.relay.utils import to_base64
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from strawberry.types.field import StrawberryField
+
+from schema.variables import Prepared, prepare
 
 # The graphql-core internals relied on below; with another graphql-core whose methods
 # differ, the stock execution context is used (and tests/graphql/test_execution.py fails).
@@ -69,6 +72,16 @@ _EXPECTED = {
     "build_resolve_info": ["self", "field_def", "field_nodes", "parent_type", "path"],
     "build_response": ["self", "data"],
     "finish": ["self", "result"],
+    "__init__": ["self", "schema", "fragment_definitions", "fragments", "root_value",
+                 "context_value", "operation", "variable_values", "field_resolver",
+                 "type_resolver", "subscribe_field_resolver", "enable_early_execution",
+                 "middleware_manager", "is_awaitable", "is_async_iterable",
+                 "hide_suggestions", "abort_signal", "hooks"],
+    "build": ["schema", "document", "root_value", "context_value", "raw_variable_values",
+              "operation_name", "field_resolver", "type_resolver", "subscribe_field_resolver",
+              "max_coercion_errors", "enable_early_execution", "middleware", "is_awaitable",
+              "is_async_iterable", "hide_suggestions", "abort_signal", "hooks",
+              "custom_args"],
 }  # fmt: skip
 _EXPECTED_FUNCTIONS: dict[Callable[..., Any], list[str]] = {
     collect_fields: ["schema", "fragments", "variable_values", "runtime_type", "operation",
@@ -254,7 +267,70 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
     leaves: ClassVar[dict[int, Leaf]] = {}
     checked: ClassVar[dict[int, type]] = {}
     roots: ClassVar[dict[int, tuple[Any, Root | None]]] = {}
-    """All four set per schema by `use_short_way` (`roots` by id of the operation node)."""
+    prepared: ClassVar[dict[tuple[int, str | None], Prepared | None]] = {}
+    """All five set per schema by `use_short_way` (`roots` by id of the operation node,
+    `prepared` by id of the document and the operation's name)."""
+
+    @classmethod
+    def build(
+        cls,
+        schema: GraphQLSchema,
+        document: Any,
+        root_value: Any = None,
+        context_value: Any = None,
+        raw_variable_values: dict[str, Any] | None = None,
+        operation_name: str | None = None,
+        field_resolver: Any = None,
+        type_resolver: Any = None,
+        subscribe_field_resolver: Any = None,
+        max_coercion_errors: int = 50,
+        enable_early_execution: bool = False,
+        middleware: Any = None,
+        is_awaitable: Any = None,
+        is_async_iterable: Any = None,
+        hide_suggestions: bool = False,
+        abort_signal: Any = None,
+        hooks: Any = None,
+        **custom_args: Any,
+    ) -> Any:
+        """graphql-core's `build`, with the operation, its fragments and the plan of its
+        variables worked out once per cached document (schema/variables.py); whatever
+        the plan does not take is built by graphql-core from the start."""
+        prepared = (
+            None if middleware is not None else cls._prepare(schema, document, operation_name)
+        )
+        variables = None if prepared is None else prepared.coerce(raw_variable_values or {})
+        if prepared is None or variables is None:
+            return super().build(
+                schema, document, root_value, context_value, raw_variable_values,
+                operation_name, field_resolver, type_resolver, subscribe_field_resolver,
+                max_coercion_errors, enable_early_execution, middleware, is_awaitable,
+                is_async_iterable, hide_suggestions=hide_suggestions,
+                abort_signal=abort_signal, hooks=hooks, **custom_args,
+            )  # fmt: skip
+        assert_valid_schema(schema)
+        return cls(
+            schema, prepared.fragment_definitions, prepared.fragments, root_value,
+            context_value, prepared.operation, variables,
+            field_resolver or default_field_resolver, type_resolver or default_type_resolver,
+            subscribe_field_resolver or default_field_resolver, enable_early_execution,
+            None, is_awaitable, is_async_iterable, hide_suggestions=hide_suggestions,
+            abort_signal=abort_signal, hooks=hooks, **custom_args,
+        )  # fmt: skip
+
+    @classmethod
+    def _prepare(
+        cls, schema: GraphQLSchema, document: Any, operation_name: str | None
+    ) -> Prepared | None:
+        key = (id(document), operation_name)
+        found = cls.prepared.get(key)
+        if found is not None and found.document is document:
+            return found
+        prepared = prepare(schema, document, operation_name)
+        if len(cls.prepared) >= SHARED_PLANS:
+            cls.prepared.clear()
+        cls.prepared[key] = prepared  # a Prepared keeps its document: its id is not reused
+        return prepared
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -607,6 +683,6 @@ def use_short_way(schema: strawberry.Schema) -> bool:
     schema.execution_context_class = type(
         "AllianceExecutionContext",
         (AllianceExecutionContext,),
-        {"basic": basic, "leaves": leaves, "checked": checked, "roots": {}},
+        {"basic": basic, "leaves": leaves, "checked": checked, "roots": {}, "prepared": {}},
     )
     return True
