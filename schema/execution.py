@@ -267,7 +267,7 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
     leaves: ClassVar[dict[int, Leaf]] = {}
     checked: ClassVar[dict[int, type]] = {}
     roots: ClassVar[dict[int, tuple[Any, Root | None]]] = {}
-    prepared: ClassVar[dict[tuple[int, str | None], Prepared | None]] = {}
+    prepared: ClassVar[dict[tuple[int, str | None], tuple[Any, Prepared | None]]] = {}
     """All five set per schema by `use_short_way` (`roots` by id of the operation node,
     `prepared` by id of the document and the operation's name)."""
 
@@ -324,12 +324,12 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
     ) -> Prepared | None:
         key = (id(document), operation_name)
         found = cls.prepared.get(key)
-        if found is not None and found.document is document:
-            return found
+        if found is not None and found[0] is document:
+            return found[1]
         prepared = prepare(schema, document, operation_name)
         if len(cls.prepared) >= SHARED_PLANS:
             cls.prepared.clear()
-        cls.prepared[key] = prepared  # a Prepared keeps its document: its id is not reused
+        cls.prepared[key] = (document, prepared)  # the document is kept: its id is not reused
         return prepared
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

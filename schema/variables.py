@@ -49,7 +49,6 @@ class GiveUp(Exception):
 class Prepared:
     """What `Executor.build` derives from a document alone, for one operation."""
 
-    document: DocumentNode  # kept, so that its id (the cache's key) is not reused
     operation: OperationDefinitionNode
     fragment_definitions: dict[str, FragmentDefinitionNode]
     fragments: dict[str, FragmentDetails]
@@ -106,7 +105,7 @@ def prepare(
         if coerce is None:
             return None
         variables.append((signature.name, signature, coerce))
-    return Prepared(document, operation, fragment_definitions, fragments, tuple(variables))
+    return Prepared(operation, fragment_definitions, fragments, tuple(variables))
 
 
 def coercer(type_: Any, building: frozenset[str] = frozenset()) -> Coerce | None:

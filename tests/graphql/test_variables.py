@@ -158,3 +158,23 @@ def test_documents_build_would_refuse_have_no_plan() -> None:
     assert prepare(GRAPHQL, two, "C") is None
     unknown = parse("query($x: NoSuchType) { __typename }")
     assert prepare(GRAPHQL, unknown, None) is None
+
+
+def test_a_document_is_prepared_once_with_a_plan_or_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import schema.execution
+
+    calls: list[str | None] = []
+
+    def counting(schema: Any, document: Any, operation_name: str | None) -> Any:
+        calls.append(operation_name)
+        return prepare(schema, document, operation_name)
+
+    monkeypatch.setattr(schema.execution, "prepare", counting)
+    context = create_schema(Settings()).execution_context_class
+    two = parse("query A { __typename } query B { __typename }")
+    for _ in range(3):
+        assert context._prepare(GRAPHQL, two, None) is None  # type: ignore[union-attr]
+        assert context._prepare(GRAPHQL, two, "B") is not None  # type: ignore[union-attr]
+    assert calls == [None, "B"]
