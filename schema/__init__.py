@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from inspect import isawaitable
-from typing import Any
+from typing import Any, cast
 
 import strawberry
-from graphql import GraphQLError, execute
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import GraphQLError
 from strawberry.execution import optimized_is_awaitable
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -87,15 +88,20 @@ class AllianceSchema(strawberry.Schema):
             first = get_first_operation(document)
             operation_name = first.name.value if first and first.name else None
         try:
-            result = execute(
-                self._schema, document, root_value=root_value, context_value=context_value,
-                variable_values=variable_values, operation_name=operation_name,
-                executor_class=self.execution_context_class,
-                is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type] # as strawberry
+            # graphql-core's `execute` is these two steps, plus a refusal of incremental
+            # delivery that a plain schema (no @defer, no @stream) never needs.
+            executor = self.execution_context_class.build(
+                self._schema, document, root_value, context_value, variable_values,
+                operation_name, is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
                 operation_extensions=operation_extensions,
             )  # fmt: skip
-            if isawaitable(result):
-                result = await result
+            if isinstance(executor, list):  # variables that do not coerce, as graphql-core
+                result = GraphQLExecutionResult(None, errors=executor)
+            else:
+                outcome = executor.execute_operation()
+                if isawaitable(outcome):
+                    outcome = await outcome
+                result = cast(GraphQLExecutionResult, outcome)  # one answer: no @defer here
         except Exception as exc:  # as strawberry: an error of the request, answered
             failure = (
                 exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
@@ -133,6 +139,8 @@ def create_schema(settings: Settings | None = None) -> AllianceSchema:
         schema.extensions
         or schema.directives
         or schema.config.enable_experimental_incremental_execution
+        or schema._schema.get_directive("defer")
+        or schema._schema.get_directive("stream")
     )
     use_short_way(schema)  # plain data fields without per-field machinery (execution.py)
     build_inputs_by_plan(schema)  # input objects without strawberry's generic walk (inputs.py)
