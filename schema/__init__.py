@@ -19,7 +19,7 @@ from strawberry.utils.operation import get_first_operation, get_operation_type
 
 from alliance.config import Settings
 from schema.errors import log_unexpected
-from schema.execution import use_short_way
+from schema.execution import release, use_short_way
 from schema.inputs import build_inputs_by_plan
 from schema.mutations import Mutation
 from schema.policy import RequestPolicy, present_each, present_result
@@ -98,9 +98,12 @@ class AllianceSchema(strawberry.Schema):
             if isinstance(executor, list):  # variables that do not coerce, as graphql-core
                 result = GraphQLExecutionResult(None, errors=executor)
             else:
-                outcome = executor.execute_operation()
-                if isawaitable(outcome):
-                    outcome = await outcome
+                try:
+                    outcome = executor.execute_operation()
+                    if isawaitable(outcome):
+                        outcome = await outcome
+                finally:
+                    release(executor)
                 result = cast(GraphQLExecutionResult, outcome)  # one answer: no @defer here
         except Exception as exc:  # as strawberry: an error of the request, answered
             failure = (
