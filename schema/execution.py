@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeGuard
+from typing import Any, ClassVar, TypeGuard, TypeVar
 
 import strawberry
 from graphql import (
@@ -228,21 +228,32 @@ SHARED_PLANS = 1024
 _SHARED: dict[tuple[Any, ...], tuple[Any, Plan | None]] = {}
 """Plans of directive-free documents, across requests (documents are cached, see
 extensions.py): by the type and the field nodes of the selection."""
-_STATIC: dict[int, tuple[Any, bool]] = {}
+_STATIC: dict[Any, tuple[Any, bool]] = {}
+
+T = TypeVar("T")
+
+
+def remembered(cache: dict[Any, tuple[Any, T]], key: Any, node: Any, make: Callable[[], T]) -> T:
+    """What `make` works out for a cached document's `node`, once: remembered by `key`
+    (built on the node's id) with the node itself, kept so that its id is not reused.
+    Bounded: the cache starts over when it holds SHARED_PLANS entries."""
+    found = cache.get(key)
+    if found is not None and found[0] is node:
+        return found[1]
+    value = make()
+    if len(cache) >= SHARED_PLANS:
+        cache.clear()
+    cache[key] = (node, value)
+    return value
 
 
 def _static(operation: Any, fragments: Any) -> bool:
     """Whether the operation and its fragments have no directive, so that what is
     selected (and so a plan) depends on the document only, not on variables."""
-    key = id(operation)
-    found = _STATIC.get(key)
-    if found is not None and found[0] is operation:
-        return found[1]
-    static = not any(_has_directive(node) for node in (operation, *fragments.values()))
-    if len(_STATIC) >= SHARED_PLANS:
-        _STATIC.clear()
-    _STATIC[key] = (operation, static)
-    return static
+    return remembered(
+        _STATIC, id(operation), operation,
+        lambda: not any(_has_directive(node) for node in (operation, *fragments.values())),
+    )  # fmt: skip
 
 
 def _has_directive(node: Any) -> bool:
@@ -266,8 +277,8 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
     basic: ClassVar[dict[int, str]] = {}
     leaves: ClassVar[dict[int, Leaf]] = {}
     checked: ClassVar[dict[int, type]] = {}
-    roots: ClassVar[dict[int, tuple[Any, Root | None]]] = {}
-    prepared: ClassVar[dict[tuple[int, str | None], tuple[Any, Prepared | None]]] = {}
+    roots: ClassVar[dict[Any, tuple[Any, Root | None]]] = {}
+    prepared: ClassVar[dict[Any, tuple[Any, Prepared | None]]] = {}
     """All five set per schema by `use_short_way` (`roots` by id of the operation node,
     `prepared` by id of the document and the operation's name)."""
 
@@ -322,15 +333,10 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def _prepare(
         cls, schema: GraphQLSchema, document: Any, operation_name: str | None
     ) -> Prepared | None:
-        key = (id(document), operation_name)
-        found = cls.prepared.get(key)
-        if found is not None and found[0] is document:
-            return found[1]
-        prepared = prepare(schema, document, operation_name)
-        if len(cls.prepared) >= SHARED_PLANS:
-            cls.prepared.clear()
-        cls.prepared[key] = (document, prepared)  # the document is kept: its id is not reused
-        return prepared
+        return remembered(
+            cls.prepared, (id(document), operation_name), document,
+            lambda: prepare(schema, document, operation_name),
+        )  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -579,16 +585,7 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
         once per (cached, directive-free) operation."""
         if not self._static or self.abort_signal is not None or self.hooks is not None:
             return None
-        operation = self.operation
-        key = id(operation)
-        found = self.roots.get(key)
-        if found is not None and found[0] is operation:
-            return found[1]
-        root = self._find_root()
-        if len(self.roots) >= SHARED_PLANS:
-            self.roots.clear()
-        self.roots[key] = (operation, root)  # the node is kept: its id is not reused
-        return root
+        return remembered(self.roots, id(self.operation), self.operation, self._find_root)
 
     def _find_root(self) -> Root | None:
         operation = self.operation
