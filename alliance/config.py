@@ -66,6 +66,9 @@ class Settings:
     max_aliases: int = 30
     max_tokens: int = 3000
     access_log: bool = True
+    shared_reads: bool = True
+    """Concurrent requests' reads of the same statement share one round trip
+    (alliance/db/shared_reads.py)."""
     jobs: bool = True
     """Run scheduled jobs (points expiry, tier review) inside `alliance serve`."""
     expiry_interval_seconds: int = 900
@@ -105,6 +108,7 @@ class Settings:
             max_aliases=_env_int("MAX_ALIASES", defaults.max_aliases),
             max_tokens=_env_int("MAX_TOKENS", defaults.max_tokens),
             access_log=_env_bool("ACCESS_LOG", defaults.access_log),
+            shared_reads=_env_bool("SHARED_READS", defaults.shared_reads),
             jobs=_env_bool("JOBS", defaults.jobs),
             expiry_interval_seconds=_env_int("EXPIRY_INTERVAL", defaults.expiry_interval_seconds),
             tier_review_interval_seconds=_env_int(

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from alliance.config import Settings
+from alliance.db.shared_reads import SharedReads
 
 Row = tuple[Any, ...]
 
@@ -103,6 +104,7 @@ class Database:
             configure=_configure,
         )
         self._opening: asyncio.Lock | None = None
+        self._shared_reads = SharedReads(self.fetch_all) if settings.shared_reads else None
         self._observers: list[Callable[[str], None]] = []
 
     async def open(self) -> None:
@@ -148,6 +150,13 @@ class Database:
             return await cursor.fetchone()
         finally:
             await self.pool.putconn(conn)
+
+    async def read(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
+        """`fetch_all` for a read that may share its round trip with the same statement
+        asked by concurrent requests (see `shared_reads.py`). Never a write."""
+        if self._shared_reads is None:
+            return await self.fetch_all(sql, params)
+        return await self._shared_reads.read(sql, params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

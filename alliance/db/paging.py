@@ -67,7 +67,7 @@ async def fetch_page(
     make: Callable[[Any], T],
 ) -> Page[T]:
     sql, params = query
-    rows = await db.fetch_all(sql, {**params, "limit": first + 1})
+    rows = await db.read(sql, {**params, "limit": first + 1})
     return Page.from_rows(rows, first, make)
 
 
@@ -79,7 +79,7 @@ async def fetch_pages_by_parent(
     make: Callable[[Any], T],
 ) -> dict[int, Page[T]]:
     sql, params = query
-    rows = await db.fetch_all(sql, {**params, "parent_ids": list(parent_ids), "limit": first + 1})
+    rows = await db.read(sql, {**params, "parent_ids": list(parent_ids), "limit": first + 1})
     grouped: dict[int, list[Any]] = {parent_id: [] for parent_id in parent_ids}
     for row in rows:
         grouped[row[0]].append(row[1:])

@@ -94,11 +94,11 @@ class AllianceBalances:
 
 def _sql(tiers: bool) -> str:
     """The statement; with `tiers`, each line's tier too (two more lookups per line)."""
-    own = "(%(wide)s OR p.merchant_id = %(merchant)s)"
+    own = "(%(wide)s::boolean OR p.merchant_id = %(merchant)s::bigint)"
     tier_consent = (
         """,
            EXISTS (SELECT FROM consent c
-                    WHERE c.member_id = m.member_id AND c.merchant_id = %(merchant)s
+                    WHERE c.member_id = m.member_id AND c.merchant_id = %(merchant)s::bigint
                       AND c.purpose = 'share_tier' AND c.withdrawn_at IS NULL) AS tiers"""
         if tiers
         else ""
@@ -124,11 +124,11 @@ def _sql(tiers: bool) -> str:
 WITH target AS MATERIALIZED (
     SELECT m.member_id,
            EXISTS (SELECT FROM consent c
-                    WHERE c.member_id = m.member_id AND c.merchant_id = %(merchant)s
+                    WHERE c.member_id = m.member_id AND c.merchant_id = %(merchant)s::bigint
                       AND c.purpose = 'partner_balances' AND c.withdrawn_at IS NULL)
              AS balances{tier_consent}
       FROM membership m JOIN program p ON p.id = m.program_id
-     WHERE m.id = %(membership)s
+     WHERE m.id = %(membership)s::bigint
        AND {own}
        AND (%(member)s::bigint IS NULL OR m.member_id = %(member)s::bigint)
 )
@@ -147,7 +147,7 @@ SELECT target.member_id, line.*
         SELECT sum(l.remaining)::bigint AS points, min(l.expires_at) AS next_expiry
           FROM lot l
          WHERE l.account_id = a.id AND l.remaining > 0
-           AND l.expires_at <= now() + make_interval(days => %(days)s)
+           AND l.expires_at <= now() + make_interval(days => %(days)s::int)
       ) ex ON true{tier_joins}
      WHERE ms.member_id = target.member_id AND ms.status = 'active'
        AND ({own} OR target.balances)
@@ -179,7 +179,7 @@ async def alliance_balances(
         if actor.membership_id is None:
             raise InvalidInput("membershipId is required", field=("membershipId",))
         membership_id = actor.membership_id
-    rows = await db.fetch_all(
+    rows = await db.read(
         _SQL[tiers],
         {
             "membership": membership_id,

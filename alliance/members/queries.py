@@ -382,14 +382,14 @@ _spendable = Compiled(
 
 async def members_by_id(db: Database, actor: Actor, ids: Sequence[int]) -> dict[int, MemberRecord]:
     query = _members_by_id.bind(*actor_variant(actor), ids=list(ids), **actor_params(actor))
-    return {row[0]: MemberRecord(*row) for row in await db.fetch_all(*query)}
+    return {row[0]: MemberRecord(*row) for row in await db.read(*query)}
 
 
 async def memberships_by_id(
     db: Database, actor: Actor, ids: Sequence[int]
 ) -> dict[int, MembershipRecord]:
     query = _memberships_by_id.bind(*actor_variant(actor), ids=list(ids), **actor_params(actor))
-    return {row[0]: MembershipRecord(*row) for row in await db.fetch_all(*query)}
+    return {row[0]: MembershipRecord(*row) for row in await db.read(*query)}
 
 
 async def membership_by_number(
@@ -458,7 +458,7 @@ async def history_pages_by_member(
 async def entries_by_id(db: Database, actor: Actor, ids: Sequence[int]) -> dict[int, HistoryEntry]:
     """Member-account postings by id (system legs are not entries)."""
     query = _entries_by_id.bind(*actor_variant(actor), ids=list(ids), **actor_params(actor))
-    return {row[0]: HistoryEntry(*row) for row in await db.fetch_all(*query)}
+    return {row[0]: HistoryEntry(*row) for row in await db.read(*query)}
 
 
 async def spendable_by_membership(
@@ -466,7 +466,7 @@ async def spendable_by_membership(
 ) -> dict[int, int]:
     """Points spendable now: available, unexpired lots minus holds (what a spend checks)."""
     query = _spendable.bind(*actor_variant(actor), ids=list(membership_ids), **actor_params(actor))
-    return {row[0]: max(0, int(row[2]) - row[1]) for row in await db.fetch_all(*query)}
+    return {row[0]: max(0, int(row[2]) - row[1]) for row in await db.read(*query)}
 
 
 def _membership(row: Any) -> MembershipRecord:
@@ -550,7 +550,7 @@ async def expiring_by_membership(
     query = _expiring.bind(
         *actor_variant(actor), ids=list(membership_ids), until=until, **actor_params(actor)
     )
-    return {row[0]: int(row[1]) for row in await db.fetch_all(*query)}
+    return {row[0]: int(row[1]) for row in await db.read(*query)}
 
 
 def _lot(row: Any) -> LotRecord:

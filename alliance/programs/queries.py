@@ -134,7 +134,7 @@ async def list_merchants(
 async def merchants_by_id(
     db: Database, actor: Actor, ids: Sequence[int]
 ) -> dict[int, MerchantRecord]:
-    rows = await db.fetch_all(*_merchants_by_id.bind(ids=list(ids)))
+    rows = await db.read(*_merchants_by_id.bind(ids=list(ids)))
     return {row[0]: MerchantRecord.from_row(row) for row in rows}
 
 
@@ -155,7 +155,7 @@ async def list_programs(
 async def programs_by_id(
     db: Database, actor: Actor, ids: Sequence[int]
 ) -> dict[int, ProgramRecord]:
-    rows = await db.fetch_all(*_programs_by_id.bind(ids=list(ids)))
+    rows = await db.read(*_programs_by_id.bind(ids=list(ids)))
     return {row[0]: ProgramRecord.from_row(row) for row in rows}
 
 
@@ -204,5 +204,5 @@ async def outstanding_points_by_program(
     """
     actor.require(Role.OPERATOR, Role.AUDITOR, Role.FINANCE, Role.MERCHANT)
     query = _outstanding.bind(actor.is_alliance_wide, ids=list(program_ids), **actor_params(actor))
-    totals = {row[0]: int(row[1]) for row in await db.fetch_all(*query)}
+    totals = {row[0]: int(row[1]) for row in await db.read(*query)}
     return {program_id: totals.get(program_id) for program_id in program_ids}

@@ -223,7 +223,7 @@ _history = Compiled(
 
 async def load_ladders(db: Database, program_ids: Sequence[int]) -> dict[int, Ladder | None]:
     """Current ladders of existing programs (None: no tiers); unknown programs are absent."""
-    return ladders_from_rows(await db.fetch_all(*_ladders.bind(ids=list(program_ids))))
+    return ladders_from_rows(await db.read(*_ladders.bind(ids=list(program_ids))))
 
 
 async def ladders_by_program(
@@ -234,7 +234,7 @@ async def ladders_by_program(
 
 
 async def tiers_by_id(db: Database, actor: Actor, ids: Sequence[int]) -> dict[int, TierRecord]:
-    rows = await db.fetch_all(*_tiers_by_id.bind(ids=list(ids)))
+    rows = await db.read(*_tiers_by_id.bind(ids=list(ids)))
     return {row[0]: TierRecord.from_row(row) for row in rows}
 
 
@@ -251,14 +251,14 @@ async def held_tiers_by_membership(
 ) -> dict[int, TierRecord]:
     """The tier each membership holds now; absent when its program has no tiers."""
     query = _held_tiers.bind(*actor_variant(actor), ids=list(membership_ids), **actor_params(actor))
-    return {row[0]: TierRecord.from_row(row[1:]) for row in await db.fetch_all(*query)}
+    return {row[0]: TierRecord.from_row(row[1:]) for row in await db.read(*query)}
 
 
 async def standings_by_membership(
     db: Database, actor: Actor, membership_ids: Sequence[int]
 ) -> dict[int, TierStanding]:
     query = _standings.bind(*actor_variant(actor), ids=list(membership_ids), **actor_params(actor))
-    return {row[0]: _standing(row) for row in await db.fetch_all(*query)}
+    return {row[0]: _standing(row) for row in await db.read(*query)}
 
 
 async def tier_change_pages_by_membership(
