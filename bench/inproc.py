@@ -92,6 +92,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--access-log", choices=("on", "off"), default="on")
     parser.add_argument(
+        "--shared-reads", choices=("on", "off"), default="on",
+        help="reads of one statement shared across concurrent requests (alliance/db/shared_reads.py)",
+    )  # fmt: skip
+    parser.add_argument(
         "--gc-pauses", action="store_true", help="report the cyclic GC's pauses per generation"
     )
     parser.add_argument(
@@ -222,6 +226,7 @@ async def main(argv: list[str] | None = None) -> None:
                 time_zone=TIME_ZONE,
                 jobs=False,
                 access_log=options.access_log == "on",
+                shared_reads=options.shared_reads == "on",
             )
             upgrade(url)
             seed = await seed_database(

@@ -173,14 +173,20 @@ class TestSharing:
         assert found == [[(g,) for g in range(n % 7, 0, -1)][:2] for n in range(count)]
         assert counter.count == 3
 
-    async def test_a_read_given_up_leaves_the_others_their_answers(self, db: Database) -> None:
+    @pytest.mark.parametrize(("given_up", "after"), [(0, 0.0), (0, 0.01), (1, 0.0), (1, 0.01)])
+    async def test_a_read_given_up_leaves_the_others_their_answers(
+        self, db: Database, given_up: int, after: float
+    ) -> None:
+        """Given up while the batch gathers or while it is on its way: the others are
+        still answered."""
         slow = "SELECT pg_sleep(%(s)s::FLOAT8)::TEXT, %(n)s::INT"
         reads = [asyncio.ensure_future(db.read(slow, {"s": 0.05, "n": n})) for n in range(4)]
-        await asyncio.sleep(0.01)
-        reads[1].cancel()
+        await asyncio.sleep(after)
+        reads[given_up].cancel()
         found = await _together(db, reads)
-        assert isinstance(found[1], asyncio.CancelledError)
-        assert [found[n] for n in (0, 2, 3)] == [[("", n)] for n in (0, 2, 3)]
+        assert isinstance(found[given_up], asyncio.CancelledError)
+        others = [n for n in range(4) if n != given_up]
+        assert [found[n] for n in others] == [[("", n)] for n in others]
 
     async def test_reads_of_different_statements_are_not_mixed(self, db: Database) -> None:
         other = "SELECT %(n)s::INT + 1000"
