@@ -93,7 +93,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--access-log", choices=("on", "off"), default="on")
     parser.add_argument(
         "--shared-reads", choices=("on", "off"), default="on",
-        help="reads of one statement shared across concurrent requests (alliance/db/shared_reads.py)",
+        help="concurrent reads of one statement share a round trip (alliance/db/shared_reads.py)",
     )  # fmt: skip
     parser.add_argument(
         "--gc-pauses", action="store_true", help="report the cyclic GC's pauses per generation"
