@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import BigInteger, ColumnElement, Select, bindparam, func, select, true
+from sqlalchemy import BigInteger, ColumnElement, Integer, Select, bindparam, func, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from alliance.db.engine import Database
@@ -32,6 +32,9 @@ class Page(Generic[T]):
 
 
 AFTER = bindparam("after", type_=BigInteger)
+LIMIT = bindparam("limit", type_=Integer)
+"""Typed, so that the SQL casts it and concurrent reads can share the statement
+(shared_reads.py)."""
 
 
 def past_cursor(column: Any, present: bool, *, descending: bool = False) -> Any:
@@ -46,7 +49,7 @@ def ids_param(name: str = "ids") -> Any:
 
 
 def paged(stmt: Select[Any]) -> Select[Any]:
-    return stmt.limit(bindparam("limit"))
+    return stmt.limit(LIMIT)
 
 
 def paged_by_parent(page_for_parent: Callable[[ColumnElement[int]], Select[Any]]) -> Select[Any]:

@@ -39,6 +39,7 @@ from alliance.auth.models import Role
 from alliance.db.compiled import ACTOR_MEMBER, ACTOR_MERCHANT, Compiled, actor_params, actor_variant
 from alliance.db.engine import Database
 from alliance.db.paging import (
+    LIMIT,
     Page,
     fetch_pages_by_parent,
     ids_param,
@@ -266,7 +267,7 @@ def _newest(
             past_cursor(posting_table.c.id, after, descending=True),
         )
         .order_by(posting_table.c.id.desc())
-        .limit(bindparam("limit"))
+        .limit(LIMIT)
     )
 
 
@@ -332,7 +333,7 @@ def _newest_of_member(
         select(each.c.id)
         .select_from(ledger.join(each, true()))
         .order_by(each.c.id.desc())
-        .limit(bindparam("limit"))
+        .limit(LIMIT)
     )
 
 

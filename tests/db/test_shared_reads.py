@@ -17,7 +17,11 @@ from alliance.auth.models import Role
 from alliance.db import shared_reads
 from alliance.db.engine import Database
 from alliance.db.shared_reads import as_text, shape_of
-from alliance.members.queries import memberships_by_id
+from alliance.members.queries import (
+    HistoryFilter,
+    history_pages_by_membership,
+    memberships_by_id,
+)
 from tests.factories import (
     OPERATOR,
     give_points,
@@ -116,6 +120,40 @@ class TestSharing:
         for membership, found in zip(memberships, shared, strict=True):
             assert list(found) == [membership.id]
             assert found[membership.id].balance == 10 * (memberships.index(membership) + 1)
+
+    async def test_pages_of_history_are_shared_in_order_with_their_cursors(
+        self, db: Database
+    ) -> None:
+        """Connections' pages (ordered, limited, past a cursor, filtered) read together
+        come out as each read alone: the loaders' statements all take part."""
+        program = await make_program(db)
+        memberships = [await make_membership(db, program) for _ in range(6)]
+        for n, membership in enumerate(memberships):
+            for _ in range(n + 1):
+                await give_points(db, membership, program, 5)
+        since = datetime.now(UTC) - timedelta(hours=1)
+        asks = [
+            (member_actor(m, program.merchant_id), m.id, first, after, HistoryFilter(since=since))
+            for m in memberships
+            for first, after in ((2, None), (3, 2**62))
+        ]
+
+        def page(ask: tuple[Any, ...]) -> Any:
+            actor, membership_id, first, after, filters = ask
+            return history_pages_by_membership(
+                db, actor, [membership_id], first=first, after=after, filters=filters
+            )
+
+        alone = [await page(ask) for ask in asks]
+        with db.count_statements() as counter:
+            shared = await _together(db, [page(ask) for ask in asks])
+        # One statement per variant (without a cursor, and past one), each shared.
+        assert counter.count == 2, counter.statements
+        assert all(sql.startswith("SELECT shared_read_key.n") for sql in counter.statements)
+        assert shared == alone
+        assert [len(next(iter(p.values())).items) for p in shared] == [
+            min(first, n + 1) for n in range(6) for first in (2, 3)
+        ]
 
     async def test_actors_of_different_rules_share_nothing_they_should_not(
         self, db: Database
