@@ -15,6 +15,10 @@ This execution context takes a short way:
   to any depth, `__typename` included): one plain loop over a plan of the selection,
   made once per selection (and kept across requests when the document has no
   directive, so that the selection depends on the cached document alone);
+- for an operation of one root field (a mutation and its payload, a viewer and her
+  membership), the same plans with fields that have resolvers too: each resolver is
+  called as graphql-core calls it (strawberry's wrapper, permissions and all), and
+  awaitable values are awaited concurrently, as graphql-core does;
 - for a basic leaf field among others (beside a resolver): getattr and coerce.
 
 A relay Node's `id`, where strawberry resolves it the stock way (no `resolve_id` or
@@ -25,12 +29,14 @@ Identical answers: the short way only ever returns what the long way would. Anyt
 else (a null where the type says non-null, an awaitable, a value a scalar refuses, an
 exception, a directive, a deferred fragment, an abstract type, a type with `is_type_of`)
 takes the long way for the whole object or field, from its start, which produces the
-usual value or error. Fields with resolvers always take the long way.
+usual value or error. In the one-root-field way, the long way is the whole operation,
+with the outcome of every resolver that has run replayed in place of calling it again.
 """
 
 from __future__ import annotations
 
 import inspect
+from asyncio import gather
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeGuard, TypeVar
 
@@ -103,11 +109,19 @@ TYPENAME = 1  # the type's name
 OBJECT = 2  # the object's plan
 LEAF_LIST = 3  # items nullable, coerce
 OBJECT_LIST = 4  # items nullable, the items' plan
+RESOLVED = 5  # (the entry completing its value, the field node, the parent type)
 Plan = tuple[tuple[Any, ...], ...]
 
 
 class _LongWay(Exception):
     """The short way does not apply to this value: execute it the usual way."""
+
+
+async def _later(value: Any, raised: bool) -> Any:
+    """An outcome replayed as the awaitable it was (see `_replayed`)."""
+    if raised:
+        raise value
+    return value
 
 
 def _unwrap(graphql_type: GraphQLOutputType) -> tuple[GraphQLOutputType, bool]:
@@ -342,7 +356,14 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
         super().__init__(*args, **kwargs)
         # Plans by id of the selection (graphql-core memoises selections per request;
         # each is kept alive here with its plan, so that its id is not reused).
-        self._plans: dict[int, tuple[Any, Plan | None]] = {}
+        self._plans: dict[tuple[int, bool], tuple[Any, Plan | None]] = {}
+        # The one-root-field way's resolvers: their outcomes (by path), and the awaitable
+        # values not yet settled (with where their completed values go).
+        self._outcomes: list[tuple[Any, Any, bool, bool]] = []
+        """(path, value or error, raised, awaited)"""
+        self._pending: list[tuple[Any, ...]] = []
+        self._dropped: list[tuple[Any, ...]] = []
+        self._failed = False
         # strawberry passes a middleware manager on every request, empty unless an
         # extension resolves fields: then every field goes through it, the long way.
         middleware = self.middleware_manager
@@ -351,13 +372,18 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
     # ------------------------------------------------------------------ plans
 
-    def _plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> Plan | None:
-        key = id(grouped_field_set)
+    def _plan(
+        self, parent_type: GraphQLObjectType, grouped_field_set: Any, resolving: bool = False
+    ) -> Plan | None:
+        """The plan of a selection, or None. `resolving`: fields with resolvers may be
+        in it (for the one-root-field way, which can replay what they did; see
+        `_replayed`); otherwise basic fields only."""
+        key = (id(grouped_field_set), resolving)
         found = self._plans.get(key)
         if found is not None:
             return found[1]
         self._plans[key] = (grouped_field_set, None)  # also guards against recursion
-        selection = self._plain_selection(parent_type, grouped_field_set)
+        selection = self._plain_selection(parent_type, grouped_field_set, resolving)
         if selection is None:
             return None
         if self._static:
@@ -366,7 +392,7 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if shared is not None:
                 self._plans[key] = (grouped_field_set, shared[1])
                 return shared[1]
-        plan = self._make_plan(parent_type, grouped_field_set)
+        plan = self._make_plan(parent_type, grouped_field_set, resolving)
         self._plans[key] = (grouped_field_set, plan)
         if self._static:
             if len(_SHARED) >= SHARED_PLANS:
@@ -376,12 +402,13 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return plan
 
     def _plain_selection(
-        self, parent_type: GraphQLObjectType, grouped_field_set: Any
+        self, parent_type: GraphQLObjectType, grouped_field_set: Any, resolving: bool
     ) -> tuple[Any, ...] | None:
-        """The type and the field nodes of a selection of basic fields only (without a
-        directive, each once), or None."""
+        """The type and the field nodes of a selection of basic fields only (or, when
+        `resolving`, of fields with resolvers too), without a directive, each once; or
+        None."""
         fields, basic = parent_type.fields, self.basic
-        selection: list[Any] = [parent_type]
+        selection: list[Any] = [resolving, parent_type]
         for field_details_list in grouped_field_set.values():
             if len(field_details_list) > 1:
                 return None
@@ -396,12 +423,14 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             name = node.name.value
             if name != "__typename":
                 field = fields.get(name)
-                if field is None or id(field) not in basic:
+                if field is None or (id(field) not in basic and not resolving):
                     return None
             selection.append(id(node))
         return tuple(selection)
 
-    def _make_plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> Plan | None:
+    def _make_plan(
+        self, parent_type: GraphQLObjectType, grouped_field_set: Any, resolving: bool
+    ) -> Plan | None:
         """The plan of a selection that `_plain_selection` accepted."""
         entries: list[tuple[Any, ...]] = []
         for response_key, field_details_list in grouped_field_set.items():
@@ -414,22 +443,32 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if leaf is not None:  # its own coercion (a relay id's is not its scalar's)
                 entries.append((response_key, LEAF, leaf[0], leaf[2], leaf[1]))
                 continue
-            attribute = self.basic[id(field)]
-            entry = self._entry(response_key, attribute, field.type, field_details_list)
+            attribute = self.basic.get(id(field))
+            entry = self._entry(response_key, attribute, field.type, field_details_list, resolving)
             if entry is None:
                 return None
+            if attribute is None:  # a field with a resolver: called, then completed as planned
+                if field.resolve is None:
+                    return None
+                node = field_details_list[0].node
+                entry = (response_key, RESOLVED, field, entry[3], (entry, node, parent_type))
             entries.append(entry)
         return tuple(entries)
 
     def _entry(
-        self, response_key: str, attribute: str, field_type: Any, field_details_list: Any
+        self,
+        response_key: str,
+        attribute: str | None,
+        field_type: Any,
+        field_details_list: Any,
+        resolving: bool,
     ) -> tuple[Any, ...] | None:
         inner, nullable = _unwrap(field_type)
         if is_leaf_type(inner):
             return (response_key, LEAF, attribute, nullable, inner.coerce_output_value)
         checked = self.checked
         if _plain_object(inner, checked):
-            plan = self._sub_plan(inner, field_details_list)
+            plan = self._sub_plan(inner, field_details_list, resolving)
             if plan is None:
                 return None
             return (response_key, OBJECT, attribute, nullable, (plan, checked.get(id(inner))))
@@ -439,52 +478,75 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 return (response_key, LEAF_LIST, attribute, nullable, items_nullable,
                         item.coerce_output_value)  # fmt: skip
             if _plain_object(item, checked):
-                plan = self._sub_plan(item, field_details_list)
+                plan = self._sub_plan(item, field_details_list, resolving)
                 if plan is not None:
                     return (response_key, OBJECT_LIST, attribute, nullable, items_nullable,
                             (plan, checked.get(id(item))))  # fmt: skip
         return None
 
-    def _sub_plan(self, object_type: GraphQLObjectType, field_details_list: Any) -> Plan | None:
+    def _sub_plan(
+        self, object_type: GraphQLObjectType, field_details_list: Any, resolving: bool = False
+    ) -> Plan | None:
         collected = self.collect_subfields(object_type, field_details_list)
         if collected.new_defer_usages or collected.forbidden_directive_instances:
             return None
-        return self._plan(object_type, collected.grouped_field_set)
+        return self._plan(object_type, collected.grouped_field_set, resolving)
 
     # ------------------------------------------------------------------ the short way
 
-    def _run(self, plan: Plan, source: Any) -> dict[str, Any]:
-        """The completed object, or _LongWay."""
+    def _run(self, plan: Plan, source: Any, path: Any = None) -> dict[str, Any]:
+        """The completed object, or _LongWay. `path` (the object's), with the plans of
+        the one-root-field way only, where fields with resolvers may be planned."""
         results: dict[str, Any] = {}
         for entry in plan:
             response_key, kind, attribute, nullable = entry[:4]
             if kind == TYPENAME:
                 results[response_key] = entry[4]
                 continue
+            if kind == RESOLVED:
+                results[response_key] = self._resolve(entry, source, path, results)
+                continue
             value = getattr(source, attribute)
             if value is None:
                 if not nullable:
                     raise _LongWay
                 results[response_key] = None
-            elif kind == LEAF:
-                results[response_key] = self._leaf(value, entry[4])
-            elif kind == OBJECT:
-                results[response_key] = self._object(value, entry[4])
             else:
-                if type(value) is not list and type(value) is not tuple:
-                    raise _LongWay
-                items_nullable, inner = entry[4], entry[5]
-                complete = self._leaf if kind == LEAF_LIST else self._object
-                items: list[Any] = []
-                for item in value:
-                    if item is None:
-                        if not items_nullable:
-                            raise _LongWay
-                        items.append(None)
-                    else:
-                        items.append(complete(item, inner))
-                results[response_key] = items
+                results[response_key] = self._complete(
+                    entry, value, None if path is None else Path(path, response_key, None)
+                )
         return results
+
+    def _complete(self, entry: tuple[Any, ...], value: Any, path: Any) -> Any:
+        """A planned field's value (not None), completed; `path` is the field's."""
+        kind = entry[1]
+        if kind == LEAF:
+            return self._leaf(value, entry[4])
+        if kind == OBJECT:
+            return self._object(value, entry[4], path)
+        if type(value) is not list and type(value) is not tuple:
+            raise _LongWay
+        items_nullable, inner = entry[4], entry[5]
+        items: list[Any] = []
+        if kind == LEAF_LIST:
+            for item in value:
+                if item is None:
+                    if not items_nullable:
+                        raise _LongWay
+                    items.append(None)
+                else:
+                    items.append(self._leaf(item, inner))
+            return items
+        for index, item in enumerate(value):
+            if item is None:
+                if not items_nullable:
+                    raise _LongWay
+                items.append(None)
+            else:
+                items.append(
+                    self._object(item, inner, None if path is None else Path(path, index, None))
+                )
+        return items
 
     def _leaf(self, value: Any, coerce: Callable[[Any], Any]) -> Any:
         if self.is_awaitable(value):
@@ -494,7 +556,9 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             raise _LongWay
         return coerced
 
-    def _object(self, value: Any, planned: tuple[Plan, type | None]) -> dict[str, Any]:
+    def _object(
+        self, value: Any, planned: tuple[Plan, type | None], path: Any = None
+    ) -> dict[str, Any]:
         plan, origin = planned
         if origin is not None and (
             type(value) is not origin or getattr(value, TYPE_CAST_ATTRIBUTE, None) is not None
@@ -502,29 +566,64 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             raise _LongWay  # graphql-core runs strawberry's is_type_of
         if self.is_awaitable(value):
             raise _LongWay
-        return self._run(plan, value)
+        return self._run(plan, value, path)
+
+    def _resolve(
+        self, entry: tuple[Any, ...], source: Any, path: Any, results: dict[str, Any]
+    ) -> Any:
+        """A planned field with a resolver: called as graphql-core calls it, its outcome
+        recorded (for `_replayed`), its value completed by plan; an awaitable value is
+        left to `_settle` (its place in `results` kept)."""
+        response_key, _, field_def, _, (inner, node, parent_type) = entry
+        field_path = Path(path, response_key, parent_type.name)
+        info = self.build_resolve_info(field_def, [node], parent_type, field_path)
+        args = (
+            get_argument_values(field_def, node, self.variable_values, None, self.hide_suggestions)
+            if field_def.args or node.arguments
+            else {}
+        )  # an error here: nothing has run, and the long way reports it
+        try:
+            value = field_def.resolve(source, info, **args)
+        except Exception as error:
+            self._outcomes.append((field_path, error, True, False))
+            raise _LongWay from None
+        if self.is_awaitable(value):
+            self._pending.append((results, response_key, value, inner, field_path))
+            return None
+        self._outcomes.append((field_path, value, False, False))
+        return self._completed(inner, value, field_path)
+
+    def _completed(self, entry: tuple[Any, ...], value: Any, path: Any) -> Any:
+        if isinstance(value, Exception):  # graphql-core raises a returned error
+            raise _LongWay
+        if value is None:
+            if not entry[3]:
+                raise _LongWay
+            return None
+        return self._complete(entry, value, path)
 
     # ------------------------------------------------------------------ one root field
 
     def execute_operation(self, serially: bool | None = None) -> Any:
-        """An operation of one root field whose answer is plain data (a mutation and its
-        payload, typically): its resolver is called and its answer completed by plan,
-        without graphql-core's machinery for the operation, the field and the object
-        (~40 µs of the ~120 µs that executing `awardPoints` costs in Python).
+        """An operation of one root field whose answer is plain data, or data with fields
+        that have resolvers (a mutation and its payload, or a viewer's membership): its
+        resolvers are called and the answer completed by plan, without graphql-core's
+        machinery for the operation, the fields and the objects (~40 µs of the ~120 µs
+        that executing `awardPoints` costs in Python).
 
         Whatever the short way does not take (an error, a null, a value the plan
-        refuses) is completed the usual way from the resolver's outcome: graphql-core
-        executes the operation with a middleware that answers the root field with that
-        outcome, so that the resolver (which may have written) runs exactly once.
+        refuses) is completed the usual way from the resolvers' outcomes: graphql-core
+        executes the operation with a middleware that answers each field whose resolver
+        has run with that outcome (`_replayed`), so that every resolver (the root one
+        may have written) runs exactly once.
         """
         root = self._root() if serially is None else None
         if root is None:
             return super().execute_operation(serially)
         root_type, field_def, details_list, key, planned = root
         node = details_list[0].node
-        info = self.build_resolve_info(
-            field_def, [node], root_type, Path(None, key, root_type.name)
-        )
+        path = Path(None, key, root_type.name)
+        info = self.build_resolve_info(field_def, [node], root_type, path)
         try:
             args = (
                 get_argument_values(
@@ -539,44 +638,102 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
         try:
             value = resolve(self.root_value, info, **args)
         except Exception as error:
-            return self._resolved(error=error)
+            self._outcomes.append((path, error, True, False))
+            return self._replayed()
         if self.is_awaitable(value):
-            return self._await_root(value, key, planned)
-        return self._complete_root(value, key, planned)
+            return self._await_root(value, key, planned, path)
+        return self._complete_root(value, key, planned, path, False)
 
-    async def _await_root(self, awaitable: Any, key: str, planned: Any) -> Any:
+    async def _await_root(self, awaitable: Any, key: str, planned: Any, path: Any) -> Any:
         try:
             value = await awaitable
         except Exception as error:
-            result = self._resolved(error=error)
+            self._outcomes.append((path, error, True, True))
+            result = self._replayed()
         else:
-            result = self._complete_root(value, key, planned)
+            result = self._complete_root(value, key, planned, path, True)
         if self.is_awaitable(result):
             result = await result
         return result
 
-    def _complete_root(self, value: Any, key: str, planned: tuple[Plan, type | None]) -> Any:
+    def _complete_root(
+        self, value: Any, key: str, planned: tuple[Plan, type | None], path: Any, awaited: bool
+    ) -> Any:
+        self._outcomes.append((path, value, False, awaited))
         try:
             if value is None:  # null, or an error when the type is non-null: the usual way
                 raise _LongWay
-            data = {key: self._object(value, planned)}
+            data = {key: self._object(value, planned, path)}
         except Exception:  # _LongWay, or an error that the usual way reports
-            return self._resolved(value=value)
+            return self._replayed()
+        if self._pending:
+            return self._settle(data)
         return self.finish(self.build_response(data))
 
-    def _resolved(self, *, value: Any = None, error: Exception | None = None) -> Any:
-        """The operation executed the usual way, the root field answered by the outcome of
-        its resolver (its value, or the error it raised, located and reported as usual).
-        Nothing of this execution context has run yet but the resolver."""
+    async def _settle(self, data: dict[str, Any]) -> Any:
+        """The awaitable values of resolvers, awaited and completed (each as soon as it
+        is there, concurrently, as graphql-core does, so that DataLoader batches what one
+        tick loads); after a failure, the answer the usual way from their outcomes."""
+        pending, self._pending = self._pending, []
+        await self._settle_all(pending)
+        if self._failed:
+            result = self._replayed()
+            return (await result) if self.is_awaitable(result) else result
+        return self.finish(self.build_response(data))
 
-        def resolved(next_: Any, root: Any, info: Any, **args: Any) -> Any:
-            if info.path.prev is None:
-                if error is not None:
-                    raise error
-                return value
-            return next_(root, info, **args)
+    async def _settle_all(self, pending: list[tuple[Any, ...]]) -> None:
+        if len(pending) == 1:
+            await self._settle_one(pending[0])
+        else:
+            await gather(*map(self._settle_one, pending))
 
-        self.middleware_manager = MiddlewareManager(resolved)
+    async def _settle_one(self, item: tuple[Any, ...]) -> None:
+        results, key, awaitable, entry, path = item
+        try:
+            value = await awaitable
+        except Exception as error:
+            self._outcomes.append((path, error, True, True))
+            self._failed = True
+            return
+        self._outcomes.append((path, value, isinstance(value, Exception), True))
+        if self._failed:
+            return
+        # The awaitables this completion makes are its own to settle.
+        outer, self._pending = self._pending, []
+        try:
+            results[key] = self._completed(entry, value, path)
+        except Exception:  # _LongWay, or an error that the usual way reports
+            self._failed = True
+        own, self._pending = self._pending, outer
+        if self._failed:
+            self._dropped.extend(own)
+        elif own:
+            await self._settle_all(own)
+
+    def _replayed(self) -> Any:
+        """The operation executed the usual way, each field whose resolver has run
+        answered by its outcome (its value, or the error it raised, located and reported
+        as usual). Nothing of this execution context has run yet but those resolvers;
+        awaitables they returned and that were not awaited are dropped (a coroutine not
+        awaited has not run: the usual way calls its resolver)."""
+        for _, _, awaitable, _, _ in (*self._pending, *self._dropped):
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+        self._pending, self._dropped = [], []
+        outcomes = {tuple(outcome[0].as_list()): outcome[1:] for outcome in self._outcomes}
+
+        def replay(next_: Any, root: Any, info: Any, **args: Any) -> Any:
+            outcome = outcomes.get(tuple(info.path.as_list()))
+            if outcome is None:
+                return next_(root, info, **args)
+            value, raised, awaited = outcome
+            if awaited:  # as the awaitable it was: graphql-core then runs as it would have
+                return _later(value, raised)
+            if raised:
+                raise value
+            return value
+
+        self.middleware_manager = MiddlewareManager(replay)
         self._short = False  # every field through the middleware: the usual way throughout
         return super().execute_operation()
 
@@ -616,7 +773,7 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
         inner, _ = _unwrap(field_def.type)
         if not _plain_object(inner, self.checked):
             return None
-        plan = self._sub_plan(inner, details_list)
+        plan = self._sub_plan(inner, details_list, resolving=True)
         if plan is None:
             return None
         return (root_type, field_def, details_list, key, (plan, self.checked.get(id(inner))))

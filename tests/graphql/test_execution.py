@@ -14,6 +14,7 @@ import pytest
 import strawberry
 from graphql import GraphQLError
 from strawberry import relay
+from strawberry.dataloader import DataLoader
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 
@@ -125,6 +126,91 @@ class Weird:
         raise ValueError("no value today")
 
 
+class Refused(BasePermission):
+    message = "not you"
+
+    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
+        return False
+
+
+RESOLVED: list[str] = []
+"""The nested resolvers called, with their paths: each must run once per execution."""
+
+
+def _called(info: Any, name: str) -> None:
+    RESOLVED.append(f"{name}@{'.'.join(map(str, info.path.as_list()))}")
+
+
+@strawberry.type
+class Box:
+    """Fields with resolvers under a root field: sync and async, with an argument, failing
+    in each way, refused; in lists; nested."""
+
+    n: int
+
+    @strawberry.field
+    def top(self, info: strawberry.Info) -> Line:
+        _called(info, "top")
+        return _line(self.n)
+
+    @strawberry.field
+    async def later(self, info: strawberry.Info) -> Line:
+        _called(info, "later")
+        await asyncio.sleep(0)
+        return _line(self.n * 10, note="later")
+
+    @strawberry.field
+    async def pick(self, info: strawberry.Info, index: int, note: str | None = None) -> Line:
+        _called(info, "pick")
+        return _line(index, note=note)
+
+    @strawberry.field
+    async def maybe(self, info: strawberry.Info) -> Line | None:
+        _called(info, "maybe")
+        return None if self.n % 2 else _line(self.n)
+
+    @strawberry.field
+    async def broken(self, info: strawberry.Info) -> Line:
+        _called(info, "broken")
+        if self.n == 2:
+            raise ValueError(f"box {self.n} is broken")
+        return _line(self.n)
+
+    @strawberry.field
+    async def missing(self, info: strawberry.Info) -> Line:
+        _called(info, "missing")
+        return None if self.n == 2 else _line(self.n)  # type: ignore[return-value]
+
+    @strawberry.field
+    def bad_line(self, info: strawberry.Info) -> Line:
+        _called(info, "badLine")
+        return _line(self.n, label=None) if self.n == 3 else _line(self.n)
+
+    @strawberry.field(permission_classes=[Refused])
+    async def refused(self, info: strawberry.Info) -> Line:
+        _called(info, "refused")
+        return _line(self.n)
+
+    @strawberry.field
+    async def inner(self, info: strawberry.Info) -> Box:
+        _called(info, "inner")
+        return Box(n=self.n + 100)
+
+    @strawberry.field
+    async def boxes(self, info: strawberry.Info) -> list[Box]:
+        _called(info, "boxes")
+        return [Box(n=self.n + 1), Box(n=self.n + 2), Box(n=self.n + 3)]
+
+    @strawberry.field
+    def thing(self, info: strawberry.Info) -> Thing:
+        _called(info, "thing")
+        return Thing(code=str(self.n), name="boxed")
+
+    @strawberry.field
+    async def loaded(self, info: strawberry.Info) -> Line:
+        return _line(await info.context["loader"].load(self.n))
+
+
 @strawberry.type
 class Query:
     @strawberry.field
@@ -197,16 +283,17 @@ class Query:
     def nodes(self) -> list[relay.Node]:
         return [Thing(code="1", name="one"), Custom(code="2")]
 
+    @strawberry.field
+    def box(self, n: int = 1) -> Box:
+        return Box(n=n)
+
+    @strawberry.field
+    async def boxes(self) -> list[Box]:
+        return [Box(n=1), Box(n=2), Box(n=3)]
+
 
 CALLS: list[str] = []
 """The root resolvers called, in order: each must run exactly once per execution."""
-
-
-class Refused(BasePermission):
-    message = "not you"
-
-    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
-        return False
 
 
 @strawberry.input
@@ -315,6 +402,37 @@ DOCUMENTS = [
     "{ castHolder { thing { id name } things { id } } }",
     "{ wrongHolder { thing { id } things { id name } } }",
 ]
+NESTED = [
+    # (document, variables): a root field whose answer has fields with resolvers.
+    ("{ box { n top { label value } later { label note } } }", None),
+    (
+        '{ box(n: 4) { pick(index: 7) { value } p: pick(index: 8, note: "x") { value note } } }',
+        None,
+    ),
+    ("query($i: Int!) { box { pick(index: $i) { value } } }", {"i": 5}),
+    ("query($i: Int!) { box { pick(index: $i) { value } } }", {"i": "five"}),
+    ("{ box { maybe { label } } }", None),
+    ("{ box(n: 2) { maybe { label } top { label } } }", None),
+    ("{ box(n: 2) { top { label } broken { label } later { note } } }", None),
+    ("{ box(n: 2) { missing { label } later { note } } }", None),
+    ("{ box(n: 3) { badLine { label value } later { note } } }", None),
+    ("{ box { refused { label } top { label } } }", None),
+    ("{ box { inner { n later { label } inner { n top { value } } } } }", None),
+    ("{ box { boxes { n later { value } top { value } } } }", None),
+    ("{ box { boxes { n broken { value } later { value } inner { later { value } } } } }", None),
+    ("{ box { boxes { missing { value } } } }", None),
+    ("{ box { boxes { badLine { label } maybe { label } } } }", None),
+    ("{ box { thing { id name } boxes { thing { id } } } }", None),
+    ("{ box { __typename n top { __typename label } } }", None),
+    ("{ boxes { n later { label } } }", None),
+    ("{ a: box(n: 1) { n } b: box(n: 2) { top { label } } }", None),
+    (
+        "query($w: Boolean!) { box { top @include(if: $w) { label } later { label } } }",
+        {"w": False},
+    ),
+]
+
+
 VARIABLE_DOCUMENT = """query($with: Boolean!) { page { edges { node {
     label ...V @include(if: $with) } } } } fragment V on Line { value note }"""
 
@@ -331,6 +449,46 @@ async def test_the_short_way_answers_as_graphql_core(document: str) -> None:
     # Twice: the second time from the plans kept across requests.
     assert await _answer(short, document) == expected
     assert await _answer(short, document) == expected
+
+
+@pytest.mark.parametrize(("document", "variables"), NESTED)
+async def test_fields_with_resolvers_answer_as_graphql_core_and_resolve_once(
+    document: str, variables: Any
+) -> None:
+    stock, short = _schema(short=False), _schema(short=True)
+
+    async def answer(schema: strawberry.Schema) -> tuple[Any, list[str]]:
+        RESOLVED.clear()
+        answered = await _answer(schema, document, variables)
+        # graphql-core leaves the awaitables of a null's siblings to finish as tasks.
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return answered, sorted(RESOLVED)
+
+    expected = await answer(stock)
+    for _ in range(2):  # the second time from the plans kept across requests
+        assert await answer(short) == expected
+
+
+async def test_awaitables_of_one_level_are_awaited_together_for_dataloaders() -> None:
+    """The loads of a list's items meet in one DataLoader batch, as with graphql-core."""
+    document = "{ box { boxes { n loaded { value } inner { loaded { value } } } } }"
+    answers, batched = [], []
+    for short in (False, True):
+        batches: list[list[int]] = []
+
+        async def load(keys: list[int], batches: list[list[int]] = batches) -> list[int]:
+            batches.append(keys)
+            return [key * 2 for key in keys]
+
+        schema = _schema(short=short)
+        result = await schema.execute(document, context_value={"loader": DataLoader(load)})
+        assert not result.errors
+        answers.append(result.data)
+        batched.append([sorted(keys) for keys in batches])
+    assert answers[0] == answers[1]
+    assert batched[0] == batched[1]
+    assert len(batched[1]) <= 2
 
 
 OUTCOME = "line { label value note } lines { label } done"
@@ -391,16 +549,21 @@ def _root_taken(schema: strawberry.Schema, document: str) -> bool:
     )
 
 
-async def test_plain_answers_of_one_root_field_take_the_short_way() -> None:
+async def test_answers_of_one_root_field_take_the_short_way() -> None:
     schema = _schema(short=True)
     direct = f"mutation($o: Order!) {{ place(order: $o) {{ {OUTCOME} }} }}"
     resolved = f"mutation($o: Order!) {{ place(order: $o) {{ {OUTCOME} shout }} }}"
     query = f"{{ page {{ {PAGE} }} }}"
-    for document, variables in ((direct, {"o": ORDER}), (resolved, {"o": ORDER}), (query, None)):
+    nested = "{ box { boxes { n later { value } } } }"
+    two_roots = "{ a: box { n } b: box { n } }"
+    abstract = "{ nodes { id } }"
+    directive = "query($w: Boolean!) { box { top @include(if: $w) { label } } }"
+    taken = [(direct, {"o": ORDER}), (resolved, {"o": ORDER}), (query, None), (nested, None)]
+    usual = [(two_roots, None), (abstract, None), (directive, {"w": True})]
+    for document, variables in taken + usual:
         await _answer(schema, document, variables)
-    assert _root_taken(schema, direct)
-    assert _root_taken(schema, query)
-    assert not _root_taken(schema, resolved)
+    assert [_root_taken(schema, document) for document, _ in taken] == [True] * len(taken)
+    assert [_root_taken(schema, document) for document, _ in usual] == [False] * len(usual)
 
 
 async def test_plans_follow_the_variables_of_directives() -> None:
