@@ -38,6 +38,8 @@ from __future__ import annotations
 import inspect
 from asyncio import gather
 from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar, TypeGuard, TypeVar
 
 import strawberry
@@ -115,6 +117,10 @@ Plan = tuple[tuple[Any, ...], ...]
 
 class _LongWay(Exception):
     """The short way does not apply to this value: execute it the usual way."""
+
+
+_NEVER_AWAITABLE = frozenset({int, str, bool, float, Decimal, datetime})
+"""Exactly these types (not subclasses, which could define `__await__`) need no check."""
 
 
 async def _later(value: Any, raised: bool) -> Any:
@@ -511,6 +517,8 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 if not nullable:
                     raise _LongWay
                 results[response_key] = None
+            elif kind == LEAF:  # the commonest: without the call of `_complete`
+                results[response_key] = self._leaf(value, entry[4])
             else:
                 results[response_key] = self._complete(
                     entry, value, None if path is None else Path(path, response_key, None)
@@ -549,7 +557,7 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return items
 
     def _leaf(self, value: Any, coerce: Callable[[Any], Any]) -> Any:
-        if self.is_awaitable(value):
+        if type(value) not in _NEVER_AWAITABLE and self.is_awaitable(value):
             raise _LongWay
         coerced = coerce(value)
         if coerced is None or coerced is Undefined:
