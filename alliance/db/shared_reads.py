@@ -36,6 +36,9 @@ Fetch = Callable[[str, Mapping[str, Any] | None], Awaitable[list[Row]]]
 MAX_BATCH = 64
 """Requests per shared statement; more wait for the next one."""
 
+MAX_SHAPES = 1024
+"""Statements whose shared form is kept."""
+
 IN_FLIGHT = 1
 """Shared statements of one SQL text on their way at once. While one is, the reads
 that arrive gather for the next: the busier the worker, the bigger the batch."""
@@ -113,6 +116,8 @@ class SharedReads:
     async def read(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
         shape = self._shapes.get(sql, _UNKNOWN)
         if shape is _UNKNOWN:
+            if len(self._shapes) >= MAX_SHAPES:  # statements are compiled variants: few
+                self._shapes.clear()
             shape = self._shapes[sql] = shape_of(sql)
         if shape is None:
             return await self._fetch(sql, params)
