@@ -139,6 +139,10 @@ class SharedReads:
         return await future
 
     def _send(self, sql: str) -> None:
+        # A batch sent full in the meantime may be on its way: then the one gathering
+        # now waits for it (`_run` sends it).
+        if self._in_flight.get(sql, 0) >= IN_FLIGHT:
+            return
         batch = self._waiting.pop(sql, None)
         if batch is not None:
             self._start(sql, batch)

@@ -65,7 +65,10 @@ class TestTextForms:
         st.one_of(
             st.tuples(st.integers(-(2**63), 2**63 - 1), st.just("BIGINT")),
             st.tuples(st.booleans(), st.just("BOOLEAN")),
-            st.tuples(st.text(alphabet=st.characters(exclude_characters="\x00")), st.just("TEXT")),
+            st.tuples(
+                st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00")),
+                st.just("TEXT"),
+            ),
             st.tuples(
                 st.decimals(
                     allow_nan=False,
