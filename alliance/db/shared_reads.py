@@ -6,7 +6,8 @@ reads, and PostgreSQL a statement's overhead; under load, many requests of a wor
 ask the same statement at once with different parameters (each member her own
 balance). `SharedReads` sends one statement for all of them:
 
-    SELECT k.n, q.* FROM unnest(<each request's parameters, as text arrays>) AS k(n, …)
+    SELECT k.n, q.* FROM unnest(<each request's parameters, as text arrays>)
+        WITH ORDINALITY AS k(…, n)
     CROSS JOIN LATERAL (SELECT s.*, row_number() OVER () FROM (<the statement>) s) q
 
 The statement runs once per request (LATERAL), with that request's parameters in
@@ -69,10 +70,12 @@ def shape_of(sql: str) -> Shape | None:
         return None  # nothing differs between requests: nothing to gain over one read each
     columns = {name: f"p{index}" for index, name in enumerate(names)}
     inner = _PLACEHOLDER.sub(lambda m: f"{_KEY}.{columns[m.group(1)]}", sql)
+    # Each array travels as one text literal (`array_literal`): psycopg's dumping of a
+    # list costs more than the rest of the statement's sending.
     arrays = ", ".join(f"%({column})s::TEXT[]" for column in columns.values())
     shared = (
-        f"SELECT {_KEY}.n, shared_read.* FROM unnest(%(n)s::INT[], {arrays})"
-        f" AS {_KEY}(n, {', '.join(columns.values())})"
+        f"SELECT {_KEY}.n, shared_read.* FROM unnest({arrays})"
+        f" WITH ORDINALITY AS {_KEY}({', '.join(columns.values())}, n)"
         " CROSS JOIN LATERAL (SELECT shared_row.*, row_number() OVER () AS shared_read_row"
         f" FROM ({inner}) AS shared_row) AS shared_read"
         f" ORDER BY {_KEY}.n, shared_read.shared_read_row"
@@ -95,6 +98,20 @@ def as_text(value: Any) -> str | None:
     if (kind is list or kind is tuple) and all(type(item) is int for item in value):
         return "{" + ",".join(map(str, value)) + "}"
     raise TypeError(f"no text form for {kind.__name__}")
+
+
+def array_literal(values: list[str | None]) -> str:
+    """A TEXT[] literal of `values`: each element quoted, its quotes and backslashes
+    escaped, None as NULL."""
+    return "{" + ",".join(_element(value) for value in values) + "}"
+
+
+def _element(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    if "\\" in value or '"' in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{value}"'
 
 
 class _Batch:
@@ -169,9 +186,10 @@ class SharedReads:
 
     async def _together(self, sql: str, batch: _Batch) -> None:
         shape = batch.shape
-        params: dict[str, Any] = {"n": list(range(len(batch.reads)))}
-        for index in range(len(shape.names)):
-            params[f"p{index}"] = [values[index] for values, _, _ in batch.reads]
+        params = {
+            f"p{index}": array_literal([values[index] for values, _, _ in batch.reads])
+            for index in range(len(shape.names))
+        }
         try:
             rows = await self._fetch(shape.sql, params)
         except Exception:
@@ -180,7 +198,7 @@ class SharedReads:
             return
         answers: list[list[Row]] = [[] for _ in batch.reads]
         for row in rows:
-            answers[row[0]].append(row[1:-1])
+            answers[row[0] - 1].append(row[1:-1])
         for (_, _, future), answer in zip(batch.reads, answers, strict=True):
             if not future.done():
                 future.set_result(answer)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from alliance.auth.models import Role
 from alliance.db import shared_reads
 from alliance.db.engine import Database
-from alliance.db.shared_reads import as_text, shape_of
+from alliance.db.shared_reads import array_literal, as_text, shape_of
 from alliance.members.queries import (
     HistoryFilter,
     history_pages_by_membership,
@@ -96,6 +96,29 @@ class TestTextForms:
             {"value": value, "text": as_text(value)},
         )
         assert rows == [(True,)]
+
+    @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        st.lists(
+            st.one_of(
+                st.none(),
+                st.sampled_from(
+                    ["", "NULL", "null", " a ", '"', "\\", '\\"', "{", "}", ",", "{1,2}"]
+                ),
+                st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00")),
+            ),
+            max_size=8,
+        )
+    )
+    async def test_an_array_literal_reads_as_its_elements(
+        self, db: Database, values: list[str | None]
+    ) -> None:
+        rows = await db.fetch_all(
+            "SELECT element, n FROM unnest(%(a)s::TEXT[]) WITH ORDINALITY AS k(element, n)"
+            " ORDER BY n",
+            {"a": array_literal(values)},
+        )
+        assert [element for element, _ in rows] == values
 
 
 async def _together(db: Database, reads: list[Any]) -> list[Any]:
