@@ -8,7 +8,7 @@ straight through ASGI, one at a time or `--concurrency` at once. The figure is t
 process's CPU time per request, which is what the HTTP cases pay in the workers above
 uvicorn's own parsing and socket work: a quick, quiet way to compare a change to the
 request path (the HTTP cases on 2 shared cores vary ±10 % run to run; this does not).
-PostgreSQL's CPU is not counted. `--profile` prints cProfile's top functions.
+PostgreSQL's CPU (its server processes') is reported apart. `--profile` prints cProfile's top functions.
 """
 
 from __future__ import annotations
@@ -146,17 +146,22 @@ async def _call(app: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> by
     return answer
 
 
-async def _measure(call: Callable[[int], Awaitable[None]], calls: int, concurrency: int) -> float:
-    """CPU seconds of this process per call; every call gets a number of its own."""
+async def _measure(
+    call: Callable[[int], Awaitable[None]], calls: int, concurrency: int, postgres: int | None
+) -> tuple[float, float]:
+    """CPU seconds per call of this process and of PostgreSQL (`postgres`: the
+    postmaster's pid; its backends are its children); every call gets a number of its own."""
     per_client = calls // concurrency
 
     async def client(offset: int) -> None:
         for _ in range(per_client):
             await call(next(_numbers))
 
-    cpu = time.process_time()
+    cpu, server = time.process_time(), bench_run.tree_cpu(postgres) or 0.0
     await asyncio.gather(*(client(k) for k in range(concurrency)))
-    return (time.process_time() - cpu) / (per_client * concurrency)
+    calls = per_client * concurrency
+    app, server = time.process_time() - cpu, (bench_run.tree_cpu(postgres) or 0.0) - server
+    return app / calls, server / calls
 
 
 _numbers = iter(range(10**12))
@@ -350,22 +355,25 @@ async def main(argv: list[str] | None = None) -> None:
                 async def call(n: int) -> None:
                     await _call(app, headers, body(n))
 
-            await _measure(call, min(500, options.requests), 1)  # warm-up
-            figures = [
-                await _measure(call, options.requests, options.concurrency)
+            postmaster = int((Path(scratch) / "pg" / "postmaster.pid").read_text().split()[0])
+            await _measure(call, min(500, options.requests), 1, None)  # warm-up
+            measured = [
+                await _measure(call, options.requests, options.concurrency, postmaster)
                 for _ in range(options.rounds)
             ]
+            figures = [app for app, _ in measured]
             if options.gc_pauses:
                 _report_gc_pauses()
             rounds = ", ".join(f"{f * 1e3:.3f}" for f in figures)
             print(f"{options.case}: {statistics.median(figures) * 1e3:.3f} ms CPU per request"
                   f" (median of {options.rounds}: {rounds};"
-                  f" {options.requests} requests, concurrency {options.concurrency})",
+                  f" {options.requests} requests, concurrency {options.concurrency});"
+                  f" PostgreSQL {statistics.median(pg for _, pg in measured) * 1e3:.3f} ms",
                   file=sys.stderr)  # fmt: skip
             if options.profile:
                 profiler = cProfile.Profile(time.process_time)  # CPU, not waits
                 profiler.enable()
-                await _measure(call, options.requests, options.concurrency)
+                await _measure(call, options.requests, options.concurrency, None)
                 profiler.disable()
                 _print_profile(profiler)
             await stop()
