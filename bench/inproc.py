@@ -90,6 +90,14 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds; the median")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--pg-statements",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the rounds, PostgreSQL's N costliest statements per request, nested"
+        " ones (inside functions and triggers) included: pg_stat_statements, track=all",
+    )
     parser.add_argument("--access-log", choices=("on", "off"), default="on")
     parser.add_argument(
         "--shared-reads", choices=("on", "off"), default="on",
@@ -218,7 +226,12 @@ async def main(argv: list[str] | None = None) -> None:
     from gateway import create_app
 
     with tempfile.TemporaryDirectory(prefix="alliance-inproc-") as scratch:
-        server = EmbeddedPostgres(Path(scratch) / "pg", settings=THROWAWAY)
+        statements = (
+            {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+            if options.pg_statements
+            else {}
+        )
+        server = EmbeddedPostgres(Path(scratch) / "pg", settings=THROWAWAY | statements)
         server.start()
         try:
             server.create_database("bench")
@@ -355,8 +368,12 @@ async def main(argv: list[str] | None = None) -> None:
                 async def call(n: int) -> None:
                     await _call(app, headers, body(n))
 
+            if options.pg_statements:
+                server.psql("CREATE EXTENSION pg_stat_statements", "bench")
             postmaster = int((Path(scratch) / "pg" / "postmaster.pid").read_text().split()[0])
             await _measure(call, min(500, options.requests), 1, None)  # warm-up
+            if options.pg_statements:
+                server.psql("SELECT pg_stat_statements_reset()", "bench")
             measured = [
                 await _measure(call, options.requests, options.concurrency, postmaster)
                 for _ in range(options.rounds)
@@ -364,6 +381,8 @@ async def main(argv: list[str] | None = None) -> None:
             figures = [app for app, _ in measured]
             if options.gc_pauses:
                 _report_gc_pauses()
+            if options.pg_statements:
+                _print_statements(server, options.pg_statements, options.requests * options.rounds)
             rounds = ", ".join(f"{f * 1e3:.3f}" for f in figures)
             print(f"{options.case}: {statistics.median(figures) * 1e3:.3f} ms CPU per request"
                   f" (median of {options.rounds}: {rounds};"
@@ -379,6 +398,23 @@ async def main(argv: list[str] | None = None) -> None:
             await stop()
         finally:
             server.destroy()
+
+
+def _print_statements(server: EmbeddedPostgres, top: int, requests: int) -> None:
+    """The statements that cost PostgreSQL most since the warm-up, in µs per request
+    (execution time; a function's own row includes the statements nested in it)."""
+    print(
+        server.psql(
+            "SELECT round((total_exec_time * 1000 / {r})::numeric, 1) AS us_per_request,"
+            " round(calls::numeric / {r}, 2) AS calls_per_request, toplevel,"
+            " left(regexp_replace(query, '\\s+', ' ', 'g'), 150) AS query"
+            " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
+            " WHERE datname = 'bench') AND calls >= {r} / 2"
+            " ORDER BY total_exec_time DESC LIMIT {top}".format(r=requests, top=top),
+            "bench",
+        ),
+        file=sys.stderr,
+    )
 
 
 def _print_profile(profiler: cProfile.Profile) -> None:

@@ -115,3 +115,17 @@ async def test_a_subscription_is_never_executed_as_one_answer(db: Database) -> N
             context_value=Context(db, db.settings, OPERATOR),
             allowed_operation_types=set(OperationType),
         )
+
+
+def test_remembered_names_are_strawberrys() -> None:
+    """The schema converts each name once; every conversion is strawberry's own."""
+    from strawberry.schema.name_converter import NameConverter
+
+    from schema import RememberedNames
+
+    remembered, stock = RememberedNames(), NameConverter()
+    names = ["points_per_unit", "idempotency_key", "first", "member_number_2", "_private"]
+    for name in names * 2:
+        assert remembered.apply_naming_config(name) == stock.apply_naming_config(name)
+    assert set(remembered._converted) == set(names)
+    assert isinstance(create_schema().config.name_converter, RememberedNames)
