@@ -20,8 +20,13 @@ R = TypeVar("R")
 C = TypeVar("C", bound=relay.Connection[Any])
 
 
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def encode_cursor(key: int) -> str:
-    return base64.urlsafe_b64encode(f"{_PREFIX}{key}".encode()).decode().rstrip("=")
+    # base64.urlsafe_b64encode, without its wrappers' cost: a page encodes one per edge.
+    encoded = binascii.b2a_base64(f"{_PREFIX}{key}".encode(), newline=False)
+    return encoded.translate(_URL_SAFE).rstrip(b"=").decode()
 
 
 def decode_cursor(cursor: str | None) -> int | None:
