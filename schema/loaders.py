@@ -8,9 +8,11 @@ parents.
 
 from __future__ import annotations
 
+from asyncio import Future
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
@@ -21,6 +23,7 @@ from alliance.appeals import queries as appeals
 from alliance.appeals.service import AppealView
 from alliance.audit import queries as audit
 from alliance.auth.actor import Actor
+from alliance.db.by_ids import ByIds
 from alliance.db.engine import Database
 from alliance.db.paging import Page
 from alliance.events import webhooks
@@ -72,6 +75,72 @@ def _tuple_pages(
     return load
 
 
+class StatementLoader(DataLoader[int, V | None]):
+    """A DataLoader of a `ByIds` read: when the loop turns, the batch's statement is sent
+    (`Database.submit`, shared with other requests' like it) and its rows are handed to
+    the waiting loads by the read's callback. Strawberry's DataLoader runs each batch in
+    a task of its own, through a coroutine per layer; for a request that loads one
+    record that was ~10 µs of ~130. Cache, `prime` and `clear` are the DataLoader's."""
+
+    def __init__(self, db: Database, actor: Actor, read: ByIds[V]) -> None:
+        super().__init__(load_fn=self._load_all)
+        self._db, self._actor, self._read = db, actor, read
+        self._keys: list[int] = []
+        self._futures: list[Future[V | None]] = []
+
+    def load(self, key: int) -> Awaitable[V | None]:
+        cached = self.cache_map.get(key)
+        if cached is not None and not cached.cancelled():
+            return cached
+        loop = self.loop
+        future: Future[V | None] = loop.create_future()
+        self.cache_map.set(key, future)
+        if not self._keys:
+            loop.call_soon(self._send)
+        self._keys.append(key)
+        self._futures.append(future)
+        return future
+
+    def _send(self) -> None:
+        keys, futures = self._keys, self._futures
+        self._keys, self._futures = [], []
+        if all(future.cancelled() for future in futures):
+            return  # as strawberry's: no read when no load still waits
+        try:
+            read = self._db.submit(*self._read.statement(self._actor, keys))
+        except Exception as error:
+            _fail(futures, error)
+            return
+        read.add_done_callback(partial(self._deliver, keys, futures))
+
+    def _deliver(
+        self, keys: list[int], futures: list[Future[V | None]], read: Future[list[Any]]
+    ) -> None:
+        if read.cancelled():
+            for future in futures:
+                future.cancel()
+            return
+        try:
+            found = self._read.found(read.result())
+        except Exception as error:
+            _fail(futures, error)
+            return
+        for key, future in zip(keys, futures, strict=True):
+            if not future.done():
+                future.set_result(found.get(key))
+
+    async def _load_all(self, keys: list[int]) -> list[V | None]:
+        """The DataLoader's own way, for what may call it (nothing here does)."""
+        found = await self._read(self._db, self._actor, keys)
+        return [found.get(key) for key in keys]
+
+
+def _fail(futures: list[Future[Any]], error: Exception) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
+
+
 class Loaders:
     def __init__(self, db: Database, actor: Actor) -> None:
         self._db = db
@@ -84,7 +153,9 @@ class Loaders:
         fetch: Callable[[Database, Actor, Sequence[int]], Awaitable[dict[int, V]]],
     ) -> DataLoader[int, V | None]:
         loader = self._built.get(name)
-        if loader is None:
+        if loader is None and isinstance(fetch, ByIds):
+            loader = self._built[name] = StatementLoader(self._db, self._actor, fetch)
+        elif loader is None:
             db, actor = self._db, self._actor
 
             async def load(ids: list[int]) -> list[V | None]:

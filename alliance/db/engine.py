@@ -158,6 +158,13 @@ class Database:
             return await self.fetch_all(sql, params)
         return await self._shared_reads.read(sql, params)
 
+    def submit(self, sql: str, params: Mapping[str, Any]) -> asyncio.Future[list[Row]]:
+        """`read` as a future, for callers that wait by callback rather than by a task
+        of their own (the GraphQL loaders). Never a write."""
+        if self._shared_reads is None:
+            return asyncio.get_running_loop().create_task(self.fetch_all(sql, params))
+        return self._shared_reads.submit(sql, params)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One database transaction: committed on success, rolled back on error."""

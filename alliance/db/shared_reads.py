@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 Row = tuple[Any, ...]
-Fetch = Callable[[str, Mapping[str, Any] | None], Awaitable[list[Row]]]
+Fetch = Callable[[str, Mapping[str, Any] | None], Coroutine[Any, Any, list[Row]]]
 
 MAX_BATCH = 64
 """Requests per shared statement; more wait for the next one."""
@@ -131,29 +131,45 @@ class SharedReads:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def read(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
+        joined = self._join(sql, params)
+        if joined is None:
+            return await self._fetch(sql, params)
+        return await joined
+
+    def submit(self, sql: str, params: Mapping[str, Any]) -> asyncio.Future[list[Row]]:
+        """`read` as a future, for a caller that waits by callback (the loaders): a
+        statement that cannot be shared is read by a task of its own."""
+        joined = self._join(sql, params)
+        if joined is None:
+            return asyncio.get_running_loop().create_task(self._fetch(sql, params))
+        return joined
+
+    def _join(self, sql: str, params: Mapping[str, Any]) -> asyncio.Future[list[Row]] | None:
+        """A place in the next shared statement of `sql`; None when it reads alone."""
         shape = self._shapes.get(sql, _UNKNOWN)
         if shape is _UNKNOWN:
             if len(self._shapes) >= MAX_SHAPES:  # statements are compiled variants: few
                 self._shapes.clear()
             shape = self._shapes[sql] = shape_of(sql)
         if shape is None:
-            return await self._fetch(sql, params)
+            return None
         try:
             values = [as_text(params[name]) for name in shape.names]
         except (KeyError, TypeError):
-            return await self._fetch(sql, params)
+            return None
+        loop = asyncio.get_running_loop()
         batch = self._waiting.get(sql)
         if batch is None:
             batch = self._waiting[sql] = _Batch(shape)
             if self._in_flight.get(sql, 0) < IN_FLIGHT:
                 # Sent at the loop's next turn: reads that arrive in this one join it.
-                asyncio.get_running_loop().call_soon(self._send, sql)
-        future: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
+                loop.call_soon(self._send, sql)
+        future: asyncio.Future[list[Row]] = loop.create_future()
         batch.reads.append((values, params, future))
         if len(batch.reads) >= MAX_BATCH:
             del self._waiting[sql]
             self._start(sql, batch)
-        return await future
+        return future
 
     def _send(self, sql: str) -> None:
         # A batch sent full in the meantime may be on its way: then the one gathering

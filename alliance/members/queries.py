@@ -13,7 +13,7 @@ The visibility rules are SQLAlchemy expressions over the actor's parameters
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,7 @@ from sqlalchemy.types import DateTime
 
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
+from alliance.db.by_ids import ByIds
 from alliance.db.compiled import ACTOR_MEMBER, ACTOR_MERCHANT, Compiled, actor_params, actor_variant
 from alliance.db.engine import Database
 from alliance.db.paging import (
@@ -381,16 +382,19 @@ _spendable = Compiled(
 )
 
 
-async def members_by_id(db: Database, actor: Actor, ids: Sequence[int]) -> dict[int, MemberRecord]:
-    query = _members_by_id.bind(*actor_variant(actor), ids=list(ids), **actor_params(actor))
-    return {row[0]: MemberRecord(*row) for row in await db.read(*query)}
+def _visible(query: Compiled) -> Callable[[Actor, Sequence[int]], tuple[str, Mapping[str, Any]]]:
+    """The by-id statement of `query` under the actor's visibility rule."""
+
+    def statement(actor: Actor, ids: Sequence[int]) -> tuple[str, Mapping[str, Any]]:
+        return query.bind(*actor_variant(actor), ids=list(ids), **actor_params(actor))
+
+    return statement
 
 
-async def memberships_by_id(
-    db: Database, actor: Actor, ids: Sequence[int]
-) -> dict[int, MembershipRecord]:
-    query = _memberships_by_id.bind(*actor_variant(actor), ids=list(ids), **actor_params(actor))
-    return {row[0]: MembershipRecord(*row) for row in await db.read(*query)}
+members_by_id: ByIds[MemberRecord] = ByIds(_visible(_members_by_id), lambda row: MemberRecord(*row))
+memberships_by_id: ByIds[MembershipRecord] = ByIds(
+    _visible(_memberships_by_id), lambda row: MembershipRecord(*row)
+)
 
 
 async def membership_by_number(

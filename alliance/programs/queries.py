@@ -17,6 +17,7 @@ from sqlalchemy import BigInteger, and_, any_, bindparam, func, select, true
 
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
+from alliance.db.by_ids import ByIds
 from alliance.db.compiled import ACTOR_MERCHANT, Compiled, actor_params
 from alliance.db.engine import Database
 from alliance.db.paging import (
@@ -131,11 +132,9 @@ async def list_merchants(
     return await fetch_page(db, query, first, MerchantRecord.from_row)
 
 
-async def merchants_by_id(
-    db: Database, actor: Actor, ids: Sequence[int]
-) -> dict[int, MerchantRecord]:
-    rows = await db.read(*_merchants_by_id.bind(ids=list(ids)))
-    return {row[0]: MerchantRecord.from_row(row) for row in rows}
+merchants_by_id: ByIds[MerchantRecord] = ByIds(
+    lambda actor, ids: _merchants_by_id.bind(ids=list(ids)), MerchantRecord.from_row
+)
 
 
 async def list_programs(
@@ -152,11 +151,9 @@ async def list_programs(
     return await fetch_page(db, query, first, ProgramRecord.from_row)
 
 
-async def programs_by_id(
-    db: Database, actor: Actor, ids: Sequence[int]
-) -> dict[int, ProgramRecord]:
-    rows = await db.read(*_programs_by_id.bind(ids=list(ids)))
-    return {row[0]: ProgramRecord.from_row(row) for row in rows}
+programs_by_id: ByIds[ProgramRecord] = ByIds(
+    lambda actor, ids: _programs_by_id.bind(ids=list(ids)), ProgramRecord.from_row
+)
 
 
 async def program_pages_by_merchant(
