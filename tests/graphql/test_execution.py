@@ -470,6 +470,18 @@ async def test_fields_with_resolvers_answer_as_graphql_core_and_resolve_once(
         assert await answer(short) == expected
 
 
+def test_resolvers_without_extensions_are_called_past_strawberrys_wrapper() -> None:
+    """The documents above take both ways: resolvers called directly (`direct_calls`),
+    and through strawberry's wrapper when a field has an extension (a permission)."""
+    schema = _schema(short=True)
+    box = schema._schema.type_map["Box"]
+    direct = schema.execution_context_class.direct  # type: ignore[attr-defined]
+    assert {name for name, field in box.fields.items() if id(field) in direct} == {
+        "top", "later", "pick", "maybe", "broken", "missing", "badLine", "inner", "boxes",
+        "thing", "loaded",
+    }  # fmt: skip
+
+
 async def test_awaitables_of_one_level_are_awaited_together_for_dataloaders() -> None:
     """The loads of a list's items meet in one DataLoader batch, as with graphql-core."""
     document = "{ box { boxes { n loaded { value } inner { loaded { value } } } } }"
