@@ -227,7 +227,11 @@ async def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="alliance-inproc-") as scratch:
         statements = (
-            {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+            {
+                "shared_preload_libraries": "pg_stat_statements",
+                "pg_stat_statements.track": "all",
+                "track_functions": "all",
+            }
             if options.pg_statements
             else {}
         )
@@ -373,7 +377,7 @@ async def main(argv: list[str] | None = None) -> None:
             postmaster = int((Path(scratch) / "pg" / "postmaster.pid").read_text().split()[0])
             await _measure(call, min(500, options.requests), 1, None)  # warm-up
             if options.pg_statements:
-                server.psql("SELECT pg_stat_statements_reset()", "bench")
+                server.psql("SELECT pg_stat_statements_reset(), pg_stat_reset()", "bench")
             measured = [
                 await _measure(call, options.requests, options.concurrency, postmaster)
                 for _ in range(options.rounds)
@@ -406,11 +410,23 @@ def _print_statements(server: EmbeddedPostgres, top: int, requests: int) -> None
     print(
         server.psql(
             "SELECT round((total_exec_time * 1000 / {r})::numeric, 1) AS us_per_request,"
+            " round((total_plan_time * 1000 / {r})::numeric, 1) AS plan_us,"
             " round(calls::numeric / {r}, 2) AS calls_per_request, toplevel,"
             " left(regexp_replace(query, '\\s+', ' ', 'g'), 150) AS query"
             " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
             " WHERE datname = 'bench') AND calls >= {r} / 2"
             " ORDER BY total_exec_time DESC LIMIT {top}".format(r=requests, top=top),
+            "bench",
+        ),
+        file=sys.stderr,
+    )
+    print(
+        server.psql(
+            "SELECT round((self_time * 1000 / {r})::numeric, 1) AS self_us_per_request,"
+            " round((total_time * 1000 / {r})::numeric, 1) AS total_us_per_request,"
+            " round(calls::numeric / {r}, 2) AS calls_per_request, funcname"
+            " FROM pg_stat_user_functions WHERE calls >= {r} / 2"
+            " ORDER BY self_time DESC LIMIT {top}".format(r=requests, top=top),
             "bench",
         ),
         file=sys.stderr,

@@ -8,11 +8,11 @@ import asyncio
 import enum
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLObjectType
 from strawberry import relay
 from strawberry.dataloader import DataLoader
 from strawberry.permission import BasePermission
@@ -474,8 +474,8 @@ def test_resolvers_without_extensions_are_called_past_strawberrys_wrapper() -> N
     """The documents above take both ways: resolvers called directly (`direct_calls`),
     and through strawberry's wrapper when a field has an extension (a permission)."""
     schema = _schema(short=True)
-    box = schema._schema.type_map["Box"]
-    direct = schema.execution_context_class.direct  # type: ignore[attr-defined]
+    box = cast(GraphQLObjectType, schema._schema.type_map["Box"])
+    direct = cast(Any, schema.execution_context_class).direct
     assert {name for name, field in box.fields.items() if id(field) in direct} == {
         "top", "later", "pick", "maybe", "broken", "missing", "badLine", "inner", "boxes",
         "thing", "loaded",
@@ -650,3 +650,36 @@ async def test_an_execution_leaves_no_garbage_for_the_cyclic_collector() -> None
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_objects_of_awaitless_classes_skip_the_awaitable_check() -> None:
+    """Only classes none of whose instances graphql-core could find awaitable."""
+    from graphql.pyutils import is_awaitable
+
+    from schema.execution import _awaitless
+
+    class Plain:
+        pass
+
+    class Awaits:
+        def __await__(self) -> Any:
+            yield None
+
+    class Invents:
+        def __getattr__(self, name: str) -> Any:
+            return lambda: None
+
+    class Looks:
+        def __getattribute__(self, name: str) -> Any:
+            return object.__getattribute__(self, name)
+
+    assert _awaitless(Plain)
+    assert _awaitless(Box)
+    assert _awaitless(Line)
+    assert not any(map(_awaitless, (Awaits, Invents, Looks)))
+    assert is_awaitable(Awaits())
+    assert is_awaitable(Invents())
+    own = Plain()
+    own.__await__ = lambda: iter(())  # type: ignore[attr-defined]
+    assert is_awaitable(own)
+    assert "__await__" in own.__dict__
