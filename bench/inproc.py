@@ -438,6 +438,7 @@ def _print_profile(profiler: cProfile.Profile) -> None:
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("tottime").print_stats(40)
     stats.sort_stats("cumulative").print_stats(60)
+    stats.print_callers("isinstance|__new__|<lambda>")
     print(out.getvalue(), file=sys.stderr)
 
 

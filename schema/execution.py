@@ -110,11 +110,30 @@ SUPPORTED = all(
 # Plan entries: (response key, kind, attribute, nullable, then per kind:)
 LEAF = 0  # coerce
 TYPENAME = 1  # the type's name
-OBJECT = 2  # the object's plan
+OBJECT = 2  # the object's Planned
 LEAF_LIST = 3  # items nullable, coerce
-OBJECT_LIST = 4  # items nullable, the items' plan
+OBJECT_LIST = 4  # items nullable, the items' Planned
 RESOLVED = 5  # (the entry completing its value, the field node, the parent type)
 Plan = tuple[tuple[Any, ...], ...]
+Planned = tuple[Plan, type | None, bool]
+"""An object's plan, the class a relay node's value must have (or None), and whether a
+resolver is planned anywhere below: only then do its objects and fields get their
+paths (a resolver's `info.path`, and the replay of outcomes, need them)."""
+
+
+def _planned(plan: Plan, origin: type | None) -> Planned:
+    return (plan, origin, any(_resolves(entry) for entry in plan))
+
+
+def _resolves(entry: tuple[Any, ...]) -> bool:
+    kind = entry[1]
+    if kind == RESOLVED:
+        return True
+    if kind == OBJECT:
+        return bool(entry[4][2])
+    if kind == OBJECT_LIST:
+        return bool(entry[5][2])
+    return False
 
 
 class _LongWay(Exception):
@@ -383,7 +402,7 @@ def _has_directive(node: Any) -> bool:
     return any(_has_directive(selection) for selection in selection_set.selections)
 
 
-Root = tuple[GraphQLObjectType, Any, Any, str, tuple[Plan, type | None]]
+Root = tuple[GraphQLObjectType, Any, Any, str, Planned]
 """An operation of one root field whose answer is plain data: the root type, the field,
 its field details, its response key, and the plan of its answer (with the class that a
 relay node's value must have)."""
@@ -576,7 +595,13 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             plan = self._sub_plan(inner, field_details_list, resolving)
             if plan is None:
                 return None
-            return (response_key, OBJECT, attribute, nullable, (plan, checked.get(id(inner))))
+            return (
+                response_key,
+                OBJECT,
+                attribute,
+                nullable,
+                _planned(plan, checked.get(id(inner))),
+            )
         if isinstance(inner, GraphQLList):
             item, items_nullable = _unwrap(inner.of_type)
             if is_leaf_type(item):
@@ -586,7 +611,7 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 plan = self._sub_plan(item, field_details_list, resolving)
                 if plan is not None:
                     return (response_key, OBJECT_LIST, attribute, nullable, items_nullable,
-                            (plan, checked.get(id(item))))  # fmt: skip
+                            _planned(plan, checked.get(id(item))))  # fmt: skip
         return None
 
     def _sub_plan(
@@ -663,10 +688,8 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             raise _LongWay
         return coerced
 
-    def _object(
-        self, value: Any, planned: tuple[Plan, type | None], path: Any = None
-    ) -> dict[str, Any]:
-        plan, origin = planned
+    def _object(self, value: Any, planned: Planned, path: Any = None) -> dict[str, Any]:
+        plan, origin, resolves = planned
         if origin is not None and (
             type(value) is not origin or getattr(value, TYPE_CAST_ATTRIBUTE, None) is not None
         ):
@@ -678,7 +701,7 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             value
         ):
             raise _LongWay
-        return self._run(plan, value, path)
+        return self._run(plan, value, path if resolves else None)
 
     def _resolve(
         self, entry: tuple[Any, ...], source: Any, path: Any, results: dict[str, Any]
@@ -773,7 +796,7 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return result
 
     def _complete_root(
-        self, value: Any, key: str, planned: tuple[Plan, type | None], path: Any, awaited: bool
+        self, value: Any, key: str, planned: Planned, path: Any, awaited: bool
     ) -> Any:
         self._outcomes.append((path, value, False, awaited))
         try:
@@ -892,7 +915,13 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
         plan = self._sub_plan(inner, details_list, resolving=True)
         if plan is None:
             return None
-        return (root_type, field_def, details_list, key, (plan, self.checked.get(id(inner))))
+        return (
+            root_type,
+            field_def,
+            details_list,
+            key,
+            _planned(plan, self.checked.get(id(inner))),
+        )
 
     # ------------------------------------------------------------------ graphql-core
 
