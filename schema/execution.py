@@ -41,7 +41,7 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from types import CoroutineType, GeneratorType
-from typing import Any, ClassVar, TypeGuard, TypeVar
+from typing import Any, ClassVar, TypeGuard, TypeVar, cast
 
 import strawberry
 from graphql import (
@@ -61,6 +61,11 @@ from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, Undefined
 from graphql.type import assert_valid_schema
 from strawberry import relay
+from strawberry.exceptions import (
+    PermissionReturnedAwaitableInSyncContextError,
+    PermissionReturnedNonBooleanError,
+)
+from strawberry.permission import PermissionExtension
 from strawberry.relay.utils import to_base64
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter, get_arguments
@@ -217,12 +222,12 @@ DirectCall = Callable[[Any, Any, dict[str, Any]], Any]
 
 
 def direct_calls(schema: strawberry.Schema) -> dict[int, DirectCall]:
-    """For each field with a resolver and no field extension (a permission is one),
-    the call that strawberry's wrapper makes, without the wrapper: strawberry's `Info`,
-    its argument conversion, then `get_result`. The wrapper's own layers (a chain of
-    extension closures, and two coroutines around an async resolver's) cost ~4 µs a
-    field. By id of the GraphQLField; none at all when the schema handles exceptions
-    per field (strawberry's wrapper does that)."""
+    """For each field with a resolver, and no field extension but a permission check, the
+    call that strawberry's wrapper makes, without the wrapper: strawberry's `Info`, its
+    argument conversion, the permissions, then `get_result`. The wrapper's own layers (a
+    chain of extension closures, and two or three coroutines around an async resolver's)
+    cost ~4 µs a field. By id of the GraphQLField; none at all when the schema handles
+    exceptions per field (strawberry's wrapper does that)."""
     converter = schema.schema_converter
     if getattr(converter, "_exception_handler_specs", True):
         return {}
@@ -234,49 +239,138 @@ def direct_calls(schema: strawberry.Schema) -> dict[int, DirectCall]:
         for field in graphql_type.fields.values():
             definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
             if (
-                isinstance(definition, StrawberryField)
-                and definition.base_resolver is not None
-                and not definition.extensions
-                and not definition.is_subscription
+                not isinstance(definition, StrawberryField)
+                or definition.base_resolver is None
+                or definition.is_subscription
             ):
-                calls[id(field)] = _direct_call(definition, config, scalars)
+                continue
+            extensions = definition.extensions
+            if not extensions:
+                calls[id(field)] = _direct_call(definition, config, scalars, None)
+            elif len(extensions) == 1 and _plain_permissions(extensions[0]):
+                permission = cast(PermissionExtension, extensions[0])
+                calls[id(field)] = _direct_call(definition, config, scalars, permission)
     return calls
 
 
-def _direct_call(field: StrawberryField, config: Any, scalars: Any) -> DirectCall:
+def _plain_permissions(extension: Any) -> bool:
+    """strawberry's own permission check, raising when refused, with permissions that
+    answer at once (not `async def`)."""
+    return (
+        type(extension) is PermissionExtension
+        and not extension.fail_silently
+        and not any(
+            inspect.iscoroutinefunction(permission.has_permission)
+            for permission in extension.permissions
+        )
+    )
+
+
+def _direct_call(
+    field: StrawberryField, config: Any, scalars: Any, permission: PermissionExtension | None
+) -> DirectCall:
     info_class = config.info_class
     resolver = field.base_resolver
     assert resolver is not None
+    arguments_of = _arguments_of(field, resolver, config, scalars)
+
+    def call(source: Any, info: Any, arguments: dict[str, Any]) -> Any:
+        strawberry_info = info_class(_raw_info=info, _field=field)
+        args, kwargs = arguments_of(source, strawberry_info, arguments)
+        return field.get_result(source, info=strawberry_info, args=args, kwargs=kwargs)
+
+    if permission is None:
+        return call
+    checks = permission.permissions
+    is_async = field.is_async
+
+    def permitted_call(source: Any, info: Any, arguments: dict[str, Any]) -> Any:
+        # As PermissionExtension.resolve(_async): each permission asked with the field's
+        # arguments (without `info`), then the resolver; a refusal raises, from the
+        # awaitable for an async field, as strawberry's coroutine would.
+        strawberry_info = info_class(_raw_info=info, _field=field)
+        args, kwargs = arguments_of(source, strawberry_info, arguments)
+        asked = {name: value for name, value in kwargs.items() if name != "info"}
+        for index, check in enumerate(checks):
+            allowed = check.has_permission(source, strawberry_info, **asked)
+            if is_async and inspect.isawaitable(allowed):  # strawberry awaits it
+                return _permitted_later(
+                    allowed, checks[index:], source, strawberry_info, asked,
+                    lambda: field.get_result(source, info=strawberry_info, args=args,
+                                             kwargs=kwargs),
+                )  # fmt: skip
+            try:
+                _check_permission(check, allowed, is_async)
+            except Exception as refused:
+                if is_async:
+                    return _later(refused, True)
+                raise
+        return field.get_result(source, info=strawberry_info, args=args, kwargs=kwargs)
+
+    return permitted_call
+
+
+def _check_permission(check: Any, allowed: Any, is_async: bool) -> None:
+    """Raises as PermissionExtension does for a permission's answer `allowed`."""
+    if not isinstance(allowed, bool):
+        awaitable = inspect.isawaitable(allowed)
+        if inspect.iscoroutine(allowed):
+            allowed.close()
+        if awaitable and not is_async:
+            raise PermissionReturnedAwaitableInSyncContextError(check)
+        raise PermissionReturnedNonBooleanError(check, allowed)
+    if not allowed:
+        check.on_unauthorized()  # raises: fail_silently is not taken here
+
+
+async def _permitted_later(
+    allowed: Any, checks: list[Any], source: Any, info: Any, asked: dict[str, Any],
+    resolve: Callable[[], Any],
+) -> Any:  # fmt: skip
+    """The rest of an async field's permission checks once one answered with an
+    awaitable, then its resolver, as PermissionExtension.resolve_async."""
+    _check_permission(checks[0], await allowed, True)
+    for check in checks[1:]:
+        answer = check.has_permission(source, info, **asked)
+        _check_permission(check, (await answer) if inspect.isawaitable(answer) else answer, True)
+    value = resolve()
+    return (await value) if inspect.isawaitable(value) else value
+
+
+def _arguments_of(
+    field: StrawberryField, resolver: Any, config: Any, scalars: Any
+) -> Callable[[Any, Any, dict[str, Any]], tuple[list[Any], dict[str, Any]]]:
+    """`get_arguments` for `field`: strawberry's, or, for arguments that its conversion
+    returns as they are (ints, strings, booleans, floats, or null), the same result built
+    directly (~8 µs a field)."""
     if not all(_plain_argument(argument.type) for argument in field.arguments):
 
-        def call(source: Any, info: Any, arguments: dict[str, Any]) -> Any:
-            strawberry_info = info_class(_raw_info=info, _field=field)
-            args, kwargs = get_arguments(
-                field=field, source=source, info=strawberry_info, kwargs=arguments,
-                config=config, scalar_registry=scalars,
+        def converted(
+            source: Any, info: Any, arguments: dict[str, Any]
+        ) -> tuple[list[Any], dict[str, Any]]:
+            return get_arguments(
+                field=field, source=source, info=info, kwargs=arguments, config=config,
+                scalar_registry=scalars,
             )  # fmt: skip
-            return field.get_result(source, info=strawberry_info, args=args, kwargs=kwargs)
 
-        return call
+        return converted
 
-    # Arguments that strawberry's conversion returns as they are (ints, strings, booleans,
-    # floats, or null): `get_arguments`' result built directly (~8 µs a field).
     names = [(config.name_converter.from_argument(a), a.python_name) for a in field.arguments]
     takes_self = resolver.self_parameter is not None
     sources = [p.name for p in (resolver.parent_parameter, resolver.root_parameter) if p]
     info_name = None if resolver.info_parameter is None else resolver.info_parameter.name
 
-    def plain_call(source: Any, info: Any, arguments: dict[str, Any]) -> Any:
-        strawberry_info = info_class(_raw_info=info, _field=field)
+    def plain(
+        source: Any, info: Any, arguments: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
         kwargs = {python: arguments[name] for name, python in names if name in arguments}
         for name in sources:
             kwargs[name] = source
         if info_name is not None:
-            kwargs[info_name] = strawberry_info
-        args = [source] if takes_self else []
-        return field.get_result(source, info=strawberry_info, args=args, kwargs=kwargs)
+            kwargs[info_name] = info
+        return [source] if takes_self else [], kwargs
 
-    return plain_call
+    return plain
 
 
 _PLAIN_ARGUMENTS = (int, str, bool, float)
@@ -773,9 +867,13 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             )
         except Exception:  # nothing has run: the usual way reports it
             return super().execute_operation()
+        direct = self.direct.get(id(field_def))
         resolve = field_def.resolve or self.field_resolver
         try:
-            value = resolve(self.root_value, info, **args)
+            if direct is not None:
+                value = direct(self.root_value, info, args)
+            else:
+                value = resolve(self.root_value, info, **args)
         except Exception as error:
             self._outcomes.append((path, error, True, False))
             return self._replayed()

@@ -133,6 +133,38 @@ class Refused(BasePermission):
         return False
 
 
+class Allowed(BasePermission):
+    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
+        return True
+
+
+class Unsure(BasePermission):
+    """Answers neither yes nor no: strawberry refuses such an answer."""
+
+    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
+        return None  # type: ignore[return-value]
+
+
+class Later(BasePermission):
+    """Answers with an awaitable (a plain def): strawberry awaits it for async fields,
+    and refuses it for sync ones. Allows even boxes."""
+
+    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
+        async def answer() -> bool:
+            return source.n % 2 == 0
+
+        return answer()  # type: ignore[return-value]
+
+
+class Asks(BasePermission):
+    """Looks at the field's arguments, as strawberry passes them."""
+
+    message = "not that index"
+
+    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
+        return bool(kwargs.get("index", 0) < 10)
+
+
 RESOLVED: list[str] = []
 """The nested resolvers called, with their paths: each must run once per execution."""
 
@@ -190,6 +222,41 @@ class Box:
     async def refused(self, info: strawberry.Info) -> Line:
         _called(info, "refused")
         return _line(self.n)
+
+    @strawberry.field(permission_classes=[Allowed, Refused])
+    def refused_sync(self, info: strawberry.Info) -> Line:
+        _called(info, "refusedSync")
+        return _line(self.n)
+
+    @strawberry.field(permission_classes=[Allowed])
+    async def allowed(self, info: strawberry.Info) -> Line:
+        _called(info, "allowed")
+        return _line(self.n)
+
+    @strawberry.field(permission_classes=[Unsure])
+    async def unsure(self, info: strawberry.Info) -> Line:
+        _called(info, "unsure")
+        return _line(self.n)
+
+    @strawberry.field(permission_classes=[Unsure])
+    def unsure_sync(self, info: strawberry.Info) -> Line:
+        _called(info, "unsureSync")
+        return _line(self.n)
+
+    @strawberry.field(permission_classes=[Allowed, Later])
+    async def later_allowed(self, info: strawberry.Info) -> Line:
+        _called(info, "laterAllowed")
+        return _line(self.n)
+
+    @strawberry.field(permission_classes=[Later])
+    def later_sync(self, info: strawberry.Info) -> Line:
+        _called(info, "laterSync")
+        return _line(self.n)
+
+    @strawberry.field(permission_classes=[Asks])
+    async def asks(self, info: strawberry.Info, index: int) -> Line:
+        _called(info, "asks")
+        return _line(index)
 
     @strawberry.field
     async def inner(self, info: strawberry.Info) -> Box:
@@ -417,6 +484,15 @@ NESTED = [
     ("{ box(n: 2) { missing { label } later { note } } }", None),
     ("{ box(n: 3) { badLine { label value } later { note } } }", None),
     ("{ box { refused { label } top { label } } }", None),
+    ("{ box { refusedSync { label } top { label } } }", None),
+    ("{ box { allowed { label } top { label } } }", None),
+    ("{ box { unsure { label } } }", None),
+    ("{ box { unsureSync { label } } }", None),
+    ("{ box(n: 2) { laterAllowed { label } } }", None),
+    ("{ box(n: 3) { laterAllowed { label } } }", None),
+    ("{ box(n: 2) { laterSync { label } } }", None),
+    ("{ box { a: asks(index: 3) { value } b: asks(index: 30) { value } } }", None),
+    ("{ box { boxes { laterAllowed { value } allowed { value } } } }", None),
     ("{ box { inner { n later { label } inner { n top { value } } } } }", None),
     ("{ box { boxes { n later { value } top { value } } } }", None),
     ("{ box { boxes { n broken { value } later { value } inner { later { value } } } } }", None),
@@ -478,7 +554,8 @@ def test_resolvers_without_extensions_are_called_past_strawberrys_wrapper() -> N
     direct = cast(Any, schema.execution_context_class).direct
     assert {name for name, field in box.fields.items() if id(field) in direct} == {
         "top", "later", "pick", "maybe", "broken", "missing", "badLine", "inner", "boxes",
-        "thing", "loaded",
+        "thing", "loaded", "refused", "refusedSync", "allowed", "unsure", "unsureSync",
+        "laterAllowed", "laterSync", "asks",
     }  # fmt: skip
 
 
