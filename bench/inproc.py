@@ -414,7 +414,7 @@ def _print_statements(server: EmbeddedPostgres, top: int, requests: int) -> None
             " round(calls::numeric / {r}, 2) AS calls_per_request, toplevel,"
             " left(regexp_replace(query, '\\s+', ' ', 'g'), 150) AS query"
             " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
-            " WHERE datname = 'bench') AND calls >= {r} / 2"
+            " WHERE datname = 'bench') AND calls >= {r} / 100"
             " ORDER BY total_exec_time DESC LIMIT {top}".format(r=requests, top=top),
             "bench",
         ),

@@ -103,8 +103,31 @@ class Database:
             name="alliance",
             configure=_configure,
         )
+        # Shared reads (shared_reads.py) go through connections of their own where
+        # PostgreSQL always uses a statement's generic plan. A shared statement's keys
+        # are arrays of a different length at every call, so the plan cache compared
+        # each generic plan with custom plans of small batches and often kept planning
+        # anew: a third of the balance read's statements were planned, 42 % of their
+        # cost in PostgreSQL (bench/RESULTS.md, 2026-11-26). Their plan never depends on
+        # the values: each key's rows are read by the same lateral statement.
+        shared_size = max(2, settings.pool_size // 2)
+        self.shared_pool = LifoConnectionPool(
+            self.pool.conninfo,
+            min_size=shared_size,
+            max_size=shared_size,
+            timeout=settings.pool_timeout_seconds,
+            open=False,
+            kwargs={
+                "autocommit": True,
+                "options": f"{options} -c plan_cache_mode=force_generic_plan",
+                "application_name": application_name,
+                "prepare_threshold": 0,
+            },
+            name="alliance-shared-reads",
+            configure=_configure,
+        )
         self._opening: asyncio.Lock | None = None
-        self._shared_reads = SharedReads(self.fetch_all) if settings.shared_reads else None
+        self._shared_reads = SharedReads(self._fetch_shared) if settings.shared_reads else None
         self._observers: list[Callable[[str], None]] = []
 
     async def open(self) -> None:
@@ -114,6 +137,10 @@ class Database:
         async with self._opening:
             if self.pool.closed:
                 await self.pool.open(
+                    wait=True, timeout=max(30.0, self.settings.pool_timeout_seconds)
+                )
+            if self._shared_reads is not None and self.shared_pool.closed:
+                await self.shared_pool.open(
                     wait=True, timeout=max(30.0, self.settings.pool_timeout_seconds)
                 )
 
@@ -139,6 +166,18 @@ class Database:
             return await cursor.fetchall()
         finally:
             await self.pool.putconn(conn)
+
+    async def _fetch_shared(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """`fetch_all` on the shared reads' connections (generic plans)."""
+        self._observe(sql)
+        if self.shared_pool.closed:
+            await self.open()
+        conn = await self.shared_pool.getconn()
+        try:
+            cursor = await conn.execute(sql, params, prepare=True)
+            return await cursor.fetchall()
+        finally:
+            await self.shared_pool.putconn(conn)
 
     async def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
         self._observe(sql)
@@ -177,6 +216,7 @@ class Database:
             yield connection
 
     async def dispose(self) -> None:
+        await self.shared_pool.close()
         await self.pool.close()
         await self.engine.dispose()
 

@@ -121,6 +121,15 @@ class TestTextForms:
         assert [element for element, _ in rows] == values
 
 
+async def test_shared_reads_use_generic_plans_and_other_reads_do_not(db: Database) -> None:
+    """A shared statement's plan does not depend on its keys: PostgreSQL keeps the generic
+    one rather than planning batches anew (engine.py)."""
+    setting = "SELECT current_setting(%(name)s::TEXT)"
+    shared = await _together(db, [db.read(setting, {"name": "plan_cache_mode"}) for _ in range(3)])
+    assert shared == [[("force_generic_plan",)]] * 3
+    assert await db.fetch_all(setting, {"name": "plan_cache_mode"}) == [("auto",)]
+
+
 async def _together(db: Database, reads: list[Any]) -> list[Any]:
     return await asyncio.gather(*reads, return_exceptions=True)
 
