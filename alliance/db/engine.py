@@ -110,7 +110,8 @@ class Database:
         # anew: a third of the balance read's statements were planned, 42 % of their
         # cost in PostgreSQL (bench/RESULTS.md, 2026-11-26). Their plan never depends on
         # the values: each key's rows are read by the same lateral statement.
-        shared_size = max(2, settings.pool_size // 2)
+        # Few: at most one statement of each shape is on its way at once.
+        shared_size = max(2, settings.pool_size // 4)
         self.shared_pool = LifoConnectionPool(
             self.pool.conninfo,
             min_size=shared_size,
