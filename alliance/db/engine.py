@@ -158,27 +158,24 @@ class Database:
     # discards a connection left in a transaction or broken.
 
     async def fetch_all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
-        self._observe(sql)
-        if self.pool.closed:
-            await self.open()
-        conn = await self.pool.getconn()
-        try:
-            cursor = await conn.execute(sql, params, prepare=True)
-            return await cursor.fetchall()
-        finally:
-            await self.pool.putconn(conn)
+        return await self._fetch_all(self.pool, sql, params)
 
     async def _fetch_shared(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """`fetch_all` on the shared reads' connections (generic plans)."""
+        return await self._fetch_all(self.shared_pool, sql, params)
+
+    async def _fetch_all(
+        self, pool: AsyncConnectionPool, sql: str, params: Mapping[str, Any] | None
+    ) -> list[Row]:
         self._observe(sql)
-        if self.shared_pool.closed:
+        if pool.closed:
             await self.open()
-        conn = await self.shared_pool.getconn()
+        conn = await pool.getconn()
         try:
             cursor = await conn.execute(sql, params, prepare=True)
             return await cursor.fetchall()
         finally:
-            await self.shared_pool.putconn(conn)
+            await pool.putconn(conn)
 
     async def fetch_one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
         self._observe(sql)
