@@ -760,3 +760,44 @@ def test_objects_of_awaitless_classes_skip_the_awaitable_check() -> None:
     own.__await__ = lambda: iter(())  # type: ignore[attr-defined]
     assert is_awaitable(own)
     assert "__await__" in own.__dict__
+
+
+@pytest.mark.parametrize(
+    ("document", "uses"),
+    [
+        ("{ box { n } }", False),
+        ("{ box(n: 3) { n } }", False),
+        ('{ box { pick(index: 1, note: "x") { value } } }', False),
+        ("query($i: Int!) { box(n: $i) { n } }", True),
+        ("query($i: Int!) { a: box(n: [1, {b: [$i]}]) { n } }", True),
+    ],
+)
+def test_arguments_without_variables_are_told_apart(document: str, uses: bool) -> None:
+    """Only arguments written without variables are coerced once per document."""
+    from graphql import FieldNode, parse
+
+    from schema.execution import _uses_variables
+
+    operation = parse(document).definitions[0]
+    field = operation.selection_set.selections[0]  # type: ignore[attr-defined]
+    assert isinstance(field, FieldNode)
+    assert _uses_variables(field) is uses
+
+
+async def test_literal_arguments_are_remembered_with_their_defaults() -> None:
+    schema = _schema(short=True)
+    document = '{ box(n: 4) { a: pick(index: 7) { value } b: pick(index: 8, note: "x") { note } } }'
+    from schema.execution import _LITERAL_ARGUMENTS
+
+    _LITERAL_ARGUMENTS.clear()
+    for _ in range(3):
+        result = await schema.execute(document)
+        assert not result.errors
+        assert result.data == {"box": {"a": {"value": 7}, "b": {"note": "x"}}}
+    # This schema caches no document: each execution's nodes are new, and remembered anew.
+    remembered = {tuple(sorted(args.items())) for _, _, args in _LITERAL_ARGUMENTS.values()}
+    assert remembered == {
+        (("n", 4),),
+        (("index", 7), ("note", None)),
+        (("index", 8), ("note", "x")),
+    }
