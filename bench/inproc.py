@@ -8,7 +8,8 @@ straight through ASGI, one at a time or `--concurrency` at once. The figure is t
 process's CPU time per request, which is what the HTTP cases pay in the workers above
 uvicorn's own parsing and socket work: a quick, quiet way to compare a change to the
 request path (the HTTP cases on 2 shared cores vary ±10 % run to run; this does not).
-PostgreSQL's CPU (its server processes') is reported apart. `--profile` prints cProfile's top functions.
+PostgreSQL's CPU (its server processes') is reported apart. `--profile` prints cProfile's
+top functions; `--pg-statements N` PostgreSQL's costliest statements and functions.
 """
 
 from __future__ import annotations
@@ -405,32 +406,28 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 def _print_statements(server: EmbeddedPostgres, top: int, requests: int) -> None:
-    """The statements that cost PostgreSQL most since the warm-up, in µs per request
-    (execution time; a function's own row includes the statements nested in it)."""
-    print(
-        server.psql(
-            "SELECT round((total_exec_time * 1000 / {r})::numeric, 1) AS us_per_request,"
-            " round((total_plan_time * 1000 / {r})::numeric, 1) AS plan_us,"
-            " round(calls::numeric / {r}, 2) AS calls_per_request, toplevel,"
-            " left(regexp_replace(query, '\\s+', ' ', 'g'), 150) AS query"
-            " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
-            " WHERE datname = 'bench') AND calls >= {r} / 100"
-            " ORDER BY total_exec_time DESC LIMIT {top}".format(r=requests, top=top),
-            "bench",
-        ),
-        file=sys.stderr,
+    """What cost PostgreSQL most since the warm-up, per request: statements (execution
+    and planning time in µs; a function's own row includes the statements nested in it),
+    then functions (their own time, and with what they call)."""
+    r = requests
+    statements = (
+        f"SELECT round((total_exec_time * 1000 / {r})::numeric, 1) AS us_per_request,"
+        f" round((total_plan_time * 1000 / {r})::numeric, 1) AS plan_us,"
+        f" round(calls::numeric / {r}, 2) AS calls_per_request, toplevel,"
+        " left(regexp_replace(query, '\\s+', ' ', 'g'), 150) AS query"
+        " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
+        f" WHERE datname = 'bench') AND calls >= {r} / 100"  # shared reads: 1 per batch
+        f" ORDER BY total_exec_time DESC LIMIT {top}"
     )
-    print(
-        server.psql(
-            "SELECT round((self_time * 1000 / {r})::numeric, 1) AS self_us_per_request,"
-            " round((total_time * 1000 / {r})::numeric, 1) AS total_us_per_request,"
-            " round(calls::numeric / {r}, 2) AS calls_per_request, funcname"
-            " FROM pg_stat_user_functions WHERE calls >= {r} / 2"
-            " ORDER BY self_time DESC LIMIT {top}".format(r=requests, top=top),
-            "bench",
-        ),
-        file=sys.stderr,
+    functions = (
+        f"SELECT round((self_time * 1000 / {r})::numeric, 1) AS self_us_per_request,"
+        f" round((total_time * 1000 / {r})::numeric, 1) AS total_us_per_request,"
+        f" round(calls::numeric / {r}, 2) AS calls_per_request, funcname"
+        f" FROM pg_stat_user_functions WHERE calls >= {r} / 2"
+        f" ORDER BY self_time DESC LIMIT {top}"
     )
+    for sql in (statements, functions):
+        print(server.psql(sql, "bench"), file=sys.stderr)
 
 
 def _print_profile(profiler: cProfile.Profile) -> None:
