@@ -483,8 +483,9 @@ def remembered(cache: dict[Any, tuple[Any, T]], key: Any, node: Any, make: Calla
     return value
 
 
-_LITERAL_ARGUMENTS: dict[int, tuple[FieldNode, Any, dict[str, Any]]] = {}
-"""Coerced arguments by id of their field node (kept, so that its id is not reused)."""
+_LITERAL_ARGUMENTS: dict[int, tuple[FieldNode, Any, dict[str, Any] | None]] = {}
+"""Coerced arguments by id of their field node (kept, so that its id is not reused);
+None for a node whose arguments are coerced at every request."""
 
 _IMMUTABLE = frozenset({int, str, bool, float, Decimal, type(None)})
 
@@ -858,14 +859,18 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             )
         found = _LITERAL_ARGUMENTS.get(id(node))
         if found is not None and found[0] is node and found[1] is field_def:
-            return dict(found[2])
+            if found[2] is not None:
+                return dict(found[2])
+            return get_argument_values(  # variables, or values that could be changed
+                field_def, node, self.variable_values, None, self.hide_suggestions
+            )
         args = get_argument_values(
             field_def, node, self.variable_values, None, self.hide_suggestions
         )
-        if not _uses_variables(node) and all(type(v) in _IMMUTABLE for v in args.values()):
-            if len(_LITERAL_ARGUMENTS) >= SHARED_PLANS:
-                _LITERAL_ARGUMENTS.clear()
-            _LITERAL_ARGUMENTS[id(node)] = (node, field_def, dict(args))
+        literal = not _uses_variables(node) and all(type(v) in _IMMUTABLE for v in args.values())
+        if len(_LITERAL_ARGUMENTS) >= SHARED_PLANS:
+            _LITERAL_ARGUMENTS.clear()
+        _LITERAL_ARGUMENTS[id(node)] = (node, field_def, dict(args) if literal else None)
         return args
 
     def _completed(self, entry: tuple[Any, ...], value: Any, path: Any) -> Any:

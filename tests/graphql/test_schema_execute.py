@@ -129,3 +129,26 @@ def test_remembered_names_are_strawberrys() -> None:
         assert remembered.apply_naming_config(name) == stock.apply_naming_config(name)
     assert set(remembered._converted) == set(names)
     assert isinstance(create_schema().config.name_converter, RememberedNames)
+
+
+async def test_a_cached_document_takes_each_requests_variables(db: Database) -> None:
+    """Arguments are coerced once per cached document only when written without
+    variables: the same document answers each request's own values."""
+    from schema.execution import _LITERAL_ARGUMENTS
+
+    for _ in range(3):
+        await make_program(db)
+    schema = create_schema()
+    context = Context(db, db.settings, OPERATOR)
+    literal = "{ merchants(first: 2) { edges { node { id } } } }"
+    counts = []
+    for first in (1, 3, 2, 3):
+        result = await schema.execute(MERCHANTS, variable_values={"first": first},
+                                      context_value=context)  # fmt: skip
+        assert not result.errors
+        counts.append(len(result.data["merchants"]["edges"]))  # type: ignore[index]
+        result = await schema.execute(literal, context_value=context)
+        assert len(result.data["merchants"]["edges"]) == 2  # type: ignore[index]
+    assert counts == [1, 3, 2, 3]
+    remembered = [args for _, _, args in _LITERAL_ARGUMENTS.values() if args]
+    assert {"first": 2, "after": None} in remembered
