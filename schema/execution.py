@@ -832,12 +832,8 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
         field_path = Path(path, response_key, parent_type.name)
         info = self.build_resolve_info(field_def, [node], parent_type, field_path)
         args = self._arguments(field_def, node)  # an error: nothing has run, the long way tells
-        direct = self.direct.get(id(field_def))
         try:
-            if direct is not None:
-                value = direct(source, info, args)
-            else:
-                value = field_def.resolve(source, info, **args)
+            value = self._call(field_def, source, info, args)
         except Exception as error:
             self._outcomes.append((field_path, error, True, False))
             raise _LongWay from None
@@ -846,6 +842,13 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return None
         self._outcomes.append((field_path, value, False, False))
         return self._completed(inner, value, field_path)
+
+    def _call(self, field_def: Any, source: Any, info: Any, args: dict[str, Any]) -> Any:
+        """The field's resolver, called directly (`direct_calls`) or as graphql-core does."""
+        direct = self.direct.get(id(field_def))
+        if direct is not None:
+            return direct(source, info, args)
+        return (field_def.resolve or self.field_resolver)(source, info, **args)
 
     def _arguments(self, field_def: Any, node: FieldNode) -> dict[str, Any]:
         """The field's arguments as graphql-core coerces them. Arguments written in a
@@ -908,13 +911,8 @@ class AllianceExecutionContext(StrawberryGraphQLCoreExecutionContext):
             args = self._arguments(field_def, node)
         except Exception:  # nothing has run: the usual way reports it
             return super().execute_operation()
-        direct = self.direct.get(id(field_def))
-        resolve = field_def.resolve or self.field_resolver
         try:
-            if direct is not None:
-                value = direct(self.root_value, info, args)
-            else:
-                value = resolve(self.root_value, info, **args)
+            value = self._call(field_def, self.root_value, info, args)
         except Exception as error:
             self._outcomes.append((path, error, True, False))
             return self._replayed()

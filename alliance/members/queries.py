@@ -13,7 +13,7 @@ The visibility rules are SQLAlchemy expressions over the actor's parameters
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,7 +36,7 @@ from sqlalchemy.types import DateTime
 
 from alliance.auth.actor import Actor
 from alliance.auth.models import Role
-from alliance.db.by_ids import ByIds
+from alliance.db.by_ids import ByIds, Statement
 from alliance.db.compiled import ACTOR_MEMBER, ACTOR_MERCHANT, Compiled, actor_params, actor_variant
 from alliance.db.engine import Database
 from alliance.db.paging import (
@@ -382,10 +382,10 @@ _spendable = Compiled(
 )
 
 
-def _visible(query: Compiled) -> Callable[[Actor, Sequence[int]], tuple[str, Mapping[str, Any]]]:
+def _visible(query: Compiled) -> Callable[[Actor, Sequence[int]], Statement]:
     """The by-id statement of `query` under the actor's visibility rule."""
 
-    def statement(actor: Actor, ids: Sequence[int]) -> tuple[str, Mapping[str, Any]]:
+    def statement(actor: Actor, ids: Sequence[int]) -> Statement:
         return query.bind(*actor_variant(actor), ids=list(ids), **actor_params(actor))
 
     return statement
