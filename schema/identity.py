@@ -378,11 +378,23 @@ def _asks_for_tiers(info: Info) -> bool:
     Read from the request's syntax tree as graphql-core parsed it (`info.selected_fields`
     would first convert the whole selection, arguments included, on every request). A
     fragment on the way counts as a yes (it is not looked into): the answer may cost a
-    little more, never lack what was asked."""
-    return any(  # each node is allianceBalances itself
-        _path_selects(field, ("lines", "edges", "node"), _TIER_FIELDS)
-        for field in info._raw_info.field_nodes
+    little more, never lack what was asked. Remembered per field node: a cached document
+    brings the same nodes to every request."""
+    nodes = info._raw_info.field_nodes
+    found = _TIERS_ASKED.get(id(nodes[0]))
+    if found is not None and found[0] is nodes[0] and len(nodes) == 1:
+        return found[1]
+    asked = any(  # each node is allianceBalances itself
+        _path_selects(field, ("lines", "edges", "node"), _TIER_FIELDS) for field in nodes
     )
+    if len(nodes) == 1:
+        if len(_TIERS_ASKED) >= 1024:
+            _TIERS_ASKED.clear()
+        _TIERS_ASKED[id(nodes[0])] = (nodes[0], asked)  # the node kept: its id not reused
+    return asked
+
+
+_TIERS_ASKED: dict[int, tuple[FieldNode, bool]] = {}
 
 
 def _path_selects(node: FieldNode, path: tuple[str, ...], names: frozenset[str]) -> bool:

@@ -274,6 +274,18 @@ class Box:
         return Thing(code=str(self.n), name="boxed")
 
     @strawberry.field
+    async def sought(
+        self,
+        info: strawberry.Info,
+        thing: relay.GlobalID | None = None,
+        order: Order | None = None,
+        index: int = 0,
+    ) -> Line:
+        """Optional arguments of types strawberry converts: passed as they arrive."""
+        _called(info, "sought")
+        return _line(index, label=f"{type(thing).__name__}:{thing}", note=repr(order))
+
+    @strawberry.field
     async def loaded(self, info: strawberry.Info) -> Line:
         return _line(await info.context["loader"].load(self.n))
 
@@ -499,6 +511,17 @@ NESTED = [
     ("{ box { boxes { missing { value } } } }", None),
     ("{ box { boxes { badLine { label } maybe { label } } } }", None),
     ("{ box { thing { id name } boxes { thing { id } } } }", None),
+    ("{ box { sought { label note value } } }", None),
+    ("{ box { sought(thing: null, order: null, index: 2) { label note value } } }", None),
+    ('{ box { sought(thing: "VGhpbmc6MQ==", order: {label: "x"}) { label note } } }', None),
+    ('{ box { sought(order: {label: "x", value: 3}) { label note } } }', None),
+    (
+        "query($t: ID, $o: Order) { box { sought(thing: $t, order: $o) { label note } } }",
+        {"t": None, "o": {"label": "y", "value": 2}},
+    ),
+    ("query($t: ID) { box { sought(thing: $t) { label note } } }", {"t": "VGhpbmc6Mg=="}),
+    ("query($t: ID) { box { sought(thing: $t) { label note } } }", {"t": "not an id"}),
+    ("query($t: ID) { box { sought(thing: $t) { label note } } }", {}),
     ("{ box { __typename n top { __typename label } } }", None),
     ("{ boxes { n later { label } } }", None),
     ("{ a: box(n: 1) { n } b: box(n: 2) { top { label } } }", None),
@@ -555,7 +578,7 @@ def test_resolvers_without_extensions_are_called_past_strawberrys_wrapper() -> N
     assert {name for name, field in box.fields.items() if id(field) in direct} == {
         "top", "later", "pick", "maybe", "broken", "missing", "badLine", "inner", "boxes",
         "thing", "loaded", "refused", "refusedSync", "allowed", "unsure", "unsureSync",
-        "laterAllowed", "laterSync", "asks",
+        "laterAllowed", "laterSync", "asks", "sought",
     }  # fmt: skip
 
 
@@ -782,6 +805,33 @@ def test_arguments_without_variables_are_told_apart(document: str, uses: bool) -
     field = operation.selection_set.selections[0]  # type: ignore[attr-defined]
     assert isinstance(field, FieldNode)
     assert _uses_variables(field) is uses
+
+
+async def test_nullable_arguments_are_converted_only_when_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An optional id or input left out (or null) is passed as it is; one given goes
+    through strawberry's conversion (the answers themselves are compared above)."""
+    import schema.execution as execution
+
+    converted: list[dict[str, Any]] = []
+
+    def counted(**kwargs: Any) -> Any:
+        converted.append(kwargs["kwargs"])
+        return get_arguments(**kwargs)
+
+    get_arguments = execution.get_arguments
+    monkeypatch.setattr(execution, "get_arguments", counted)
+    short = _schema(short=True)
+    for document in (
+        "{ box { sought { label } } }",
+        "{ box { sought(thing: null, order: null, index: 3) { label } } }",
+    ):
+        assert (await _answer(short, document))[1] == []
+    assert converted == []
+    answer = await _answer(short, '{ box { sought(thing: "VGhpbmc6MQ==") { label } } }')
+    assert answer == ({"box": {"sought": {"label": "GlobalID:VGhpbmc6MQ=="}}}, [])
+    assert converted == [{"thing": "VGhpbmc6MQ==", "order": None, "index": 0}]
 
 
 async def test_literal_arguments_are_remembered_with_their_defaults() -> None:

@@ -253,12 +253,14 @@ class TestLinesConnection:
             "inline": """{ allianceBalances { lines { edges {
                 ... on AllianceBalanceLineEdge { node { tierCode } } } } } }""",
         }
-        read_tiers = {}
-        for name, query in queries.items():
-            with db.count_statements() as counter:
-                await ok(db, OPERATOR, query.replace("allianceBalances", _of(memberships[0])))
-            read_tiers[name] = any("membership_tier" in sql for sql in counter.statements)
-        assert read_tiers == {
+        read_tiers: dict[str, list[bool]] = {}
+        for _ in range(2):  # the second time from the cached document (the answer remembered)
+            for name, query in queries.items():
+                with db.count_statements() as counter:
+                    await ok(db, OPERATOR, query.replace("allianceBalances", _of(memberships[0])))
+                read = any("membership_tier" in sql for sql in counter.statements)
+                read_tiers.setdefault(name, []).append(read)
+        assert {name: read[0] for name, read in read_tiers.items() if read[0] == read[1]} == {
             "plain": False,
             "tier": True,
             "aliased": True,
