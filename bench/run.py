@@ -1141,13 +1141,15 @@ class Bench:
                     handle.seek(start)
                     lines = handle.read().decode(errors="replace").splitlines()
                 statements = [
-                    line.split("LOG:  ", 1)[1]
-                    for line in lines
+                    # A statement that starts with a line break is named by its next line.
+                    line.split("LOG:  ", 1)[1].split(": ", 1)[-1].strip()
+                    or (lines[n + 1].strip() if n + 1 < len(lines) else "")
+                    for n, line in enumerate(lines)
                     if "LOG:  statement: " in line or "LOG:  execute " in line
                 ]
                 shapes: dict[str, int] = {}
                 for statement in statements:
-                    shape = statement.split(": ", 1)[-1][:160]
+                    shape = statement[:160]
                     shapes[shape] = shapes.get(shape, 0) + 1
                 result[case] = {
                     "requests": requests,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from operator import attrgetter
 from typing import Any, Self
 
@@ -112,16 +113,23 @@ class AllianceBalanceLine:
     @classmethod
     def from_line(cls, line: BalanceLine) -> Self:
         return cls(
-            program_id=relay.GlobalID("Program", str(line.program_id)),
+            program_id=_global_id("Program", line.program_id),
             merchant_id=line.merchant_id, program_name=line.program_name,
             unit_name=line.unit_name, point_value=line.point_value, own=line.own,
             membership_id=None if line.membership_id is None
-            else relay.GlobalID("Membership", str(line.membership_id)),
+            else _global_id("Membership", line.membership_id),
             member_number=line.member_number, points=BigInt(line.points),
             held=BigInt(line.held), value=line.value,
             expiring_points=BigInt(line.expiring_points), next_expiry=line.next_expiry,
             tier_code=line.tier_code, tier_name=line.tier_name,
         )  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def _global_id(type_name: str, pk: int) -> relay.GlobalID:
+    """Global ids are immutable: each line's are made once, not at every read (~0.4 µs
+    each, two a line)."""
+    return relay.GlobalID(type_name, str(pk))
 
 
 @strawberry.type(name="AllianceBalanceLineConnection")
