@@ -81,6 +81,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
             "award-execute",
             "typename-execute",
             "balance-execute",
+            "purchase-execute",
         ),
         default="award",
         help="award-domain: the domain call alone (award_points), no GraphQL or ASGI; "
