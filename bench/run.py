@@ -1623,11 +1623,7 @@ class Bench:
     def scan_app_log(self) -> dict[str, Any]:
         text = self.uvicorn_log.read_text(errors="replace") if self.uvicorn_log.exists() else ""
         lines = text.splitlines()
-        interesting = [
-            line
-            for line in lines
-            if any(word in line for word in ("Traceback", "ERROR", "WARNING", "error", "warning"))
-        ]
+        interesting = [line for line in lines if _log_problem(line)]
         if interesting:
             self.problems.append(
                 f"server log has {len(interesting)} warning/error lines,"
@@ -2062,6 +2058,20 @@ def render_markdown(doc: dict[str, Any], json_path: Path) -> str:
         lines += [f"- {p}" for p in doc["problems"]]
     lines += ["", f"JSON: `{shown_path(json_path)}`", ""]
     return "\n".join(lines)
+
+
+def _log_problem(line: str) -> bool:
+    """A server log line worth reporting: a JSON record at warning level or above (uvicorn's
+    own logger is named `uvicorn.error` whatever the level), or any other line that reads
+    like a warning, an error or a traceback."""
+    if line.startswith("{"):
+        try:
+            level = json.loads(line).get("level")
+        except (ValueError, AttributeError):
+            level = None
+        if isinstance(level, str):
+            return level.lower() in {"warning", "error", "critical"}
+    return any(word in line for word in ("Traceback", "ERROR", "WARNING", "error", "warning"))
 
 
 def main(argv: list[str] | None = None) -> None:
