@@ -264,8 +264,8 @@ def markdown(summary: dict[str, object], top: int = 25) -> str:
     table("library, own time (innermost Python frame)", summary["libraries_own"])  # type: ignore[arg-type]
     table(
         "library, total time (anywhere on the stack below the server loop)",
-        summary["libraries_total"],
-    )  # type: ignore[arg-type]
+        summary["libraries_total"],  # type: ignore[arg-type]
+    )
     table("function, own time", summary["functions_own"], top)  # type: ignore[arg-type]
     table("function, total time (below the server loop)", summary["functions_total"], top + 15)  # type: ignore[arg-type]
     return "\n".join(lines)

@@ -58,7 +58,7 @@ try:
     from bench import pyspy_report  # python -m bench
 except ImportError:  # python bench/run.py
     sys.path.insert(0, str(BENCH_DIR))
-    import pyspy_report  # type: ignore[no-redef]
+    import pyspy_report  # type: ignore[no-redef, import-not-found]
 
 from alliance.auth.actor import Actor  # noqa: E402
 from alliance.auth.clients import create_client, get_client  # noqa: E402
@@ -715,14 +715,15 @@ def bulk_members(
                     p_reason => 'opening balance', p_time_zone => %s) a
                 WHERE s.n %% 5 = 0""",
             (TIME_ZONE,),
-        ).fetchone()[0]
+        ).fetchone()
+        assert opening is not None  # count(*) answers one row
         conn.commit()
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
             "VACUUM (ANALYZE) member, membership, account, ledger_transaction, posting, lot,"
             " outbox_event, program, merchant, oauth_client"
         )
-    return blocks, int(opening)
+    return blocks, int(opening[0])
 
 
 def bulk_history(conninfo: str, per_member: int) -> None:
@@ -1449,7 +1450,7 @@ class Bench:
 
     def _count_connections(self, into: dict[str, Any]) -> None:
         """How the kernel spread wrk's connections over the workers (sampled mid-case)."""
-        counts = []
+        counts: list[int | None] = []
         for pid in self.workers:
             try:
                 established = [
@@ -1721,7 +1722,7 @@ def machine_facts() -> dict[str, Any]:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in (
         "strawberry-graphql",
         "graphql-core",
